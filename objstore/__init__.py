@@ -1,0 +1,58 @@
+"""objstore: a content-addressed object store for design/BIM object graphs.
+
+>>> import objstore
+>>> with objstore.open("data") as store:                       # doctest: +SKIP
+...     store.put("proj1", b'[{"id": "a", "speckle_type": "Base"}]')
+"""
+
+from objstore import errors
+from objstore.engine.base import PutResult, Stats, VerifyReport
+from objstore.errors import (
+    BatchTooLarge,
+    CorruptObject,
+    InvalidBatch,
+    InvalidClosure,
+    InvalidId,
+    InvalidJSON,
+    InvalidObject,
+    InvalidProject,
+    InvalidUTF8,
+    NestingTooDeep,
+    NotAnObject,
+    ObjectNotFound,
+    ObjectTooLarge,
+    ObjstoreError,
+    StoreClosed,
+)
+from objstore.limits import Limits
+from objstore.store import ChildrenStream, Store, open, open_memory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchTooLarge",
+    "ChildrenStream",
+    "CorruptObject",
+    "InvalidBatch",
+    "InvalidClosure",
+    "InvalidId",
+    "InvalidJSON",
+    "InvalidObject",
+    "InvalidProject",
+    "InvalidUTF8",
+    "Limits",
+    "NestingTooDeep",
+    "NotAnObject",
+    "ObjectNotFound",
+    "ObjectTooLarge",
+    "ObjstoreError",
+    "PutResult",
+    "Stats",
+    "Store",
+    "StoreClosed",
+    "VerifyReport",
+    "__version__",
+    "errors",
+    "open",
+    "open_memory",
+]

@@ -1,0 +1,242 @@
+"""The byte work of ingest: split a batch into raw objects, read each object's head, validate.
+
+Nothing here builds a dict of a whole object: ``msgspec`` slices the batch array into raw byte
+ranges and decodes only ``id`` and ``__closure`` from each, skipping every other field in C.
+The result is a list of :class:`Record` ready for a backend to store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Annotated, NamedTuple
+
+import msgspec
+import xxhash
+
+from objstore import errors
+from objstore.limits import Limits
+
+ID_MAX_CHARS = 255
+# Whitespace or control characters in an id would corrupt the `id\tjson` line format.
+_BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_ID_IN_BYTES = re.compile(rb'"id"\s*:\s*"([^"\\]{1,255})"')
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+_MSGSPEC_OFFSET = re.compile(r"\(byte (\d+)\)")
+
+Depth = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+
+
+class _Head(msgspec.Struct):
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    closure: dict[str, Depth] | msgspec.UnsetType | None = msgspec.field(
+        default=msgspec.UNSET, name="__closure"
+    )
+
+
+_split_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+class Record(NamedTuple):
+    """One validated object: its id, exact bytes, xxh3-128 digest of those bytes, closure."""
+
+    id: str
+    data: bytes
+    digest: bytes
+    closure: dict[str, int] | None
+
+
+def digest_of(data: bytes) -> bytes:
+    """The 16-byte xxh3-128 checksum objstore keeps for stored bytes."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def check_id(value: object) -> str | None:
+    """Return why ``value`` is not a valid object id, or None when it is."""
+    if not isinstance(value, str):
+        return f"id must be a string, got {type(value).__name__}"
+    if not 1 <= len(value) <= ID_MAX_CHARS:
+        return f"id must be 1-{ID_MAX_CHARS} characters, got {len(value)}"
+    if _BAD_ID_CHAR.search(value):
+        return "id must not contain whitespace or control characters"
+    return None
+
+
+def _check_closure_keys(closure: dict[str, int]) -> str | None:
+    if not closure:
+        return None
+    lengths = list(map(len, closure))
+    if min(lengths) < 1 or max(lengths) > ID_MAX_CHARS:
+        return f"__closure keys must be ids of 1-{ID_MAX_CHARS} characters"
+    if _BAD_ID_CHAR.search("".join(closure)):
+        return "__closure keys must not contain whitespace or control characters"
+    return None
+
+
+def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:
+    """Split the bytes of a JSON array into the exact byte slices of its elements."""
+    stripped = bytes(data).lstrip()
+    if not stripped.startswith(b"["):
+        raise errors.InvalidBatch("batch must be a JSON array of objects")
+    try:
+        return _split_decoder.decode(data)
+    except RecursionError:
+        index, element = _locate(bytes(data), deepest=True)
+        raise errors.NestingTooDeep(
+            "nesting is too deep", index=index, object_id=_guess_id(element)
+        ) from None
+    except msgspec.DecodeError as exc:
+        match = _MSGSPEC_OFFSET.search(str(exc))
+        offset = int(match.group(1)) if match else len(data)
+        index, element = _locate(bytes(data), offset=offset)
+        reason = str(exc).split(" (byte")[0]
+        if index is None:
+            raise errors.InvalidBatch(f"batch is not a valid JSON array: {reason}") from None
+        raise errors.InvalidJSON(reason, index=index, object_id=_guess_id(element)) from None
+
+
+def _locate(
+    data: bytes, *, offset: int | None = None, deepest: bool = False
+) -> tuple[int | None, bytes]:
+    """Find the array element holding byte ``offset`` (or the first too-deep one): error path."""
+    depth = 0
+    index = 0
+    start = 0
+    for tok in _JSON_TOKEN.finditer(data):
+        pos = tok.start()
+        if offset is not None and pos >= offset:
+            break
+        ch = data[pos : pos + 1]
+        if ch in (b"[", b"{"):
+            depth += 1
+            if depth == 1:
+                start = pos + 1
+            if deepest and depth > 900:
+                break
+        elif ch in (b"]", b"}"):
+            depth -= 1
+        elif ch == b"," and depth == 1:
+            index += 1
+            start = pos + 1
+    if depth < 1:
+        return None, b""
+    return index, data[start : start + 4096]
+
+
+def _guess_id(element: bytes) -> str | None:
+    match = _ID_IN_BYTES.search(element)
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
+def _with_id(data: bytes, object_id: str) -> bytes:
+    """Insert ``"id"`` as the first member of an object that has none."""
+    brace = data.index(b"{")
+    rest = data[brace + 1 :]
+    member = b'"id":"' + object_id.encode() + b'"'
+    if not rest.lstrip().startswith(b"}"):
+        member += b","
+    return data[: brace + 1] + member + rest
+
+
+def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
+    """Validate one object's bytes and read its head; raise the specific InvalidObject."""
+    size = len(raw)
+    if size > limits.max_object_bytes:
+        raise errors.ObjectTooLarge(
+            f"object is {size} bytes, over the {limits.max_object_bytes} byte object limit",
+            limit=limits.max_object_bytes,
+            size=size,
+            index=index,
+            object_id=_guess_id(raw[:4096]),
+        )
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.InvalidUTF8(
+                f"invalid UTF-8 at byte {exc.start} of the object",
+                index=index,
+                object_id=_guess_id(raw[:4096]),
+            ) from None
+    try:
+        head = _head_decoder.decode(raw)
+    except RecursionError:
+        raise errors.NestingTooDeep(
+            "nesting is too deep", index=index, object_id=_guess_id(raw[:4096])
+        ) from None
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc), raw, index) from None
+    except msgspec.DecodeError as exc:
+        raise errors.InvalidJSON(str(exc), index=index, object_id=_guess_id(raw[:4096])) from None
+
+    closure = None if head.closure is msgspec.UNSET else head.closure
+    if closure:
+        problem = _check_closure_keys(closure)
+        if problem:
+            raise errors.InvalidClosure(problem, index=index, object_id=_str_or_none(head.id))
+    if head.id is msgspec.UNSET:
+        object_id = xxhash.xxh3_128_hexdigest(raw)
+        raw = _with_id(raw, object_id)
+    else:
+        object_id = head.id
+        problem = check_id(object_id)
+        if problem:
+            raise errors.InvalidId(problem, index=index, object_id=object_id[:300])
+    return Record(object_id, raw, digest_of(raw), closure or None)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _validation_error(message: str, raw: bytes, index: int) -> errors.InvalidObject:
+    guessed = _guess_id(raw[:4096])
+    if message.startswith("Expected `object`"):
+        return errors.NotAnObject(f"batch elements must be JSON objects ({message})", index=index)
+    if "$.__closure" in message:
+        return errors.InvalidClosure(
+            f"__closure must map ids to positive integer depths ({message})",
+            index=index,
+            object_id=guessed,
+        )
+    if "$.id" in message:
+        return errors.InvalidId(f"id must be a string ({message})", index=index)
+    return errors.InvalidJSON(message, index=index, object_id=guessed)
+
+
+def prepare(
+    batch: bytes | bytearray | memoryview | Iterable[bytes], limits: Limits
+) -> list[Record]:
+    """Turn a batch (JSON array bytes, or an iterable of object bytes) into validated records.
+
+    Raises a specific :mod:`objstore.errors` exception naming the first offending object.
+    """
+    if isinstance(batch, bytes | bytearray | memoryview):
+        items: Iterable[bytes | msgspec.Raw] = split_array(batch)
+    elif isinstance(batch, str):
+        raise errors.InvalidBatch("batch must be bytes (UTF-8 JSON), not str")
+    else:
+        items = batch
+    records: list[Record] = []
+    total = 0
+    max_batch = limits.max_batch_bytes
+    for index, item in enumerate(items):
+        if isinstance(item, msgspec.Raw):
+            raw = bytes(item)
+        elif isinstance(item, bytes | bytearray | memoryview):
+            raw = bytes(item).strip()
+        else:
+            raise errors.InvalidBatch(
+                f"batch element {index} must be bytes of one JSON object, got {type(item).__name__}"
+            )
+        total += len(raw)
+        if total > max_batch:
+            raise errors.BatchTooLarge(
+                f"batch objects total more than the {max_batch} byte batch limit",
+                limit=max_batch,
+                size=total,
+                index=index,
+            )
+        records.append(decode_record(raw, index, limits))
+    return records

@@ -1,0 +1,110 @@
+"""What a storage backend must do, and the records it returns.
+
+A backend stores validated :class:`~objstore.codec.Record` batches for named projects with
+Speckle's semantics: the first write of an id in a project wins, identical bytes are kept once
+across projects, each batch is atomic, and closures are kept per stored byte string so that
+``children_ids`` never parses an object at read time. Every backend runs the same test suite
+(``tests/engine``); :mod:`objstore.engine.memory` is the plain reference model.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from objstore.codec import Record
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What one batch did: every received object is exactly one of stored/duplicate/conflict."""
+
+    received: int
+    stored: int
+    duplicates: int
+    conflicts: int
+    new_blobs: int
+    bytes_received: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Store-wide counts. ``raw_bytes``/``stored_bytes`` are over unique byte strings."""
+
+    projects: int
+    objects: int
+    blobs: int
+    closures: int
+    raw_bytes: int
+    stored_bytes: int
+    dictionaries: int
+    file_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        """Stored size over raw JSON size of the unique objects (lower is better)."""
+        return self.stored_bytes / self.raw_bytes if self.raw_bytes else 1.0
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Result of re-checking every stored checksum and reference."""
+
+    blobs_checked: int = 0
+    objects_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Backend(abc.ABC):
+    """Storage behind :class:`objstore.Store`. Thread-safe; ids and projects already validated."""
+
+    @abc.abstractmethod
+    def write(self, project: str, records: Sequence[Record]) -> PutResult:
+        """Store a batch atomically: all of it becomes visible at once, or none of it."""
+
+    @abc.abstractmethod
+    def has(self, project: str, ids: Sequence[str]) -> list[bool]:
+        """For each id, whether the project holds it (same order)."""
+
+    @abc.abstractmethod
+    def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """Yield (id, bytes) for the ids the project holds, in request order; checksums verified.
+
+        Raises :class:`~objstore.errors.CorruptObject` rather than return bad bytes.
+        """
+
+    @abc.abstractmethod
+    def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
+        """The object's ``__closure`` ids in chunks (sorted), or None if the object is absent."""
+
+    @abc.abstractmethod
+    def closure(self, project: str, object_id: str) -> dict[str, int] | None:
+        """The object's closure {descendant id: min depth}; None if the object is absent."""
+
+    @abc.abstractmethod
+    def projects(self) -> list[str]:
+        """Names of projects holding at least one object, sorted."""
+
+    @abc.abstractmethod
+    def count(self, project: str) -> int:
+        """How many objects the project holds."""
+
+    @abc.abstractmethod
+    def delete_project(self, project: str) -> int:
+        """Drop a project and every byte string no other project uses; return objects dropped."""
+
+    @abc.abstractmethod
+    def stats(self) -> Stats:
+        """Store-wide counts."""
+
+    @abc.abstractmethod
+    def verify(self) -> VerifyReport:
+        """Re-check every checksum and every reference; report, never raise, on damage."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; the backend is unusable afterwards."""

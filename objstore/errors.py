@@ -1,0 +1,111 @@
+"""Every failure objstore reports, one class each.
+
+Batch rejections carry the offending object's position (``index``) and ``object_id`` when known,
+so a caller (or the HTTP layer) can say exactly what was wrong. A rejected batch stores nothing.
+"""
+
+from __future__ import annotations
+
+
+class ObjstoreError(Exception):
+    """Base class of every objstore error."""
+
+
+class InvalidBatch(ObjstoreError):
+    """The batch as a whole is unusable (not a JSON array, not bytes, ...)."""
+
+
+class InvalidObject(ObjstoreError):
+    """One object of a batch breaks a rule; the whole batch is rejected."""
+
+    def __init__(self, message: str, *, index: int | None = None, object_id: str | None = None):
+        self.index = index
+        self.object_id = object_id
+        where = []
+        if index is not None:
+            where.append(f"object {index}")
+        if object_id is not None:
+            where.append(f"id {object_id!r}")
+        prefix = f"{' '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+        self.reason = message
+
+
+class InvalidJSON(InvalidObject):
+    """An object is not well-formed JSON."""
+
+
+class InvalidUTF8(InvalidObject):
+    """An object's bytes are not valid UTF-8."""
+
+
+class NotAnObject(InvalidObject):
+    """A batch element is valid JSON but not a JSON object."""
+
+
+class InvalidId(InvalidObject):
+    """An ``id`` is not a 1-255 character string free of whitespace and control characters."""
+
+
+class InvalidClosure(InvalidObject):
+    """``__closure`` is not an object mapping valid ids to positive integer depths."""
+
+
+class NestingTooDeep(InvalidObject):
+    """An object nests arrays/objects deeper than the decoder allows."""
+
+
+class LimitExceeded(InvalidObject):
+    """A size limit was exceeded; ``limit`` and ``size`` are in bytes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        size: int,
+        index: int | None = None,
+        object_id: str | None = None,
+    ):
+        self.limit = limit
+        self.size = size
+        super().__init__(message, index=index, object_id=object_id)
+
+
+class ObjectTooLarge(LimitExceeded):
+    """One object's JSON is larger than the per-object limit."""
+
+
+class BatchTooLarge(LimitExceeded):
+    """A batch's objects add up to more than the per-batch limit."""
+
+
+class InvalidProject(ObjstoreError):
+    """A project name is empty, too long, or contains control characters."""
+
+
+class ObjectNotFound(ObjstoreError, KeyError):
+    """The object is not in the project."""
+
+    def __init__(self, project: str, object_id: str):
+        self.project = project
+        self.object_id = object_id
+        super().__init__(f"object {object_id!r} not found in project {project!r}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class CorruptObject(ObjstoreError):
+    """Stored bytes fail their checksum or cannot be decompressed; never returned as data."""
+
+    def __init__(self, digest: str, detail: str, object_id: str | None = None):
+        self.digest = digest
+        self.object_id = object_id
+        self.detail = detail
+        name = f"object {object_id!r} (blob {digest})" if object_id else f"blob {digest}"
+        super().__init__(f"{name} is corrupt: {detail}")
+
+
+class StoreClosed(ObjstoreError):
+    """The store was closed, or is used from a process it was not opened in."""

@@ -1,0 +1,254 @@
+"""Deterministic, realistic Speckle-like object graphs for benchmarks, tests and demos.
+
+Shape (as specklepy and Speckle connectors write them): a model root collection -> level
+collections -> building elements with inline parameters -> detached display meshes whose vertex
+and face lists are split into ``Speckle.Core.Models.DataChunk`` objects; render materials and a
+share of meshes (instances) are reused, so several parents reference the same child. Every parent
+carries a correct ``__closure`` and ``totalChildrenCount``; children come before parents and the
+root comes last. Object sizes range from ~150 B to ~100 KB.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import xxhash
+
+_encode = msgspec.json.encode
+
+ELEMENT_TYPES = [
+    "Objects.BuiltElements.Wall:Objects.BuiltElements.Revit.RevitWall",
+    "Objects.BuiltElements.Floor:Objects.BuiltElements.Revit.RevitFloor",
+    "Objects.BuiltElements.Column:Objects.BuiltElements.Revit.RevitColumn",
+    "Objects.BuiltElements.Beam:Objects.BuiltElements.Revit.RevitBeam",
+    "Objects.BuiltElements.Revit.FamilyInstance",
+    "Objects.BuiltElements.Pipe:Objects.BuiltElements.Revit.RevitPipe",
+    "Objects.BuiltElements.Duct:Objects.BuiltElements.Revit.RevitDuct",
+]
+PARAMETER_NAMES = [
+    "Area", "Volume", "Length", "Width", "Height", "Base Offset", "Top Offset", "Comments",
+    "Mark", "Phase Created", "Structural", "Fire Rating", "Assembly Code", "Type Mark",
+    "Cost", "Manufacturer", "Model", "Keynote", "Description", "Function",
+]  # fmt: skip
+
+
+@dataclass(slots=True)
+class Graph:
+    """A generated model: objects in upload order (children first) and the root id."""
+
+    objects: list[tuple[str, bytes]]
+    root_id: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(b) for _, b in self.objects)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+
+class _Builder:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.objects: list[tuple[str, bytes]] = []
+        self.closures: dict[str, dict[str, int]] = {}
+        self.seen: set[str] = set()
+
+    def add(self, body: dict[str, Any], children: Iterable[str]) -> str:
+        """Serialize an object with its closure (from its direct children); return its id."""
+        closure: dict[str, int] = {}
+        for child in children:
+            closure[child] = 1
+            for grandchild, depth in self.closures.get(child, {}).items():
+                if closure.get(grandchild, depth + 2) > depth + 1:
+                    closure[grandchild] = depth + 1
+        body["totalChildrenCount"] = len(closure)
+        if closure:
+            body["__closure"] = closure
+        object_id = xxhash.xxh3_128_hexdigest(_encode(body))
+        if object_id in self.seen:  # identical content (e.g. equal face lists): sent once
+            return object_id
+        self.seen.add(object_id)
+        if closure:
+            self.closures[object_id] = closure
+        self.objects.append((object_id, _encode({"id": object_id, **body})))
+        return object_id
+
+    @staticmethod
+    def ref(object_id: str) -> dict[str, str]:
+        return {"referencedId": object_id, "speckle_type": "reference"}
+
+    def chunk(self, values: list[float] | list[int]) -> str:
+        return self.add({"speckle_type": "Speckle.Core.Models.DataChunk", "data": values}, ())
+
+    def chunked(self, values: list[Any], size: int) -> list[str]:
+        return [self.chunk(values[i : i + size]) for i in range(0, len(values), size)]
+
+    def material(self, index: int) -> str:
+        rng = random.Random(index)
+        return self.add(
+            {
+                "speckle_type": "Objects.Other.RenderMaterial",
+                "name": f"Material {index}",
+                "opacity": 1.0,
+                "metalness": round(rng.random(), 2),
+                "roughness": round(rng.random(), 2),
+                "diffuse": rng.randrange(1 << 24),
+                "emissive": 0,
+                "units": "m",
+            },
+            (),
+        )
+
+    def mesh(self, material_id: str) -> tuple[str, int]:
+        """A display mesh with chunked vertices/faces; returns (id, objects added)."""
+        rng = self.rng
+        before = len(self.objects)
+        kind = rng.random()
+        if kind < 0.7:
+            n_vertices = rng.randint(4, 24)
+        elif kind < 0.98:
+            n_vertices = rng.randint(24, 200)
+        else:
+            n_vertices = rng.randint(200, 3000)
+        origin = [rng.uniform(-100, 100) for _ in range(3)]
+        vertices = [round(origin[i % 3] + rng.uniform(-5, 5), 6) for i in range(n_vertices * 3)]
+        n_faces = max(1, n_vertices - 2)
+        faces: list[int] = []
+        for f in range(n_faces):
+            faces.extend((3, f % n_vertices, (f + 1) % n_vertices, (f + 2) % n_vertices))
+        vertex_chunks = self.chunked(vertices, 5000)
+        face_chunks = self.chunked(faces, 20000)
+        mesh_id = self.add(
+            {
+                "speckle_type": "Objects.Geometry.Mesh",
+                "units": "m",
+                "area": round(rng.uniform(1, 50), 3),
+                "volume": round(rng.uniform(0, 20), 3),
+                "bbox": None,
+                "@(31250)vertices": [self.ref(c) for c in vertex_chunks],
+                "@(62500)faces": [self.ref(c) for c in face_chunks],
+                "@renderMaterial": self.ref(material_id),
+                "colors": [],
+                "textureCoordinates": [],
+            },
+            [*vertex_chunks, *face_chunks, material_id],
+        )
+        return mesh_id, len(self.objects) - before
+
+    def element(self, index: int, materials: list[str], meshes: list[str]) -> str:
+        rng = self.rng
+        display: list[str] = []
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            if meshes and rng.random() < 0.3:
+                display.append(rng.choice(meshes))  # an instance reusing geometry
+            else:
+                mesh_id, _ = self.mesh(rng.choice(materials))
+                meshes.append(mesh_id)
+                display.append(mesh_id)
+        display = list(dict.fromkeys(display))
+        params = {
+            name: {
+                "speckle_type": "Objects.BuiltElements.Revit.Parameter",
+                "name": name,
+                "value": round(rng.uniform(0, 1000), 3) if rng.random() < 0.7 else f"v{index}",
+                "units": rng.choice(("m", "m2", "m3", None)),
+                "isReadOnly": rng.random() < 0.3,
+                "applicationInternalName": name.upper().replace(" ", "_"),
+            }
+            for name in rng.sample(PARAMETER_NAMES, rng.randint(2, 8))
+        }
+        return self.add(
+            {
+                "speckle_type": rng.choice(ELEMENT_TYPES),
+                "applicationId": f"{index:08x}-{rng.getrandbits(32):08x}",
+                "elementId": str(100000 + index),
+                "category": rng.choice(("Walls", "Floors", "Columns", "Doors", "Pipes")),
+                "family": f"Family {rng.randint(1, 40)}",
+                "units": "m",
+                "parameters": {"speckle_type": "Base", **params},
+                "@displayValue": [self.ref(m) for m in display],
+            },
+            display,
+        )
+
+
+def generate(n_objects: int, seed: int = 0) -> Graph:
+    """A graph of about ``n_objects`` objects (exactly reproducible from ``seed``)."""
+    if n_objects < 10:
+        raise ValueError("n_objects must be at least 10")
+    b = _Builder(seed)
+    materials = [b.material(i) for i in range(min(40, max(2, n_objects // 500)))]
+    n_levels = max(1, min(50, n_objects // 5000))
+    per_level_target = (n_objects - len(materials) - n_levels - 1) / n_levels
+    level_ids: list[str] = []
+    meshes: list[str] = []
+    for level in range(n_levels):
+        start = len(b.objects)
+        elements: list[str] = []
+        index = level * 1_000_000
+        while len(b.objects) - start < per_level_target - 1:
+            elements.append(b.element(index, materials, meshes))
+            index += 1
+            if len(meshes) > 2000:
+                del meshes[:1000]
+        level_ids.append(
+            b.add(
+                {
+                    "speckle_type": "Speckle.Core.Models.Collection",
+                    "name": f"Level {level}",
+                    "collectionType": "level",
+                    "@elements": [b.ref(e) for e in elements],
+                },
+                elements,
+            )
+        )
+    root_id = b.add(
+        {
+            "speckle_type": "Speckle.Core.Models.Collection",
+            "name": f"Generated model {n_objects}/{seed}",
+            "collectionType": "model",
+            "@elements": [b.ref(level) for level in level_ids],
+        },
+        level_ids,
+    )
+    return Graph(b.objects, root_id)
+
+
+def batches(
+    objects: Iterable[tuple[str, bytes]], max_objects: int = 10_000, max_bytes: int = 25 << 20
+) -> Iterator[bytes]:
+    """Group objects into JSON-array batches under both caps (as a client uploads them)."""
+    parts: list[bytes] = []
+    size = 0
+    for _, data in objects:
+        if parts and (len(parts) >= max_objects or size + len(data) > max_bytes):
+            yield b"[" + b",".join(parts) + b"]"
+            parts, size = [], 0
+        parts.append(data)
+        size += len(data)
+    if parts:
+        yield b"[" + b",".join(parts) + b"]"
+
+
+def write_dump(objects: Iterable[tuple[str, bytes]], path: str | Path) -> None:
+    """Write objects as ``id\\tjson`` lines (the format getobjects serves)."""
+    with Path(path).open("wb") as fh:
+        for object_id, data in objects:
+            fh.write(object_id.encode() + b"\t" + data + b"\n")
+
+
+def read_dump(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """Read ``id\\tjson`` lines back."""
+    with Path(path).open("rb") as fh:
+        for line in fh:
+            line = line.rstrip(b"\r\n")
+            if not line:
+                continue
+            object_id, _, data = line.partition(b"\t")
+            yield object_id.decode(), data

@@ -1,0 +1,173 @@
+"""The public face of the engine: validate, then hand records to a backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterable, Iterator
+from types import TracebackType
+
+from objstore import codec, errors
+from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
+from objstore.limits import Limits
+
+Batch = bytes | bytearray | memoryview | Iterable[bytes]
+
+
+def check_project(project: object) -> str:
+    """Return ``project`` if it is a valid project name, else raise InvalidProject."""
+    problem = codec.check_id(project)
+    if problem:
+        raise errors.InvalidProject("project " + problem.removeprefix("id "))
+    assert isinstance(project, str)
+    return project
+
+
+class ChildrenStream(Iterator[tuple[str, bytes]]):
+    """Root first, then each stored descendant once; ``missing`` counts closure ids not stored."""
+
+    def __init__(
+        self, backend: Backend, project: str, root: tuple[str, bytes], chunks: Iterator[list[str]]
+    ) -> None:
+        self._backend = backend
+        self._project = project
+        self.root_id = root[0]
+        self.found = 0
+        self.missing = 0
+        self._iter = self._run(root, chunks)
+
+    def _run(
+        self, root: tuple[str, bytes], chunks: Iterator[list[str]]
+    ) -> Generator[tuple[str, bytes]]:
+        yield root
+        for chunk in chunks:
+            ids = [i for i in chunk if i != self.root_id]
+            got = 0
+            for pair in self._backend.get_many(self._project, ids):
+                got += 1
+                yield pair
+            self.found += got
+            self.missing += len(ids) - got
+
+    def __next__(self) -> tuple[str, bytes]:
+        return next(self._iter)
+
+    def close(self) -> None:
+        """Stop early; no further store reads happen."""
+        self._iter.close()
+
+
+class Store:
+    """A content-addressed, deduplicated object store of JSON objects grouped in projects."""
+
+    def __init__(self, backend: Backend, limits: Limits | None = None) -> None:
+        self.backend = backend
+        self.limits = limits or Limits.from_env()
+
+    def put(self, project: str, batch: Batch) -> PutResult:
+        """Store a batch atomically: all objects, or on any invalid object none (and raise)."""
+        check_project(project)
+        records = codec.prepare(batch, self.limits)
+        return self.backend.write(project, records)
+
+    def has(self, project: str, ids: Iterable[str]) -> dict[str, bool]:
+        """{id: whether the project holds it} for every requested id."""
+        ids = list(ids)
+        check_project(project)
+        return dict(zip(ids, self.backend.has(project, ids), strict=True))
+
+    def get(self, project: str, object_id: str) -> bytes | None:
+        """The object's bytes exactly as sent, or None when the project does not hold it."""
+        check_project(project)
+        for _, data in self.backend.get_many(project, [object_id]):
+            return data
+        return None
+
+    def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """(id, bytes) for each id the project holds, in request order; absent ids left out."""
+        check_project(project)
+        return self.backend.get_many(project, ids)
+
+    def iter_with_children(self, project: str, object_id: str) -> ChildrenStream:
+        """The object then every descendant in its ``__closure`` that the project holds.
+
+        Raises ObjectNotFound when the root itself is absent. Reads the closure table, never
+        the root's JSON.
+        """
+        check_project(project)
+        root = self.get(project, object_id)
+        chunks = self.backend.children_ids(project, object_id)
+        if root is None or chunks is None:
+            raise errors.ObjectNotFound(project, object_id)
+        return ChildrenStream(self.backend, project, (object_id, root), chunks)
+
+    def closure(self, project: str, object_id: str) -> dict[str, int]:
+        """The stored closure of an object: {descendant id: minimum depth}."""
+        check_project(project)
+        closure = self.backend.closure(project, object_id)
+        if closure is None:
+            raise errors.ObjectNotFound(project, object_id)
+        return closure
+
+    def projects(self) -> list[str]:
+        return self.backend.projects()
+
+    def count(self, project: str) -> int:
+        check_project(project)
+        return self.backend.count(project)
+
+    def delete_project(self, project: str) -> int:
+        """Remove a project; bytes still used by other projects stay. Returns objects removed."""
+        check_project(project)
+        return self.backend.delete_project(project)
+
+    def stats(self) -> Stats:
+        return self.backend.stats()
+
+    def verify(self) -> VerifyReport:
+        return self.backend.verify()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open(
+    path: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    map_size: int | None = None,
+    compression_level: int = 3,
+    dictionary_threshold: int = 4096,
+    readonly: bool = False,
+) -> Store:
+    """Open (creating if needed) an LMDB-backed store in directory ``path``."""
+    from objstore.engine.lmdb import LMDBBackend
+
+    backend = LMDBBackend(
+        path,
+        map_size=map_size,
+        compression_level=compression_level,
+        dictionary_threshold=dictionary_threshold,
+        readonly=readonly,
+    )
+    return Store(backend, limits)
+
+
+def open_memory(limits: Limits | None = None) -> Store:
+    """A store held in memory only: for tests and throwaway work."""
+    from objstore.engine.memory import MemoryBackend
+
+    return Store(MemoryBackend(), limits)
+
+
+__all__ = ["Batch", "ChildrenStream", "Store", "check_project", "open", "open_memory"]

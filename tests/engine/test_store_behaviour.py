@@ -1,0 +1,273 @@
+"""Store behaviour every backend must have (run once per backend via the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from objstore import errors
+from objstore.codec import digest_of
+from objstore.limits import Limits
+
+from ..conftest import make_store
+
+
+def arr(*objs: bytes) -> bytes:
+    return b"[" + b",".join(objs) + b"]"
+
+
+A = b'{"id":"a","speckle_type":"Base","x":1}'
+B = b'{"id": "b", "speckle_type": "Base",  "y": [1, 2.50, "\\u00e9"]}'
+ROOT = b'{"id":"root","__closure":{"a":1,"b":2,"ghost":3},"@c":{"referencedId":"a"}}'
+
+
+def test_roundtrip_is_byte_exact(store):
+    res = store.put("p1", arr(A, B, ROOT))
+    assert (res.received, res.stored, res.duplicates, res.conflicts) == (3, 3, 0, 0)
+    assert store.get("p1", "a") == A
+    assert store.get("p1", "b") == B  # spacing, number spelling and escapes untouched
+    assert store.get("p1", "root") == ROOT
+    assert store.get("p1", "nope") is None
+    assert store.get("other", "a") is None
+
+
+def test_put_accepts_iterable_of_objects(store):
+    res = store.put("p1", [A, B])
+    assert res.stored == 2
+    assert store.get("p1", "b") == B
+
+
+def test_has_answers_every_id(store):
+    store.put("p1", arr(A, B))
+    assert store.has("p1", ["a", "zz", "b"]) == {"a": True, "zz": False, "b": True}
+    assert store.has("unknown-project", ["a"]) == {"a": False}
+
+
+def test_get_many_in_request_order_skipping_absent(store):
+    store.put("p1", arr(A, B, ROOT))
+    got = list(store.get_many("p1", ["root", "missing", "a", "b"]))
+    assert got == [("root", ROOT), ("a", A), ("b", B)]
+
+
+def test_get_many_streams_more_than_one_chunk(store):
+    objs = [json.dumps({"id": f"o{i:05d}", "n": i}).encode() for i in range(5000)]
+    store.put("p1", arr(*objs))
+    ids = [f"o{i:05d}" for i in reversed(range(5000))]
+    got = list(store.get_many("p1", ids))
+    assert [i for i, _ in got] == ids
+    assert got[0][1] == objs[-1]
+
+
+def test_missing_id_is_assigned_from_xxh3(store):
+    import xxhash
+
+    raw = b'{"speckle_type":"Base","v":2}'
+    res = store.put("p1", arr(raw, b"{}"))
+    assert res.stored == 2
+    expected = xxhash.xxh3_128_hexdigest(raw)
+    data = store.get("p1", expected)
+    assert data is not None
+    assert json.loads(data) == {"id": expected, "speckle_type": "Base", "v": 2}
+    empty_id = xxhash.xxh3_128_hexdigest(b"{}")
+    assert json.loads(store.get("p1", empty_id) or b"") == {"id": empty_id}
+
+
+def test_iter_with_children_root_first_then_each_descendant_once(store):
+    store.put("p1", arr(A, B, ROOT))
+    stream = store.iter_with_children("p1", "root")
+    got = list(stream)
+    assert got[0] == ("root", ROOT)
+    assert sorted(got[1:]) == [("a", A), ("b", B)]
+    assert stream.missing == 1  # "ghost" is in the closure but not stored
+    assert stream.found == 2
+
+
+def test_iter_with_children_of_leaf_and_absent_root(store):
+    store.put("p1", arr(A))
+    assert list(store.iter_with_children("p1", "a")) == [("a", A)]
+    with pytest.raises(errors.ObjectNotFound):
+        store.iter_with_children("p1", "zzz")
+    with pytest.raises(errors.ObjectNotFound):
+        store.iter_with_children("p2", "a")
+
+
+def test_children_only_from_the_same_project(store):
+    store.put("p1", arr(ROOT))
+    store.put("p2", arr(A, B))
+    assert [i for i, _ in store.iter_with_children("p1", "root")] == ["root"]
+
+
+def test_closure_is_stored(store):
+    store.put("p1", arr(ROOT))
+    assert store.closure("p1", "root") == {"a": 1, "b": 2, "ghost": 3}
+    with pytest.raises(errors.ObjectNotFound):
+        store.closure("p1", "a")
+
+
+def test_reupload_counts_duplicates(store):
+    store.put("p1", arr(A, B))
+    res = store.put("p1", arr(A, B, A))
+    assert (res.stored, res.duplicates, res.conflicts) == (0, 3, 0)
+    assert store.stats().blobs == 2
+
+
+def test_duplicate_within_one_batch(store):
+    res = store.put("p1", arr(A, A))
+    assert (res.stored, res.duplicates) == (1, 1)
+
+
+def test_first_write_wins_and_conflict_is_counted(store):
+    store.put("p1", arr(A))
+    other = b'{"id":"a","speckle_type":"Base","x":999}'
+    res = store.put("p1", arr(other))
+    assert (res.stored, res.duplicates, res.conflicts) == (0, 0, 1)
+    assert store.get("p1", "a") == A
+
+
+def test_dedupe_across_projects_keeps_isolation(store):
+    store.put("p1", arr(A, B))
+    res = store.put("p2", arr(A))
+    assert res.stored == 1 and res.new_blobs == 0
+    stats = store.stats()
+    assert (stats.objects, stats.blobs, stats.projects) == (3, 2, 2)
+    other = b'{"id":"b","v":"p3 version"}'
+    store.put("p3", arr(other))
+    assert store.get("p1", "b") == B
+    assert store.get("p3", "b") == other
+    assert store.get("p2", "b") is None
+
+
+def test_delete_project_keeps_shared_bytes(store):
+    store.put("p1", arr(A, B, ROOT))
+    store.put("p2", arr(A))
+    assert store.delete_project("p1") == 3
+    assert store.get("p1", "a") is None
+    assert store.get("p2", "a") == A
+    stats = store.stats()
+    assert (stats.projects, stats.objects, stats.blobs, stats.closures) == (1, 1, 1, 0)
+    assert store.projects() == ["p2"]
+    assert store.delete_project("p1") == 0
+    assert store.verify().ok
+
+
+def test_project_recreated_after_delete_is_empty(store):
+    store.put("p1", arr(A))
+    store.delete_project("p1")
+    store.put("p1", arr(B))
+    assert store.get("p1", "a") is None
+    assert store.count("p1") == 1
+
+
+BAD_BATCHES = [
+    (b'{"id":"a"}', errors.InvalidBatch, "JSON array"),
+    (b"[" + A + b',{"id":"x",}]', errors.InvalidJSON, "object 1"),
+    (b"[" + A + b',{"id":"x","s":"\xff\xfe"}]', errors.InvalidUTF8, "object 1"),
+    (b"[" + A + b",42]", errors.NotAnObject, "object 1"),
+    (b'[{"id":"has space"}]', errors.InvalidId, "whitespace"),
+    (b'[{"id":"tab\\there"}]', errors.InvalidId, "whitespace"),
+    (b'[{"id":""}]', errors.InvalidId, "1-255"),
+    (b'[{"id":"' + b"x" * 256 + b'"}]', errors.InvalidId, "1-255"),
+    (b'[{"id":12}]', errors.InvalidId, "object 0"),
+    (b'[{"id":null}]', errors.InvalidId, "object 0"),
+    (b'[{"id":"r","__closure":[1]}]', errors.InvalidClosure, "'r'"),
+    (b'[{"id":"r","__closure":{"a":0}}]', errors.InvalidClosure, "positive"),
+    (b'[{"id":"r","__closure":{"a":1.5}}]', errors.InvalidClosure, "positive"),
+    (b'[{"id":"r","__closure":{"a b":1}}]', errors.InvalidClosure, "whitespace"),
+    (b'[{"id":"deep","v":' + b"[" * 5000 + b"]" * 5000 + b"}]", errors.NestingTooDeep, "object 0"),
+]
+
+
+@pytest.mark.parametrize(("batch", "exc", "needle"), BAD_BATCHES)
+def test_bad_batch_stores_nothing(store, batch, exc, needle):
+    store.put("p1", arr(A))
+    before = store.stats()
+    with pytest.raises(exc) as info:
+        store.put("p1", batch)
+    assert needle in str(info.value)
+    assert store.stats() == before
+    assert store.get("p1", "a") == A
+    assert store.get("p1", "x") is None
+
+
+def test_bad_object_after_good_ones_stores_none_of_them(store):
+    with pytest.raises(errors.InvalidId):
+        store.put("p1", arr(A, B, b'{"id":"bad id"}'))
+    assert store.get("p1", "a") is None
+    assert store.stats().objects == 0
+
+
+def test_object_limit(backend_kind, tmp_path):
+    s = make_store(backend_kind, tmp_path, Limits(max_object_bytes=100, max_batch_bytes=1000))
+    big = b'{"id":"big","pad":"' + b"x" * 100 + b'"}'
+    with pytest.raises(errors.ObjectTooLarge) as info:
+        s.put("p1", arr(A, big))
+    assert info.value.index == 1 and info.value.object_id == "big" and info.value.limit == 100
+    assert "100 byte" in str(info.value)
+    assert s.stats().objects == 0
+    s.close()
+
+
+def test_batch_limit(backend_kind, tmp_path):
+    s = make_store(backend_kind, tmp_path, Limits(max_object_bytes=100, max_batch_bytes=200))
+    objs = [json.dumps({"id": f"o{i}", "pad": "x" * 40}).encode() for i in range(6)]
+    with pytest.raises(errors.BatchTooLarge) as info:
+        s.put("p1", arr(*objs))
+    assert info.value.limit == 200
+    assert s.stats().objects == 0
+    assert s.put("p1", arr(*objs[:3])).stored == 3
+    s.close()
+
+
+def test_exactly_at_limit_is_accepted(backend_kind, tmp_path):
+    obj = b'{"id":"edge","pad":"' + b"x" * 50 + b'"}'
+    s = make_store(
+        backend_kind, tmp_path, Limits(max_object_bytes=len(obj), max_batch_bytes=len(obj))
+    )
+    assert s.put("p1", arr(obj)).stored == 1
+    s.close()
+
+
+def test_invalid_project_names(store):
+    for bad in ["", "has space", "x" * 256, "nl\n"]:
+        with pytest.raises(errors.InvalidProject):
+            store.put(bad, arr(A))
+
+
+def test_unicode_ids_and_long_ids(store):
+    uid = "é" * 255  # 510 bytes of UTF-8: longer than an LMDB key allows
+    obj = json.dumps({"id": uid, "v": 1}, ensure_ascii=False).encode()
+    obj2 = json.dumps({"id": "é" * 254 + "f", "v": 2}, ensure_ascii=False).encode()
+    store.put("p1", arr(obj, obj2))
+    assert store.get("p1", uid) == obj
+    assert store.get("p1", "é" * 254 + "f") == obj2
+    assert store.has("p1", [uid]) == {uid: True}
+
+
+def test_stats_counts(store):
+    store.put("p1", arr(A, B, ROOT))
+    s = store.stats()
+    assert (s.projects, s.objects, s.blobs, s.closures) == (1, 3, 3, 1)
+    assert s.raw_bytes == len(A) + len(B) + len(ROOT)
+    assert s.stored_bytes > 0
+
+
+def test_corruption_is_detected_not_returned(store):
+    store.put("p1", arr(A, B))
+    assert store.verify().ok
+    store.backend._corrupt(digest_of(A))
+    with pytest.raises(errors.CorruptObject) as info:
+        store.get("p1", "a")
+    assert "a" in str(info.value)
+    assert store.get("p1", "b") == B
+    report = store.verify()
+    assert not report.ok
+    assert any(digest_of(A).hex() in p for p in report.problems)
+
+
+def test_close_and_context_manager(backend_kind, tmp_path):
+    with make_store(backend_kind, tmp_path) as s:
+        s.put("p1", arr(A))
+    if backend_kind == "lmdb":
+        with pytest.raises(errors.StoreClosed):
+            s.get("p1", "a")
