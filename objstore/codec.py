@@ -25,26 +25,33 @@ _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
 _MSGSPEC_OFFSET = re.compile(r"\(byte (\d+)\)")
 
 Depth = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+ClosureKey = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
 
 
 class _Head(msgspec.Struct):
     id: str | msgspec.UnsetType = msgspec.UNSET
-    closure: dict[str, Depth] | msgspec.UnsetType | None = msgspec.field(
+    closure: msgspec.Raw | msgspec.UnsetType = msgspec.field(
         default=msgspec.UNSET, name="__closure"
     )
 
 
 _split_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _head_decoder = msgspec.json.Decoder(_Head)
+_closure_decoder = msgspec.json.Decoder(dict[ClosureKey, Depth] | None)
 
 
 class Record(NamedTuple):
-    """One validated object: its id, exact bytes, xxh3-128 digest of those bytes, closure."""
+    """One validated object: id, exact bytes, xxh3-128 digest of those bytes, and closure.
+
+    ``closure`` is the validated ``__closure`` as a dict, and ``closure_json`` its exact JSON
+    text (so a backend can keep it without re-encoding); both None when the object has none.
+    """
 
     id: str
     data: bytes
     digest: bytes
     closure: dict[str, int] | None
+    closure_json: bytes | None = None
 
 
 def digest_of(data: bytes) -> bytes:
@@ -63,15 +70,18 @@ def check_id(value: object) -> str | None:
     return None
 
 
-def _check_closure_keys(closure: dict[str, int]) -> str | None:
-    if not closure:
-        return None
-    lengths = list(map(len, closure))
-    if min(lengths) < 1 or max(lengths) > ID_MAX_CHARS:
-        return f"__closure keys must be ids of 1-{ID_MAX_CHARS} characters"
-    if _BAD_ID_CHAR.search("".join(closure)):
-        return "__closure keys must not contain whitespace or control characters"
-    return None
+def decode_closure(raw: bytes) -> dict[str, int] | None:
+    """Decode and validate the JSON text of a ``__closure``; raise ValueError naming the rule."""
+    try:
+        closure = _closure_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise ValueError(
+            f"__closure must map ids of 1-{ID_MAX_CHARS} characters to positive integer "
+            f"depths ({exc})"
+        ) from None
+    if closure and _BAD_ID_CHAR.search("".join(closure)):
+        raise ValueError("__closure keys must not contain whitespace or control characters")
+    return closure or None
 
 
 def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:
@@ -170,11 +180,17 @@ def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
     except msgspec.DecodeError as exc:
         raise errors.InvalidJSON(str(exc), index=index, object_id=_guess_id(raw[:4096])) from None
 
-    closure = None if head.closure is msgspec.UNSET else head.closure
-    if closure:
-        problem = _check_closure_keys(closure)
-        if problem:
-            raise errors.InvalidClosure(problem, index=index, object_id=_str_or_none(head.id))
+    closure = closure_json = None
+    if head.closure is not msgspec.UNSET:
+        closure_json = bytes(head.closure)
+        try:
+            closure = decode_closure(closure_json)
+        except ValueError as exc:
+            raise errors.InvalidClosure(
+                str(exc), index=index, object_id=_str_or_none(head.id)
+            ) from None
+        if closure is None:
+            closure_json = None
     if head.id is msgspec.UNSET:
         object_id = xxhash.xxh3_128_hexdigest(raw)
         raw = _with_id(raw, object_id)
@@ -183,7 +199,7 @@ def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
         problem = check_id(object_id)
         if problem:
             raise errors.InvalidId(problem, index=index, object_id=object_id[:300])
-    return Record(object_id, raw, digest_of(raw), closure or None)
+    return Record(object_id, raw, digest_of(raw), closure, closure_json)
 
 
 def _str_or_none(value: object) -> str | None:
@@ -194,12 +210,6 @@ def _validation_error(message: str, raw: bytes, index: int) -> errors.InvalidObj
     guessed = _guess_id(raw[:4096])
     if message.startswith("Expected `object`"):
         return errors.NotAnObject(f"batch elements must be JSON objects ({message})", index=index)
-    if "$.__closure" in message:
-        return errors.InvalidClosure(
-            f"__closure must map ids to positive integer depths ({message})",
-            index=index,
-            object_id=guessed,
-        )
     if "$.id" in message:
         return errors.InvalidId(f"id must be a string ({message})", index=index)
     return errors.InvalidJSON(message, index=index, object_id=guessed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zstandard
 
@@ -18,6 +19,9 @@ ZSTD = 1
 ZSTD_DICT = 2
 
 DICT_SIZE = 16 * 1024
+DICT_MAX_SAMPLES = 4000
+DICT_MAX_SAMPLE_BYTES = 4096  # the dictionary serves small objects; big ones compress alone
+_MULTI_MIN = 64
 _DICT_HEADER = struct.Struct(">BI")
 
 
@@ -25,10 +29,19 @@ class CodecError(Exception):
     """A blob cannot be decoded (unknown tag, missing dictionary, bad zstd frame)."""
 
 
+class MissingDictionary(CodecError):
+    """The blob needs a dictionary this codec has not loaded yet."""
+
+    def __init__(self, dict_id: int) -> None:
+        self.dict_id = dict_id
+        super().__init__(f"dictionary {dict_id} is not loaded")
+
+
 class Codec:
     """Compresses blobs for storage and decompresses them back; thread-safe for reads."""
 
-    def __init__(self, level: int = 3) -> None:
+    def __init__(self, level: int = 1, threads: int = 2) -> None:
+        self.threads = threads
         self.level = level
         self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
         self._local = threading.local()
@@ -39,7 +52,9 @@ class Codec:
         """Make a stored dictionary usable for compression (writes) and decompression (reads)."""
         with self._lock:
             if dict_id not in self._dicts:
-                self._dicts[dict_id] = zstandard.ZstdCompressionDict(data)
+                zdict = zstandard.ZstdCompressionDict(data)
+                zdict.precompute_compress(level=self.level)
+                self._dicts[dict_id] = zdict
 
     def has_dictionary(self, dict_id: int) -> bool:
         return dict_id in self._dicts
@@ -48,9 +63,7 @@ class Codec:
         comp = self._compressors.get(dict_id)
         if comp is None:
             if dict_id:
-                comp = zstandard.ZstdCompressor(
-                    level=self.level, dict_data=self._dicts[dict_id], write_checksum=False
-                )
+                comp = zstandard.ZstdCompressor(dict_data=self._dicts[dict_id])
             else:
                 comp = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
             self._compressors[dict_id] = comp
@@ -60,11 +73,15 @@ class Codec:
         """Encode each item as a tagged blob. Not thread-safe: called by the single writer."""
         comp = self._compressor(dict_id)
         tag = _DICT_HEADER.pack(ZSTD_DICT, dict_id) if dict_id else bytes([ZSTD])
-        out: list[bytes] = []
+        if self.threads > 1 and len(items) >= _MULTI_MIN:
+            # zstd's own thread pool, outside the GIL: both cores compress
+            packed_all = comp.multi_compress_to_buffer(list(items), threads=self.threads)
+            frames = [packed_all[i].tobytes() for i in range(len(packed_all))]
+        else:
+            frames = [comp.compress(data) for data in items]
         raw_tag = bytes([RAW])
-        compress = comp.compress
-        for data in items:
-            packed = compress(data)
+        out: list[bytes] = []
+        for data, packed in zip(items, frames, strict=True):
             if len(packed) + len(tag) < len(data):
                 out.append(tag + packed)
             else:
@@ -80,12 +97,38 @@ class Codec:
             if dict_id:
                 zdict = self._dicts.get(dict_id)
                 if zdict is None:
-                    raise CodecError(f"dictionary {dict_id} is not loaded")
+                    raise MissingDictionary(dict_id)
                 dec = zstandard.ZstdDecompressor(dict_data=zdict)
             else:
                 dec = zstandard.ZstdDecompressor()
             cache[dict_id] = dec
         return dec
+
+    def decoder(self) -> Callable[[bytes], bytes]:
+        """A decompress function bound to this thread's contexts: for loops over many blobs."""
+        plain = self._decompressor(0).decompress
+        by_dict: dict[int, Callable[[Any], bytes]] = {}
+        unpack = _DICT_HEADER.unpack_from
+        start = _DICT_HEADER.size
+
+        def decode(blob: bytes) -> bytes:
+            tag = blob[0]
+            try:
+                if tag == ZSTD_DICT:
+                    dict_id = unpack(blob)[1]
+                    fn = by_dict.get(dict_id)
+                    if fn is None:
+                        fn = by_dict[dict_id] = self._decompressor(dict_id).decompress
+                    return fn(memoryview(blob)[start:])
+                if tag == ZSTD:
+                    return plain(memoryview(blob)[1:])
+                if tag == RAW:
+                    return blob[1:]
+            except (zstandard.ZstdError, struct.error) as exc:
+                raise CodecError(str(exc)) from None
+            raise CodecError(f"unknown codec tag {tag}")
+
+        return decode
 
     def decompress(self, blob: bytes) -> bytes:
         """Inverse of :meth:`compress_many` for one blob."""
@@ -104,16 +147,18 @@ class Codec:
             raise CodecError(str(exc)) from None
         raise CodecError(f"unknown codec tag {tag}")
 
-    def dict_id_of(self, blob: bytes) -> int:
-        """The dictionary a blob needs (0 for none)."""
-        if blob[:1] == bytes([ZSTD_DICT]) and len(blob) >= _DICT_HEADER.size:
-            return int(_DICT_HEADER.unpack_from(blob)[1])
-        return 0
-
 
 def train_dictionary(samples: Sequence[bytes], size: int = DICT_SIZE) -> bytes | None:
     """Train a zstd dictionary from sample objects; None when zstd finds nothing to learn."""
+    picked: list[bytes | bytearray | memoryview] = []
+    for sample in samples:
+        if len(sample) <= DICT_MAX_SAMPLE_BYTES:
+            picked.append(sample)
+            if len(picked) >= DICT_MAX_SAMPLES:
+                break
+    if len(picked) < 100:
+        return None
     try:
-        return zstandard.train_dictionary(size, list(samples)).as_bytes()
+        return zstandard.train_dictionary(size, picked).as_bytes()
     except zstandard.ZstdError:
         return None

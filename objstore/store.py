@@ -13,12 +13,19 @@ from objstore.limits import Limits
 Batch = bytes | bytearray | memoryview | Iterable[bytes]
 
 
+_VALID_PROJECTS: set[str] = set()
+
+
 def check_project(project: object) -> str:
     """Return ``project`` if it is a valid project name, else raise InvalidProject."""
+    if type(project) is str and project in _VALID_PROJECTS:
+        return project
     problem = codec.check_id(project)
     if problem:
         raise errors.InvalidProject("project " + problem.removeprefix("id "))
     assert isinstance(project, str)
+    if len(_VALID_PROJECTS) < 10_000:
+        _VALID_PROJECTS.add(project)
     return project
 
 

@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgspec
 import xxhash
 import zstandard
 
 from objstore import errors
 from objstore.codec import Record, digest_of
-from objstore.compression import Codec, CodecError, train_dictionary
+from objstore.compression import (
+    DICT_MAX_SAMPLE_BYTES,
+    DICT_MAX_SAMPLES,
+    Codec,
+    CodecError,
+    MissingDictionary,
+    train_dictionary,
+)
 from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
 
 FORMAT_VERSION = 1
@@ -50,7 +58,7 @@ _META_DICT_NEXT_TRY = b"dict:next_try"
 _DICT_PREFIX = b"dict:id:"
 
 DEFAULT_MAP_SIZE = 1 << 30
-DICT_SAMPLES = 20_000
+_json_closure = msgspec.json.Decoder(dict[str, int])
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -61,16 +69,36 @@ def _object_key(pid: bytes, object_id: str) -> bytes:
     return pid + b"\xff" + xxhash.xxh3_128_digest(raw)
 
 
-def _encode_closure(closure: dict[str, int]) -> bytes:
+_SMALL_CLOSURE = 64 * 1024
+
+
+def _encode_closure(rec: Record, compressor: zstandard.ZstdCompressor) -> bytes:
+    """Small closures keep their JSON text; big ones are stored as sorted, newline-joined ids."""
+    assert rec.closure is not None
+    if rec.closure_json is not None and len(rec.closure_json) <= _SMALL_CLOSURE:
+        return b"\x02" + rec.closure_json  # compressed with the batch by the caller
+    closure = rec.closure
     ids = sorted(closure)
     joined = "\n".join(ids).encode()
     depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
     payload = _CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths
-    return zstandard.ZstdCompressor(level=1).compress(payload)
+    if len(payload) < 256:
+        return b"\x00" + payload
+    return b"\x01" + compressor.compress(payload)
 
 
-def _decode_closure_head(value: bytes) -> tuple[int, bytes, bytes]:
-    payload = zstandard.ZstdDecompressor().decompress(value)
+def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
+    if value[:1] in (b"\x02", b"\x03"):
+        text = value[1:] if value[:1] == b"\x02" else codec.decompress(value[1:])
+        closure = _json_closure.decode(text)
+        ids = sorted(closure)
+        joined = "\n".join(ids).encode()
+        depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
+        return len(ids), joined, depths
+    if value[:1] == b"\x00":
+        payload = value[1:]
+    else:
+        payload = zstandard.ZstdDecompressor().decompress(value[1:])
     count, length = _CLOSURE_HEAD.unpack_from(payload)
     start = _CLOSURE_HEAD.size
     return count, payload[start : start + length], payload[start + length :]
@@ -101,7 +129,7 @@ class LMDBBackend(Backend):
         path: str | os.PathLike[str],
         *,
         map_size: int | None = None,
-        compression_level: int = 3,
+        compression_level: int = 1,
         dictionary_threshold: int = 4096,
         readonly: bool = False,
     ) -> None:
@@ -123,7 +151,9 @@ class LMDBBackend(Backend):
         self._pid = os.getpid()
         self._closed = False
         self._write_lock = threading.Lock()
-        self._gate = threading.Condition()
+        self._closure_compressor = zstandard.ZstdCompressor(level=1)
+        self._gate_lock = threading.Lock()
+        self._gate = threading.Condition(threading.Lock())
         self._active = 0
         self._resizing = False
         self._codec = Codec(level=compression_level)
@@ -155,15 +185,21 @@ class LMDBBackend(Backend):
             raise errors.StoreClosed("the store was opened in another process; open it after fork")
 
     def _enter(self) -> None:
+        with self._gate_lock:  # a plain Lock: the common path costs one acquire
+            if not self._resizing:
+                self._active += 1
+                return
         with self._gate:
             while self._resizing:
                 self._gate.wait()
             self._active += 1
 
     def _leave(self) -> None:
-        with self._gate:
+        with self._gate_lock:
             self._active -= 1
-            if self._active == 0:
+            wake = self._resizing and self._active == 0
+        if wake:
+            with self._gate:
                 self._gate.notify_all()
 
     def _resize(self, new_size: int) -> None:
@@ -171,32 +207,45 @@ class LMDBBackend(Backend):
         with self._gate:
             while self._resizing:
                 self._gate.wait()
-            self._resizing = True
+            with self._gate_lock:
+                self._resizing = True
             try:
-                while self._active:
-                    self._gate.wait()
+                while True:
+                    with self._gate_lock:
+                        if not self._active:
+                            break
+                    self._gate.wait(0.05)
                 self._env.set_mapsize(new_size)
             finally:
-                self._resizing = False
+                with self._gate_lock:
+                    self._resizing = False
                 self._gate.notify_all()
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Any]:
+    def _begin_read(self) -> Any:
+        """Open a read transaction; pair with :meth:`_end_read` (hot paths avoid a generator)."""
         self._check_open()
         while True:
             self._enter()
             try:
-                txn = self._env.begin(buffers=False)
+                return self._env.begin(buffers=False)
             except lmdb.MapResizedError:
                 self._leave()
                 self._resize(0)
-                continue
-            break
+            except BaseException:
+                self._leave()
+                raise
+
+    def _end_read(self, txn: Any) -> None:
+        txn.abort()
+        self._leave()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        txn = self._begin_read()
         try:
             yield txn
         finally:
-            txn.abort()
-            self._leave()
+            self._end_read(txn)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
@@ -260,10 +309,11 @@ class LMDBBackend(Backend):
 
     def _decode_blob(self, txn: Any, blob: bytes, digest: bytes, object_id: str | None) -> bytes:
         try:
-            dict_id = self._codec.dict_id_of(blob)
-            if dict_id and not self._codec.has_dictionary(dict_id):
-                self._load_dict(txn, dict_id)
-            data = self._codec.decompress(blob)
+            try:
+                data = self._codec.decompress(blob)
+            except MissingDictionary as missing:
+                self._load_dict(txn, missing.dict_id)
+                data = self._codec.decompress(blob)
         except CodecError as exc:
             raise errors.CorruptObject(digest.hex(), str(exc), object_id) from None
         if digest_of(data) != digest:
@@ -344,7 +394,7 @@ class LMDBBackend(Backend):
             raw_added += len(rec.data)
             stored_added += len(blob)
             if rec.closure:
-                closures.append((digest, _encode_closure(rec.closure)))
+                closures.append((digest, _encode_closure(rec, self._closure_compressor)))
         ref_rows = []
         for digest in sorted(added):
             prev_ref = refs.get(digest)
@@ -354,6 +404,12 @@ class LMDBBackend(Backend):
         txn.cursor(self._blobs).putmulti(new_blobs)
         refs_cur.putmulti(ref_rows)
         if closures:
+            medium = [i for i, (_, v) in enumerate(closures) if v[:1] == b"\x02" and len(v) > 128]
+            if medium:
+                dict_id = self._current_dict(txn)
+                packed = self._codec.compress_many([closures[i][1][1:] for i in medium], dict_id)
+                for i, blob in zip(medium, packed, strict=True):
+                    closures[i] = (closures[i][0], b"\x03" + blob)
             txn.cursor(self._closures).putmulti(closures)
         self._add_counter(txn, _META_RAW, raw_added)
         self._add_counter(txn, _META_STORED, stored_added)
@@ -373,11 +429,13 @@ class LMDBBackend(Backend):
             self._dict_threshold, self._counter(txn, _META_DICT_NEXT_TRY)
         ):
             return 0
-        samples = [r.data for r in pending[:DICT_SAMPLES]]
-        if len(samples) < DICT_SAMPLES:
-            for digest, blob in txn.cursor(self._blobs):
-                samples.append(self._decode_blob(txn, blob, digest, None))
-                if len(samples) >= DICT_SAMPLES:
+        samples = [r.data for r in pending if len(r.data) <= DICT_MAX_SAMPLE_BYTES]
+        if len(samples) < DICT_MAX_SAMPLES:
+            for scanned, (digest, blob) in enumerate(txn.cursor(self._blobs)):
+                data = self._decode_blob(txn, blob, digest, None)
+                if len(data) <= DICT_MAX_SAMPLE_BYTES:
+                    samples.append(data)
+                if len(samples) >= DICT_MAX_SAMPLES or scanned > 4 * DICT_MAX_SAMPLES:
                     break
         trained = train_dictionary(samples)
         if trained is None:
@@ -455,15 +513,26 @@ class LMDBBackend(Backend):
             yield from self._get_chunk(project, chunk)
 
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
-        with self._read() as txn:
-            pid = self._pid_of(txn, project)
+        txn = self._begin_read()
+        try:
+            pid = txn.get(project.encode(), db=self._projects)
             if pid is None:
                 return []
+            if len(ids) == 1:
+                digest = txn.get(_object_key(pid, ids[0]), db=self._objects)
+                if digest is None:
+                    return []
+                blob = txn.get(digest, db=self._blobs)
+                if blob is None:
+                    raise errors.CorruptObject(digest.hex(), "blob is missing", ids[0])
+                return [(ids[0], self._decode_blob(txn, blob, digest, ids[0]))]
             keys = {_object_key(pid, i): i for i in ids}
             rows = txn.cursor(self._objects).getmulti(sorted(keys))
             digest_of_id = {keys[k]: d for k, d in rows}
             blobs = dict(txn.cursor(self._blobs).getmulti(sorted(set(digest_of_id.values()))))
             out = []
+            decode = self._codec.decoder()
+            checksum = xxhash.xxh3_128_digest
             for object_id in ids:
                 digest = digest_of_id.get(object_id)
                 if digest is None:
@@ -471,10 +540,19 @@ class LMDBBackend(Backend):
                 blob = blobs.get(digest)
                 if blob is None:
                     raise errors.CorruptObject(digest.hex(), "blob is missing", object_id)
-                out.append((object_id, self._decode_blob(txn, blob, digest, object_id)))
+                try:
+                    data = decode(blob)
+                except CodecError:  # unloaded dictionary, or damage: the slow path says which
+                    data = self._decode_blob(txn, blob, digest, object_id)
+                if checksum(data) != digest:
+                    raise errors.CorruptObject(digest.hex(), "checksum mismatch", object_id)
+                out.append((object_id, data))
             return out
+        finally:
+            self._end_read(txn)
 
-    def _closure_value(self, project: str, object_id: str) -> bytes | None:
+    def _closure_parts(self, project: str, object_id: str) -> tuple[int, bytes, bytes] | None:
+        """(count, newline-joined sorted ids, depths) of an object's closure; None if absent."""
         with self._read() as txn:
             pid = self._pid_of(txn, project)
             if pid is None:
@@ -482,25 +560,29 @@ class LMDBBackend(Backend):
             digest = txn.get(_object_key(pid, object_id), db=self._objects)
             if digest is None:
                 return None
-            value: bytes = txn.get(digest, db=self._closures) or b""
-            return value
+            value = txn.get(digest, db=self._closures)
+            if value is None:
+                return 0, b"", b""
+            if value[:1] == b"\x03":
+                try:
+                    return _decode_closure_head(value, self._codec)
+                except MissingDictionary as missing:
+                    self._load_dict(txn, missing.dict_id)
+            return _decode_closure_head(value, self._codec)
 
     def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
-        value = self._closure_value(project, object_id)
-        if value is None:
+        parts = self._closure_parts(project, object_id)
+        if parts is None:
             return None
-        if not value:
-            return iter(())
-        _, joined, _ = _decode_closure_head(value)
-        return _id_chunks(joined, CHUNK)
+        return _id_chunks(parts[1], CHUNK) if parts[0] else iter(())
 
     def closure(self, project: str, object_id: str) -> dict[str, int] | None:
-        value = self._closure_value(project, object_id)
-        if value is None:
+        parts = self._closure_parts(project, object_id)
+        if parts is None:
             return None
-        if not value:
+        count, joined, depths = parts
+        if not count:
             return {}
-        count, joined, depths = _decode_closure_head(value)
         ids = joined.decode().split("\n")
         return dict(zip(ids, struct.unpack(f">{count}I", depths), strict=True))
 

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install objstore with the given extras, e.g. "dev,specklepy".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-server}"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[${extras}]"

@@ -1,0 +1,135 @@
+"""Crash safety and multi-process readers, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import objstore
+
+BATCH = 300
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys, objstore
+    store = objstore.open(sys.argv[1])
+    n = int(sys.argv[2])
+    BATCH = int(sys.argv[3])
+    for i in range(n):
+        objs = [json.dumps({"id": f"b{i}-{j}", "pad": "x" * 2000, "j": j}).encode()
+                for j in range(BATCH)]
+        closure = {f"b{i}-{j}": 1 for j in range(BATCH)}
+        objs.append(json.dumps({"id": f"m{i}", "__closure": closure}).encode())
+        store.put("p", b"[" + b",".join(objs) + b"]")
+        print(f"ack {i}", flush=True)
+    """
+)
+
+
+def _batch_state(store: objstore.Store, i: int) -> int:
+    """How many of batch i's objects are visible (0 or BATCH+1 when atomic)."""
+    ids = [f"b{i}-{j}" for j in range(BATCH)] + [f"m{i}"]
+    return sum(store.has("p", ids).values())
+
+
+def test_sigkill_mid_ingest_keeps_acknowledged_batches(tmp_path):
+    path = str(tmp_path / "s")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, path, "1000", str(BATCH)], stdout=subprocess.PIPE, text=True
+    )
+    acked = -1
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while acked < 15 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line.split()[1])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert acked >= 15, "writer made no progress"
+    with objstore.open(path) as store:
+        for i in range(acked + 1):
+            assert _batch_state(store, i) == BATCH + 1, f"acknowledged batch {i} incomplete"
+            assert len(list(store.iter_with_children("p", f"m{i}"))) == BATCH + 1
+        for i in range(acked + 1, acked + 5):
+            assert _batch_state(store, i) in (0, BATCH + 1), f"batch {i} partially visible"
+        assert store.verify().ok
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time, objstore
+    batch = int(sys.argv[2])
+    store = objstore.open(sys.argv[1])
+    deadline = time.monotonic() + float(sys.argv[3])
+    checks = 0
+    while time.monotonic() < deadline:
+        for i in range(0, 10_000):
+            ids = [f"b{i}-{j}" for j in range(batch)] + [f"m{i}"]
+            seen = sum(store.has("p", ids).values())
+            if seen == 0:
+                break
+            if seen != batch + 1:
+                print(f"PARTIAL {i} {seen}", flush=True)
+                sys.exit(1)
+            got = sum(1 for _ in store.iter_with_children("p", f"m{i}"))
+            if got != batch + 1:
+                print(f"SHORT {i} {got}", flush=True)
+                sys.exit(1)
+            checks += 1
+    print(f"checks {checks}", flush=True)
+    """
+)
+
+
+def test_readers_in_other_processes_never_see_half_a_batch(tmp_path):
+    path = str(tmp_path / "s")
+    objstore.open(path).close()
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, path, str(BATCH), "6"], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    writer = subprocess.run(
+        [sys.executable, "-c", WRITER, path, "40", str(BATCH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert writer.returncode == 0, writer.stderr
+    total_checks = 0
+    for reader in readers:
+        out, _ = reader.communicate(timeout=60)
+        assert reader.returncode == 0, out
+        total_checks += int(out.split()[-1])
+    assert total_checks > 40  # readers really overlapped the writer and read finished batches
+    with objstore.open(path) as store:
+        assert all(_batch_state(store, i) == BATCH + 1 for i in range(40))
+
+
+def test_two_writer_processes_share_one_store(tmp_path):
+    path = str(tmp_path / "s")
+    script = textwrap.dedent(
+        """
+        import json, sys, objstore
+        store = objstore.open(sys.argv[1], map_size=1 << 20)
+        tag = sys.argv[2]
+        for i in range(30):
+            objs = [json.dumps({"id": f"{tag}{i}-{j}", "pad": "y" * 3000}).encode()
+                    for j in range(50)]
+            store.put("p", b"[" + b",".join(objs) + b"]")
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, path, tag]) for tag in "xy"]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    with objstore.open(path) as store:
+        assert store.count("p") == 2 * 30 * 50
+        assert store.verify().ok
+    assert os.path.getsize(os.path.join(path, "data.mdb")) > 1 << 20
