@@ -30,6 +30,14 @@ class InvalidObject(ObjstoreError):
         super().__init__(prefix + message)
         self.reason = message
 
+    def located(self, where: str) -> InvalidObject:
+        """A copy whose message places the object by ``where`` (e.g. "part 1 object 4")."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        named = f" id {self.object_id!r}" if self.object_id is not None else ""
+        clone.args = (f"{where}{named}: {self.reason}",)
+        return clone
+
 
 class InvalidJSON(InvalidObject):
     """An object is not well-formed JSON."""

@@ -1,0 +1,259 @@
+"""Speckle's object REST routes on Starlette: HTTP only, storage stays in the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import objstore
+from objstore import errors
+from objstore.auth import Access, AuthStore, Token
+from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids, read_capped
+from objstore.server.settings import Settings
+from objstore.server.streaming import StreamStats, stream_objects
+
+
+def error_response(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": code}}, status_code=status)
+
+
+class Denied(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+_ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
+    (errors.ObjectTooLarge, 413, "OBJECT_TOO_LARGE"),
+    (errors.BatchTooLarge, 413, "BATCH_TOO_LARGE"),
+    (errors.InvalidObject, 400, "INVALID_OBJECT"),
+    (errors.InvalidBatch, 400, "INVALID_BATCH"),
+    (errors.InvalidProject, 400, "INVALID_PROJECT"),
+    (errors.ObjectNotFound, 404, "OBJECT_NOT_FOUND"),
+    (errors.CorruptObject, 500, "CORRUPT_OBJECT"),
+]
+
+
+def _accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "").lower()
+
+
+def _wants_text(request: Request) -> bool:
+    return "text/plain" in request.headers.get("accept", "").lower()
+
+
+class ObjectRoutes:
+    """The route handlers, bound to one store, one auth registry and settings."""
+
+    def __init__(self, store: objstore.Store, auth: AuthStore, settings: Settings) -> None:
+        self.store = store
+        self.auth = auth
+        self.settings = settings
+        self.streams = StreamStats()
+
+    # -- auth ----------------------------------------------------------------------------------
+
+    def _authorize(self, request: Request, project: str, write: bool) -> Token | None:
+        header = request.headers.get("authorization")
+        token = None
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise Denied(
+                    403, "malformed Authorization header: use 'Bearer <token>'", "INVALID_TOKEN"
+                )
+            token = self.auth.authenticate(value.strip())
+            if token is None:
+                raise Denied(403, "token is invalid, revoked or expired", "INVALID_TOKEN")
+        access = self.auth.check(token, project, write)
+        if access is Access.NO_PROJECT:
+            raise Denied(404, f"project {project!r} not found", "PROJECT_NOT_FOUND")
+        if access is Access.NOT_PERMITTED:
+            need = "streams:write and contributor" if write else "streams:read and reviewer"
+            raise Denied(
+                401, f"not permitted: {need} access to project {project!r} needed", "UNAUTHORIZED"
+            )
+        return token
+
+    # -- routes --------------------------------------------------------------------------------
+
+    async def diff(self, request: Request) -> Response:
+        project = request.path_params["project"]
+        self._authorize(request, project, write=True)
+        ids = await self._ids(request)
+        found = await run_in_threadpool(self.store.has, project, ids)
+        return Response(msgspec.json.encode(found), media_type="application/json")
+
+    async def upload(self, request: Request) -> Response:
+        project = request.path_params["project"]
+        self._authorize(request, project, write=True)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.settings.max_request_bytes:
+            raise TooLarge(
+                f"request body of {length} bytes is over the "
+                f"{self.settings.max_request_bytes} byte limit"
+            )
+        parser = UploadParser(
+            request.headers.get("content-type", ""),
+            self.settings.max_request_bytes,
+            self.store.limits.max_batch_bytes,
+        )
+        async for chunk in request.stream():
+            parser.feed(chunk)
+        raws = parser.finish()
+        try:
+            await run_in_threadpool(self.store.put, project, raws)
+        except errors.InvalidObject as exc:
+            if exc.index is not None and len(parser.parts) > 1:
+                part, local = parser.locate(exc.index)
+                raise exc.located(f"part {part} object {local}") from None
+            raise
+        return Response(status_code=201)
+
+    async def single(self, request: Request) -> Response:
+        project = request.path_params["project"]
+        object_id = request.path_params["object_id"]
+        self._authorize(request, project, write=False)
+        data = await run_in_threadpool(self.store.get, project, object_id)
+        if data is None:
+            raise errors.ObjectNotFound(project, object_id)
+        if _accepts_gzip(request) and len(data) > 1024:
+            return Response(
+                gzip.compress(data, self.settings.gzip_level),
+                media_type="application/json",
+                headers={"content-encoding": "gzip", "vary": "accept-encoding"},
+            )
+        return Response(data, media_type="application/json")
+
+    async def getobjects(self, request: Request) -> Response:
+        project = request.path_params["project"]
+        self._authorize(request, project, write=False)
+        ids = await self._ids(request)
+        return self._stream(request, lambda: self.store.get_many(project, ids))
+
+    async def with_children(self, request: Request) -> Response:
+        project = request.path_params["project"]
+        object_id = request.path_params["object_id"]
+        self._authorize(request, project, write=False)
+        children = await run_in_threadpool(self.store.iter_with_children, project, object_id)
+        return self._stream(request, lambda: children, on_close=children.close)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def server_info(self, request: Request) -> Response:
+        limits = self.store.limits
+        return JSONResponse(
+            {
+                "name": "objstore",
+                "version": objstore.__version__,
+                "limits": {
+                    "max_object_bytes": limits.max_object_bytes,
+                    "max_batch_bytes": limits.max_batch_bytes,
+                    "max_request_bytes": self.settings.max_request_bytes,
+                    "max_ids_per_request": self.settings.max_ids,
+                },
+                "streams": {
+                    "started": self.streams.started,
+                    "finished": self.streams.finished,
+                    "aborted": self.streams.aborted,
+                    "objects": self.streams.objects,
+                },
+            }
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _ids(self, request: Request) -> list[str]:
+        body = await read_capped(request.stream(), self.settings.max_ids_body_bytes, "id list")
+        return parse_ids(body, request.headers.get("content-type", ""), self.settings.max_ids)
+
+    def _stream(self, request: Request, make: Any, on_close: Any = None) -> Response:
+        text = _wants_text(request)
+        gz = _accepts_gzip(request)
+        headers = {"vary": "accept-encoding"}
+        if gz:
+            headers["content-encoding"] = "gzip"
+        return StreamingResponse(
+            stream_objects(
+                make,
+                text=text,
+                gzip_level=self.settings.gzip_level if gz else None,
+                block_bytes=self.settings.block_bytes,
+                stats=self.streams,
+                on_close=on_close,
+            ),
+            media_type="text/plain; charset=utf-8" if text else "application/json",
+            headers=headers,
+        )
+
+
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, Denied):
+        return error_response(exc.status, str(exc), exc.code)
+    if isinstance(exc, BadRequest):
+        return error_response(exc.status, str(exc), exc.code)
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, str(exc.detail), "HTTP_ERROR")
+    for cls, status, code in _ERROR_STATUS:
+        if isinstance(exc, cls):
+            return error_response(status, str(exc), code)
+    raise exc
+
+
+def create_app(
+    store: objstore.Store, settings: Settings | None = None, auth: AuthStore | None = None
+) -> Starlette:
+    """The ASGI app serving ``store``; auth state defaults to ``<settings.data>/auth``."""
+    settings = settings or Settings()
+    auth = auth or AuthStore(settings.data / "auth")
+    routes = ObjectRoutes(store, auth, settings)
+    app = Starlette(
+        routes=[
+            Route("/api/diff/{project}", routes.diff, methods=["POST"]),
+            Route("/objects/{project}", routes.upload, methods=["POST"]),
+            Route("/objects/{project}/{object_id}/single", routes.single, methods=["GET"]),
+            Route("/objects/{project}/{object_id}", routes.with_children, methods=["GET"]),
+            Route("/api/getobjects/{project}", routes.getobjects, methods=["POST"]),
+            Route("/api/health", routes.health, methods=["GET"]),
+            Route("/api/server-info", routes.server_info, methods=["GET"]),
+        ],
+        exception_handlers={
+            Exception: _handle_error,
+            HTTPException: _handle_error,
+            Denied: _handle_error,
+            BadRequest: _handle_error,
+            errors.ObjstoreError: _handle_error,
+        },
+    )
+    app.state.routes = routes
+    app.state.auth = auth
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for uvicorn (each worker process opens the store itself, after it starts)."""
+    settings = Settings.from_env()
+    store = objstore.open(settings.data / "objects", limits=settings.limits)
+    auth = AuthStore(settings.data / "auth")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        store.close()
+        auth.close()
+
+    app = create_app(store, settings, auth)
+    app.router.lifespan_context = lifespan
+    return app

@@ -1,0 +1,264 @@
+"""Request bodies: id lists (JSON or form-encoded) and multipart object uploads.
+
+Every reader is capped while it streams: a body larger than allowed, or a gzip part that inflates
+past the batch limit, is refused as soon as the limit is crossed, so a gzip bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from objstore import codec, errors
+
+
+class BadRequest(Exception):
+    """Maps to HTTP 400 with ``code``."""
+
+    status = 400
+
+    def __init__(self, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TooLarge(BadRequest):
+    """Maps to HTTP 413."""
+
+    status = 413
+
+    def __init__(self, message: str, code: str = "PAYLOAD_TOO_LARGE") -> None:
+        super().__init__(message, code)
+
+
+async def read_capped(stream: AsyncIterator[bytes], cap: int, what: str) -> bytes:
+    """The whole body, or TooLarge as soon as it passes ``cap`` bytes."""
+    buf = bytearray()
+    async for chunk in stream:
+        buf += chunk
+        if len(buf) > cap:
+            raise TooLarge(f"{what} is larger than the {cap} byte limit")
+    return bytes(buf)
+
+
+_ids_decoder = msgspec.json.Decoder(list[str])
+_ids_or_text = msgspec.json.Decoder(dict[str, str | list[str]])
+
+
+def parse_ids(body: bytes, content_type: str, max_ids: int) -> list[str]:
+    """The ``objects`` field of a diff/getobjects body: a JSON-encoded list of ids.
+
+    Accepts ``application/json`` (``{"objects": "[...]"}``, or the list itself) and
+    ``application/x-www-form-urlencoded`` (``objects=[...]``, as specklepy sends it).
+    """
+    media = content_type.split(";")[0].strip().lower()
+    raw: str | list[str] | None
+    if media == "application/x-www-form-urlencoded":
+        fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=16)
+        values = fields.get("objects")
+        raw = values[0] if values else None
+    elif media in ("application/json", ""):
+        try:
+            doc = _ids_or_text.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(
+                f'body must be a JSON object {{"objects": "<JSON list of ids>"}}: {exc}',
+                "INVALID_OBJECTS_FIELD",
+            ) from None
+        raw = doc.get("objects")
+    else:
+        raise BadRequest(
+            f"unsupported content type {media!r}: send application/json or form-encoded",
+            "UNSUPPORTED_MEDIA_TYPE",
+        )
+    if raw is None:
+        raise BadRequest(
+            'missing "objects" field (a JSON-encoded list of ids)', "INVALID_OBJECTS_FIELD"
+        )
+    if isinstance(raw, str):
+        try:
+            ids = _ids_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(
+                f'"objects" must be a JSON-encoded list of id strings: {exc}',
+                "INVALID_OBJECTS_FIELD",
+            ) from None
+    else:
+        ids = raw
+    if len(ids) > max_ids:
+        raise TooLarge(
+            f"{len(ids)} ids in one request, over the {max_ids} id limit", "TOO_MANY_IDS"
+        )
+    return ids
+
+
+GZIP_TYPES = {"application/gzip", "application/x-gzip"}
+PLAIN_TYPES = {"application/json", "text/plain", "application/octet-stream", ""}
+
+
+@dataclass
+class _Part:
+    index: int
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    media: str = ""
+    gzip: bool = False
+    inflater: zlib._Decompress | None = None
+    data: bytearray = field(default_factory=bytearray)
+    sniffed: bool = False
+
+
+class UploadParser:
+    """Streams a multipart/form-data upload into raw objects, enforcing the batch limit."""
+
+    def __init__(self, content_type: str, max_request: int, max_batch: int) -> None:
+        media, params = parse_options_header(content_type)
+        if media != b"multipart/form-data":
+            raise BadRequest(
+                f"upload must be multipart/form-data, got {media.decode(errors='replace')!r}",
+                "NOT_MULTIPART",
+            )
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise BadRequest("multipart upload without a boundary", "NO_BOUNDARY")
+        self.max_request = max_request
+        self.max_batch = max_batch
+        self.received = 0
+        self.inflated = 0
+        self.parts: list[_Part] = []
+        self.raws: list[msgspec.Raw] = []
+        self.part_starts: list[int] = []
+        self._field = b""
+        self._value = b""
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+            },
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.max_request:
+            raise TooLarge(f"request body is larger than the {self.max_request} byte limit")
+        try:
+            self._parser.write(chunk)
+        except (BadRequest, errors.ObjstoreError):
+            raise
+        except Exception as exc:  # python-multipart's own parse errors
+            raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
+
+    def finish(self) -> list[msgspec.Raw]:
+        try:
+            self._parser.finalize()
+        except Exception as exc:
+            raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
+        if not self.parts:
+            raise BadRequest("multipart upload has no parts", "NO_PARTS")
+        return self.raws
+
+    # -- python-multipart callbacks ------------------------------------------------------------
+
+    def _on_part_begin(self) -> None:
+        self.parts.append(_Part(index=len(self.parts)))
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _on_header_end(self) -> None:
+        self.parts[-1].headers[self._field.lower()] = self._value
+        self._field = self._value = b""
+
+    def _on_headers_finished(self) -> None:
+        part = self.parts[-1]
+        media = part.headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode()
+        part.media = media
+        if media in GZIP_TYPES:
+            part.gzip = True
+            part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        elif media not in PLAIN_TYPES:
+            raise BadRequest(
+                f"part {part.index}: unsupported content type {media!r} "
+                f"(use application/gzip, application/json, text/plain or application/octet-stream)",
+                "UNSUPPORTED_PART_TYPE",
+            )
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self.parts[-1]
+        chunk = data[start:end]
+        if not part.sniffed and chunk:
+            part.sniffed = True
+            if part.media == "application/octet-stream" and chunk[:2] == b"\x1f\x8b":
+                part.gzip = True
+                part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        if part.gzip:
+            self._inflate(part, chunk)
+        else:
+            self._append(part, chunk)
+
+    def _append(self, part: _Part, chunk: bytes) -> None:
+        self.inflated += len(chunk)
+        if self.inflated > self.max_batch:
+            raise errors.BatchTooLarge(
+                f"request objects total more than the {self.max_batch} byte batch limit "
+                f"(counted after decompression, in part {part.index})",
+                limit=self.max_batch,
+                size=self.inflated,
+            )
+        part.data += chunk
+
+    def _inflate(self, part: _Part, chunk: bytes) -> None:
+        inflater = part.inflater
+        assert inflater is not None
+        try:
+            while chunk:
+                if inflater.eof:  # concatenated gzip members
+                    chunk = inflater.unused_data + chunk
+                    inflater = part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                budget = self.max_batch - self.inflated + 1
+                self._append(part, inflater.decompress(chunk, budget))
+                chunk = inflater.unconsumed_tail
+                if inflater.eof and inflater.unused_data:
+                    chunk = inflater.unused_data + chunk
+                    inflater = part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+        except zlib.error as exc:
+            raise BadRequest(f"part {part.index}: invalid gzip data ({exc})", "BAD_GZIP") from None
+
+    def _on_part_end(self) -> None:
+        part = self.parts[-1]
+        if part.gzip:
+            inflater = part.inflater
+            assert inflater is not None
+            if not inflater.eof:
+                raise BadRequest(f"part {part.index}: gzip stream is truncated", "BAD_GZIP")
+        self.part_starts.append(len(self.raws))
+        try:
+            self.raws.extend(codec.split_array(bytes(part.data)))
+        except errors.InvalidBatch as exc:
+            raise BadRequest(f"part {part.index}: {exc}", "NOT_AN_ARRAY") from None
+        except errors.InvalidObject as exc:
+            raise type(exc)(
+                f"part {part.index}: {exc.reason}", index=exc.index, object_id=exc.object_id
+            ) from None
+        part.data = bytearray()
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(part, index within part) of the index-th object of the whole request."""
+        part = 0
+        for i, start in enumerate(self.part_starts):
+            if start <= index:
+                part = i
+        return part, index - self.part_starts[part] if self.part_starts else index

@@ -1,0 +1,47 @@
+"""Server settings: defaults, overridden by environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from objstore.limits import MB, Limits
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the HTTP layer needs to know; the store brings its own object limits."""
+
+    data: Path = Path("data")
+    limits: Limits = field(default_factory=Limits)
+    max_request_bytes: int = 50 * MB  # an upload body as sent (compressed or not)
+    max_ids: int = 2_000_000  # ids in one diff/getobjects request
+    max_ids_body_bytes: int = 160 * MB  # the body carrying those ids
+    gzip_level: int = 1  # responses: level 1 is ~10x faster than 9 for ~10% more bytes
+    block_bytes: int = 1 << 20  # streamed responses are built and compressed in blocks
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """OBJSTORE_DATA, OBJSTORE_MAX_OBJECT_MB, OBJSTORE_MAX_BATCH_MB, OBJSTORE_MAX_REQUEST_MB,
+        OBJSTORE_MAX_IDS, OBJSTORE_GZIP_LEVEL."""
+        limits = Limits.from_env()
+        request_mb = os.environ.get("OBJSTORE_MAX_REQUEST_MB", "").strip()
+        max_request = int(float(request_mb) * MB) if request_mb else limits.max_batch_bytes
+        return cls(
+            data=Path(os.environ.get("OBJSTORE_DATA", "data")),
+            limits=limits,
+            max_request_bytes=max_request,
+            max_ids=_env_int("OBJSTORE_MAX_IDS", cls.max_ids),
+            gzip_level=_env_int("OBJSTORE_GZIP_LEVEL", cls.gzip_level),
+        )

@@ -1,0 +1,373 @@
+"""The object routes against a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from .conftest import Running
+
+N = 5001
+
+
+def objs(prefix: str, n: int, pad: int = 20) -> list[bytes]:
+    return [
+        json.dumps({"id": f"{prefix}{i:05d}", "speckle_type": "Base", "v": i, "pad": "x" * pad})
+        .replace(" ", "")
+        .encode()
+        for i in range(n)
+    ]
+
+
+def array(items: list[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def upload(server: Running, project: str, parts: list[tuple[str, bytes, str]], who: str = "alice"):
+    files = [(name, (name, data, ctype)) for name, data, ctype in parts]
+    with httpx.Client(timeout=60) as c:
+        return c.post(f"{server.url}/objects/{project}", files=files, headers=server.headers(who))
+
+
+def ids_body(ids: list[str]) -> dict[str, str]:
+    return {"objects": json.dumps(ids)}
+
+
+@pytest.fixture(scope="module")
+def loaded(server: Running) -> dict[str, list[bytes]]:
+    """3 parts x 5,001 objects (gzip, JSON, text) plus a root whose closure lists them all."""
+    a, b, c = objs("a", N), objs("b", N), objs("c", N)
+    r = upload(
+        server,
+        "priv",
+        [
+            ("batch-1", gzip.compress(array(a)), "application/gzip"),
+            ("batch-2", array(b), "application/json"),
+            ("batch-3", array(c), "text/plain"),
+        ],
+    )
+    assert r.status_code == 201, r.text
+    assert r.content == b""
+    all_ids = [json.loads(o)["id"] for o in a + b + c]
+    root = json.dumps({"id": "root", "__closure": {i: 1 for i in all_ids}}).encode()
+    assert (
+        upload(server, "priv", [("batch-1", array([root]), "application/json")]).status_code == 201
+    )
+    return {"a": a, "b": b, "c": c, "root": [root]}
+
+
+def test_single_returns_exact_bytes(server, loaded):
+    with httpx.Client() as c:
+        r = c.get(f"{server.url}/objects/priv/a00007/single", headers=server.headers("alice"))
+        assert r.status_code == 200
+        assert r.content == loaded["a"][7]
+        assert r.headers["content-type"].startswith("application/json")
+        missing = c.get(f"{server.url}/objects/priv/nope/single", headers=server.headers("alice"))
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "OBJECT_NOT_FOUND"
+
+
+def test_diff_real_and_fake_ids_json_and_form(server, loaded):
+    ids = ["a00000", "b05000", "fake1", "c00042", "fake2"]
+    with httpx.Client() as c:
+        form = c.post(
+            f"{server.url}/api/diff/priv", data=ids_body(ids), headers=server.headers("alice")
+        )
+        js = c.post(
+            f"{server.url}/api/diff/priv", json=ids_body(ids), headers=server.headers("alice")
+        )
+    expected = {"a00000": True, "b05000": True, "fake1": False, "c00042": True, "fake2": False}
+    assert form.status_code == js.status_code == 200
+    assert form.json() == js.json() == expected
+    assert list(form.json()) == ids
+
+
+def test_getobjects_text_and_json(server, loaded):
+    everything = loaded["a"] + loaded["b"] + loaded["c"]
+    ids = [json.loads(o)["id"] for o in everything] + ["unknown-id"]
+    with httpx.Client(timeout=60) as c:
+        text = c.post(
+            f"{server.url}/api/getobjects/priv",
+            data=ids_body(ids),
+            headers=server.headers("alice", Accept="text/plain", **{"Accept-Encoding": "gzip"}),
+        )
+        assert text.status_code == 200
+        assert text.headers["content-encoding"] == "gzip"
+        lines = text.content.decode().splitlines()
+        assert len(lines) == 3 * N
+        got = dict(line.split("\t", 1) for line in lines)
+        assert got["b01234"].encode() == loaded["b"][1234]
+        assert "unknown-id" not in got
+        js = c.post(
+            f"{server.url}/api/getobjects/priv",
+            json=ids_body([*ids[:10], "unknown-id"]),
+            headers=server.headers("alice", Accept="application/json"),
+        )
+        assert js.status_code == 200
+        assert [o["id"] for o in js.json()] == ids[:10]
+
+
+def test_object_and_children_root_first_both_formats(server, loaded):
+    with httpx.Client(timeout=60) as c:
+        text = c.get(
+            f"{server.url}/objects/priv/root",
+            headers=server.headers("alice", Accept="text/plain"),
+        )
+        lines = text.content.decode().splitlines()
+        assert lines[0].split("\t", 1) == ["root", loaded["root"][0].decode()]
+        assert len(lines) == 3 * N + 1
+        assert len({line.split("\t", 1)[0] for line in lines}) == 3 * N + 1
+        js = c.get(f"{server.url}/objects/priv/root", headers=server.headers("alice"))
+        arr = js.json()
+        assert arr[0]["id"] == "root" and len(arr) == 3 * N + 1
+        plain = c.get(
+            f"{server.url}/objects/priv/a00001",
+            headers=server.headers("alice", Accept="text/plain", **{"Accept-Encoding": "identity"}),
+        )
+        assert "content-encoding" not in plain.headers
+        assert plain.content == b"a00001\t" + loaded["a"][1] + b"\n"
+        missing = c.get(f"{server.url}/objects/priv/nope", headers=server.headers("alice"))
+        assert missing.status_code == 404
+
+
+def test_pretty_printed_objects_stay_one_line_in_text_format(server):
+    pretty = b'{\n  "id": "pretty1",\n  "v": [1,\n 2]\n}'
+    assert upload(server, "other", [("b", array([pretty]), "application/json")]).status_code == 201
+    with httpx.Client() as c:
+        single = c.get(
+            f"{server.url}/objects/other/pretty1/single", headers=server.headers("alice")
+        )
+        assert single.content == pretty  # stored and served byte-exact
+        text = c.post(
+            f"{server.url}/api/getobjects/other",
+            data=ids_body(["pretty1"]),
+            headers=server.headers("alice", Accept="text/plain"),
+        )
+    assert text.content == b'pretty1\t{"id":"pretty1","v":[1,2]}\n'
+
+
+def _count(server: Running) -> int:
+    return server.store.stats().objects
+
+
+BAD_UPLOADS = [
+    (
+        "not multipart",
+        {"content": b"[]", "headers": {"content-type": "application/json"}},
+        400,
+        "NOT_MULTIPART",
+    ),
+    (
+        "no boundary",
+        {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "NO_BOUNDARY",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "status", "code"), BAD_UPLOADS)
+def test_bad_request_shapes(server, loaded, name, kwargs, status, code):
+    before = _count(server)
+    headers = {**kwargs["headers"], **server.headers("alice")}
+    with httpx.Client() as c:
+        r = c.post(f"{server.url}/objects/priv", content=kwargs["content"], headers=headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+    assert _count(server) == before
+
+
+GOOD_PART = ("batch-1", array(objs("g", 3)), "application/json")
+
+BAD_PARTS = [
+    ("unsupported type", ("b", b"[]", "image/png"), 400, "UNSUPPORTED_PART_TYPE", "image/png"),
+    ("bad gzip", ("b", b"\x1f\x8bnot really gzip", "application/gzip"), 400, "BAD_GZIP", "gzip"),
+    (
+        "truncated gzip",
+        ("b", gzip.compress(array(objs("t", 50)))[:-30], "application/gzip"),
+        400,
+        "BAD_GZIP",
+        "truncated",
+    ),
+    ("not JSON", ("b", b"[{nope", "application/json"), 400, "INVALID_OBJECT", "malformed"),
+    ("not an array", ("b", b'{"id":"x"}', "application/json"), 400, "NOT_AN_ARRAY", "array"),
+    (
+        "invalid id",
+        ("b", b'[{"id":"has space"}]', "application/json"),
+        400,
+        "INVALID_OBJECT",
+        "whitespace",
+    ),
+    ("element not object", ("b", b"[1]", "application/json"), 400, "INVALID_OBJECT", "object"),
+    (
+        "object too large",
+        ("b", array([b'{"id":"big","p":"' + b"x" * (3 << 20) + b'"}']), "application/gzip"),
+        413,
+        "OBJECT_TOO_LARGE",
+        "object limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "part", "status", "code", "needle"), BAD_PARTS)
+def test_rejected_upload_stores_nothing_not_even_earlier_parts(
+    server, loaded, name, part, status, code, needle
+):
+    before = _count(server)
+    pname, data, ctype = part
+    if ctype == "application/gzip" and name == "object too large":
+        data = gzip.compress(data)
+    r = upload(server, "priv", [GOOD_PART, (pname, data, ctype)])
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["code"] == code
+    assert needle in body["message"]
+    assert _count(server) == before
+    with httpx.Client() as c:
+        assert (
+            c.get(
+                f"{server.url}/objects/priv/g00000/single", headers=server.headers("alice")
+            ).status_code
+            == 404
+        )
+
+
+def test_gzip_bomb_is_refused_at_the_batch_limit(server, loaded):
+    bomb = gzip.compress(b"[" + b" " * (200 << 20) + b"]", 9)  # 200 MB of spaces, ~200 KB sent
+    assert len(bomb) < 1 << 20
+    before = _count(server)
+    start = time.monotonic()
+    r = upload(server, "priv", [("b", bomb, "application/gzip")])
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "BATCH_TOO_LARGE"
+    assert "after decompression" in r.json()["error"]["message"]
+    assert time.monotonic() - start < 10
+    assert _count(server) == before
+
+
+def test_parts_together_over_batch_limit(server, loaded):
+    part = gzip.compress(array(objs("L", 6000, pad=1200)))  # ~7.7 MB inflated each, 3 > 20 MB
+    before = _count(server)
+    r = upload(server, "priv", [(f"b{i}", part, "application/gzip") for i in range(3)])
+    assert r.status_code == 413, r.text
+    assert _count(server) == before
+
+
+def test_body_over_request_limit(server, loaded):
+    r = upload(server, "priv", [("b", b"[" + b" " * (9 << 20) + b"]", "application/json")])
+    assert r.status_code == 413
+    assert "request body" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"data": {"objects": "not json"}}, "JSON-encoded list"),
+        ({"data": {"objects": "[1, 2]"}}, "JSON-encoded list"),
+        ({"data": {"other": "[]"}}, "missing"),
+        ({"json": {"objects": "{]"}}, "JSON-encoded list"),
+        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, "JSON object"),
+        ({"content": b"x", "headers": {"content-type": "image/png"}}, "unsupported"),
+    ],
+)
+def test_malformed_objects_field(server, loaded, kwargs, needle):
+    headers = {**kwargs.pop("headers", {}), **server.headers("alice")}
+    with httpx.Client() as c:
+        for route in ("api/diff", "api/getobjects"):
+            r = c.post(f"{server.url}/{route}/priv", headers=headers, **kwargs)
+            assert r.status_code == 400, (route, r.text)
+            assert needle in r.json()["error"]["message"]
+
+
+def test_a_million_ids_in_one_diff(server, loaded):
+    ids = [f"{i:032x}" for i in range(1_000_000)] + ["a00003"]
+    with httpx.Client(timeout=120) as c:
+        r = c.post(
+            f"{server.url}/api/diff/priv", data=ids_body(ids), headers=server.headers("alice")
+        )
+    assert r.status_code == 200
+    answer = r.json()
+    assert len(answer) == len(ids)
+    assert answer["a00003"] is True and answer[ids[0]] is False
+
+
+AUTH_MATRIX = [
+    # who, method, route, status
+    ("garbage", "GET", "/objects/priv/a00000/single", 403),
+    ("expired", "GET", "/objects/priv/a00000/single", 403),
+    ("revoked", "GET", "/objects/priv/a00000/single", 403),
+    (None, "GET", "/objects/priv/a00000/single", 401),
+    (None, "POST", "/api/diff/priv", 401),
+    ("dave", "GET", "/objects/priv/a00000/single", 401),
+    ("carol", "GET", "/objects/priv/a00000/single", 200),
+    ("carol", "POST", "/api/diff/priv", 401),
+    ("carol", "UPLOAD", "/objects/priv", 401),
+    ("bob", "UPLOAD", "/objects/priv", 201),
+    ("alice_ro", "GET", "/objects/priv/a00000/single", 200),
+    ("alice_ro", "UPLOAD", "/objects/priv", 401),
+    ("alice_other", "GET", "/objects/priv/a00000/single", 401),
+    ("alice_other", "POST", "/api/diff/other", 200),
+    (None, "GET", "/objects/pub/x/single", 404),  # public project: allowed, object absent
+    (None, "POST", "/api/getobjects/pub", 200),
+    (None, "UPLOAD", "/objects/pub", 401),
+    ("alice", "GET", "/objects/nope/a/single", 404),
+    ("alice", "POST", "/api/diff/nope", 404),
+]
+
+
+@pytest.mark.parametrize(("who", "method", "route", "status"), AUTH_MATRIX)
+def test_auth_matrix(server, loaded, who, method, route, status):
+    headers = server.headers(who)
+    with httpx.Client() as c:
+        if method == "UPLOAD":
+            r = c.post(
+                server.url + route,
+                files=[("b", ("b", array(objs(f"u{who}", 2)), "application/json"))],
+                headers=headers,
+            )
+        elif method == "POST":
+            r = c.post(server.url + route, data=ids_body(["a00000"]), headers=headers)
+        else:
+            r = c.get(server.url + route, headers=headers)
+    assert r.status_code == status, r.text
+    if status >= 400:
+        assert set(r.json()["error"]) == {"message", "code"}
+
+
+def test_public_project_anonymous_read(server):
+    assert (
+        upload(server, "pub", [("b", array(objs("p", 3)), "application/json")]).status_code == 201
+    )
+    with httpx.Client() as c:
+        r = c.get(f"{server.url}/objects/pub/p00001/single")
+    assert r.status_code == 200 and json.loads(r.content)["id"] == "p00001"
+
+
+def test_client_disconnect_stops_the_store_read(server, loaded):
+    info = lambda: httpx.get(f"{server.url}/api/server-info").json()["streams"]  # noqa: E731
+    before = info()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"GET /objects/priv/root HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n"
+            f"Authorization: Bearer {server.tokens['alice']}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536)  # the stream has started
+    deadline = time.monotonic() + 10
+    while info()["aborted"] == before["aborted"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = info()
+    assert after["aborted"] == before["aborted"] + 1
+    assert after["objects"] - before["objects"] < 3 * N  # stopped well before the end
+
+
+def test_health_and_server_info(server):
+    with httpx.Client() as c:
+        assert c.get(f"{server.url}/api/health").json() == {"status": "ok"}
+        limits = c.get(f"{server.url}/api/server-info").json()["limits"]
+    assert limits["max_object_bytes"] == 2 << 20
+    assert limits["max_batch_bytes"] == 20 << 20
