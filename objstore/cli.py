@@ -96,6 +96,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     auth = _auth(args)
     try:
         if args.action == "create":
+            if args.replace:
+                for old in auth.list_tokens():
+                    if old.user == args.user and old.name == (args.name or ""):
+                        auth.revoke_token(old.id)
             token, secret = auth.create_token(
                 args.user,
                 scopes=args.scopes.split(","),
@@ -224,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--projects", help="limit to these projects (comma separated)")
     token.add_argument("--expires", help="e.g. 30d, 12h, 3600")
     token.add_argument("--name")
+    token.add_argument(
+        "--replace",
+        action="store_true",
+        help="create: revoke this user's tokens of the same --name first",
+    )
     return parser
 
 

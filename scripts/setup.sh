@@ -4,5 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-server}"
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+log=.venv/install.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e ".[${extras}]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup failed (log above)" >&2
+    exit 1
+fi

@@ -1,0 +1,158 @@
+"""The command line, including a multi-worker server process sharing one store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from objstore import cli
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_project_and_token_admin(tmp_path, capsys):
+    data = str(tmp_path)
+    assert run(capsys, "project", "create", "p1", "--owner", "alice", "--data", data)[0] == 0
+    code, _, err = run(capsys, "project", "create", "p1", "--data", data)
+    assert code == 2 and "already exists" in err
+    code, out, _ = run(capsys, "project", "list", "--data", data)
+    assert "p1\tpublic=False\tmembers={'alice': 'owner'}" in out
+    assert run(capsys, "project", "member", "p1", "bob", "reviewer", "--data", data)[0] == 0
+    code, secret, err = run(
+        capsys,
+        "token",
+        "create",
+        "--user",
+        "bob",
+        "--scopes",
+        "streams:read",
+        "--projects",
+        "p1",
+        "--expires",
+        "1d",
+        "--data",
+        data,
+    )
+    secret = secret.strip()
+    assert code == 0 and len(secret) == 42 and "streams:read" in err
+    code, out, _ = run(capsys, "token", "list", "--data", data)
+    assert secret[:10] in out and "live" in out and secret[10:] not in out
+    code, _, err = run(capsys, "token", "create", "--scopes", "streams:admin", "--data", data)
+    assert code == 2 and "unknown scope" in err
+    assert run(capsys, "token", "revoke", secret, "--data", data)[0] == 0
+    assert run(capsys, "token", "revoke", secret, "--data", data)[0] == 1
+    assert run(capsys, "project", "delete", "p1", "--data", data)[0] == 0
+    assert run(capsys, "project", "list", "--data", data)[1] == ""
+
+
+def test_demo_stats_verify(tmp_path, capsys):
+    data = str(tmp_path)
+    code, out, _ = run(capsys, "demo", "--objects", "500", "--data", data)
+    assert code == 0 and "0 missing" in out
+    code, out, _ = run(capsys, "stats", "--data", data)
+    assert code == 0 and "demo:" in out
+    code, out, _ = run(capsys, "verify", "--data", data)
+    assert code == 0 and out.strip().endswith("ok")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
+    data = str(tmp_path)
+    run(capsys, "project", "create", "p", "--owner", "w", "--data", data)
+    token = run(capsys, "token", "create", "--user", "w", "--data", data)[1].strip()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "objstore.cli",
+            "serve",
+            "--data",
+            data,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "OBJSTORE_MAX_BATCH_MB": "20"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            assert proc.poll() is None, "server exited"
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{url}/api/server-info").json()["limits"]["max_batch_bytes"] == 20 << 20
+        failures: list[str] = []
+
+        def send(worker: int) -> None:
+            with httpx.Client(timeout=60) as c:
+                for batch in range(10):
+                    body = (
+                        "["
+                        + ",".join(
+                            json.dumps({"id": f"w{worker}-{batch}-{i}", "pad": "z" * 300})
+                            for i in range(200)
+                        )
+                        + "]"
+                    )
+                    r = c.post(
+                        f"{url}/objects/p",
+                        headers=headers,
+                        files={"b": ("b", gzip.compress(body.encode()), "application/gzip")},
+                    )
+                    if r.status_code != 201:
+                        failures.append(r.text)
+
+        threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures
+        ids = [f"w{w}-{b}-{i}" for w in range(4) for b in range(10) for i in range(200)]
+        with httpx.Client(timeout=60) as c:
+            diff = c.post(f"{url}/api/diff/p", data={"objects": json.dumps(ids)}, headers=headers)
+            assert all(diff.json().values()) and len(diff.json()) == 8000
+            lines = c.post(
+                f"{url}/api/getobjects/p",
+                data={"objects": json.dumps(ids)},
+                headers={**headers, "Accept": "text/plain"},
+            ).text.splitlines()
+            assert len(lines) == 8000
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert run(capsys, "verify", "--data", data)[0] == 0
