@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+from isal import igzip
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -130,7 +130,7 @@ class ObjectRoutes:
             raise errors.ObjectNotFound(project, object_id)
         if _accepts_gzip(request) and len(data) > 1024:
             return Response(
-                gzip.compress(data, self.settings.gzip_level),
+                igzip.compress(data, self.settings.gzip_level),
                 media_type="application/json",
                 headers={"content-encoding": "gzip", "vary": "accept-encoding"},
             )

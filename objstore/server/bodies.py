@@ -7,11 +7,12 @@ past the batch limit, is refused as soon as the limit is crossed, so a gzip bomb
 from __future__ import annotations
 
 import urllib.parse
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+from isal import isal_zlib
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from objstore import codec, errors
@@ -107,7 +108,7 @@ class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     media: str = ""
     gzip: bool = False
-    inflater: zlib._Decompress | None = None
+    inflater: Any = None
     data: bytearray = field(default_factory=bytearray)
     sniffed: bool = False
 
@@ -188,7 +189,7 @@ class UploadParser:
         part.media = media
         if media in GZIP_TYPES:
             part.gzip = True
-            part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+            part.inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
         elif media not in PLAIN_TYPES:
             raise BadRequest(
                 f"part {part.index}: unsupported content type {media!r} "
@@ -203,7 +204,7 @@ class UploadParser:
             part.sniffed = True
             if part.media == "application/octet-stream" and chunk[:2] == b"\x1f\x8b":
                 part.gzip = True
-                part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                part.inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
         if part.gzip:
             self._inflate(part, chunk)
         else:
@@ -227,14 +228,18 @@ class UploadParser:
             while chunk:
                 if inflater.eof:  # concatenated gzip members
                     chunk = inflater.unused_data + chunk
-                    inflater = part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+                    inflater = part.inflater = isal_zlib.decompressobj(
+                        wbits=isal_zlib.MAX_WBITS | 16
+                    )
                 budget = self.max_batch - self.inflated + 1
                 self._append(part, inflater.decompress(chunk, budget))
                 chunk = inflater.unconsumed_tail
                 if inflater.eof and inflater.unused_data:
                     chunk = inflater.unused_data + chunk
-                    inflater = part.inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-        except zlib.error as exc:
+                    inflater = part.inflater = isal_zlib.decompressobj(
+                        wbits=isal_zlib.MAX_WBITS | 16
+                    )
+        except isal_zlib.error as exc:
             raise BadRequest(f"part {part.index}: invalid gzip data ({exc})", "BAD_GZIP") from None
 
     def _on_part_end(self) -> None:

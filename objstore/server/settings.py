@@ -28,8 +28,12 @@ class Settings:
     max_request_bytes: int = 50 * MB  # an upload body as sent (compressed or not)
     max_ids: int = 2_000_000  # ids in one diff/getobjects request
     max_ids_body_bytes: int = 160 * MB  # the body carrying those ids
-    gzip_level: int = 1  # responses: level 1 is ~10x faster than 9 for ~10% more bytes
+    gzip_level: int = 1  # ISA-L levels 0-3; 1 deflates ~270 MB/s here at zlib-9-like ratios
     block_bytes: int = 1 << 20  # streamed responses are built and compressed in blocks
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gzip_level <= 3:
+            raise ValueError(f"gzip level must be 0-3 (ISA-L levels), got {self.gzip_level}")
 
     @classmethod
     def from_env(cls) -> Settings:

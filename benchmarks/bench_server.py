@@ -1,0 +1,282 @@
+"""HTTP benchmark: objstore's server over loopback, beside the in-process engine it wraps.
+
+    python -m benchmarks.bench_server --objects 100000 [--workers 1]
+
+One run, one generated graph, one store:
+  1. upload over HTTP (gzip multipart batches, 4 uploads in flight), with a plain httpx client;
+  2. download object+children over HTTP (text lines, gzip) and the same read in-process
+     (the ceiling for the HTTP layer);
+  3. getobjects in 25k-id batches;
+  4. specklepy's ServerTransport against the same server: save_object/end_write (its send path)
+     into a second project and copy_object_and_children into a SQLiteTransport (its receive path).
+Peak server RSS is read from /proc for the server process and its workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MB = 1e6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tree_rss_peak_mb(pid: int) -> float:
+    """Sum of VmHWM (peak RSS) over a process and its children."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Server:
+    """``objstore serve`` in a subprocess on a free 127.0.0.1 port."""
+
+    def __init__(self, data: Path, workers: int) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "objstore.cli",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ],
+            env={
+                **os.environ,
+                "OBJSTORE_MAX_OBJECT_MB": "64",
+                "OBJSTORE_MAX_BATCH_MB": "64",
+                "OBJSTORE_MAX_REQUEST_MB": "64",
+            },
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+
+    def peak_rss_mb(self) -> float:
+        return _tree_rss_peak_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _rate(count: int, nbytes: int, seconds: float) -> dict[str, float]:
+    return {
+        "objects": count,
+        "seconds": seconds,
+        "objects_per_s": count / seconds,
+        "mb_per_s": nbytes / seconds / MB,
+    }
+
+
+def upload(url: str, token: str, project: str, bodies: list[bytes]) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def send(body: bytes) -> None:
+        packed = gzip.compress(body, 1)
+        with httpx.Client(timeout=300) as c:
+            r = c.post(
+                f"{url}/objects/{project}",
+                headers=headers,
+                files={"batch-1": ("batch-1", packed, "application/gzip")},
+            )
+            if r.status_code != 201:
+                raise RuntimeError(f"upload failed: {r.status_code} {r.text[:300]}")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(send, bodies))
+
+
+def download(url: str, token: str, project: str, root: str) -> tuple[int, int]:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "text/plain",
+        "Accept-Encoding": "gzip",
+    }
+    count = nbytes = 0
+    with (
+        httpx.Client(timeout=600) as c,
+        c.stream("GET", f"{url}/objects/{project}/{root}", headers=headers) as r,
+    ):
+        if r.status_code != 200:
+            raise RuntimeError(f"download failed: {r.status_code}")
+        for chunk in r.iter_bytes(1 << 20):
+            count += chunk.count(b"\n")
+            nbytes += len(chunk)
+    return count, nbytes
+
+
+def getobjects(url: str, token: str, project: str, ids: list[str]) -> tuple[int, int]:
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "text/plain",
+        "Accept-Encoding": "gzip",
+    }
+    count = nbytes = 0
+    with httpx.Client(timeout=600) as c:
+        for start in range(0, len(ids), 25_000):
+            body = {"objects": json.dumps(ids[start : start + 25_000])}
+            with c.stream(
+                "POST", f"{url}/api/getobjects/{project}", data=body, headers=headers
+            ) as r:
+                for chunk in r.iter_bytes(1 << 20):
+                    count += chunk.count(b"\n")
+                    nbytes += len(chunk)
+    return count, nbytes
+
+
+def specklepy_send_receive(
+    url: str, token: str, project: str, objects: list[tuple[str, bytes]], root: str, workdir: Path
+) -> dict[str, Any]:
+    os.environ["SPECKLE_USERDATA_PATH"] = str(workdir / "speckle")
+    warnings.simplefilter("ignore")
+    from specklepy.transports.server import ServerTransport
+    from specklepy.transports.sqlite import SQLiteTransport
+
+    texts = [(i, d.decode()) for i, d in objects]
+    total = sum(len(d) for _, d in objects)
+    transport = ServerTransport(project, url=url, token=token)
+    start = time.perf_counter()
+    transport.begin_write()
+    for object_id, text in texts:
+        transport.save_object(object_id, text)
+    transport.end_write()
+    send = _rate(len(texts), total, time.perf_counter() - start)
+    cache = SQLiteTransport(base_path=str(workdir / "sqlite-cache"), scope="bench")
+    start = time.perf_counter()
+    ServerTransport(project, url=url, token=token).copy_object_and_children(root, cache)
+    receive = _rate(len(texts), total, time.perf_counter() - start)
+    return {"specklepy send": send, "specklepy receive": receive}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--no-specklepy", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    import objstore
+    from objstore.auth import AuthStore
+    from objstore.graphgen import batches, generate
+    from objstore.limits import Limits
+
+    graph = generate(args.objects, seed=args.seed)
+    total = graph.total_bytes
+    print(f"graph: {len(graph):,} objects, {total / MB:,.1f} MB", flush=True)
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        data = Path(tmp) / "data"
+        auth = AuthStore(data / "auth")
+        auth.create_project("bench", owner="bench")
+        auth.create_project("bench-speckle", owner="bench")
+        token = auth.create_token("bench")[1]
+        auth.close()
+        server = Server(data, args.workers)
+        try:
+            bodies = list(batches(graph.objects, max_objects=10_000, max_bytes=20 << 20))
+            start = time.perf_counter()
+            upload(server.url, token, "bench", bodies)
+            results["http upload"] = _rate(len(graph), total, time.perf_counter() - start)
+            del bodies
+            print("  upload done", flush=True)
+            start = time.perf_counter()
+            count, wire = download(server.url, token, "bench", graph.root_id)
+            results["http object+children"] = _rate(count, total, time.perf_counter() - start)
+            results["http object+children"]["wire_mb"] = wire / MB
+            ids = [i for i, _ in graph.objects]
+            start = time.perf_counter()
+            count, wire = getobjects(server.url, token, "bench", ids)
+            results["http getobjects (25k ids/request)"] = _rate(
+                count, total, time.perf_counter() - start
+            )
+            store = objstore.open(data / "objects", limits=Limits(1 << 30, 1 << 31))
+            start = time.perf_counter()
+            count = sum(1 for _ in store.iter_with_children("bench", graph.root_id))
+            results["engine object+children (in-process)"] = _rate(
+                count, total, time.perf_counter() - start
+            )
+            store.close()
+            if not args.no_specklepy:
+                results.update(
+                    specklepy_send_receive(
+                        server.url, token, "bench-speckle", graph.objects, graph.root_id, Path(tmp)
+                    )
+                )
+            results["peak server RSS MB"] = server.peak_rss_mb()
+        finally:
+            server.stop()
+    print(f"\n| workload ({args.workers} worker(s)) | objects/s | MB/s |\n|---|---|---|")
+    for name, r in results.items():
+        if isinstance(r, dict):
+            print(f"| {name} | {r['objects_per_s']:,.0f} | {r['mb_per_s']:,.0f} |")
+    print(f"\npeak server RSS: {results['peak server RSS MB']:,.0f} MB")
+    http = results["http object+children"]["objects_per_s"]
+    engine = results["engine object+children (in-process)"]["objects_per_s"]
+    print(f"HTTP object+children / engine object+children = {http / engine:.0%}")
+    if "specklepy send" in results:
+        print(
+            f"objstore HTTP upload / specklepy send = "
+            f"{results['http upload']['objects_per_s'] / results['specklepy send']['objects_per_s']:.1f}x"
+        )
+        print(
+            f"objstore HTTP download / specklepy receive = "
+            f"{http / results['specklepy receive']['objects_per_s']:.1f}x"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
