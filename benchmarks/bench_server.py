@@ -266,9 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     engine = results["engine object+children (in-process)"]["objects_per_s"]
     print(f"HTTP object+children / engine object+children = {http / engine:.0%}")
     if "specklepy send" in results:
+        up = results["http upload"]["objects_per_s"]
         print(
             f"objstore HTTP upload / specklepy send = "
-            f"{results['http upload']['objects_per_s'] / results['specklepy send']['objects_per_s']:.1f}x"
+            f"{up / results['specklepy send']['objects_per_s']:.1f}x"
         )
         print(
             f"objstore HTTP download / specklepy receive = "

@@ -7,9 +7,10 @@ past the batch limit, is refused as soon as the limit is crossed, so a gzip bomb
 from __future__ import annotations
 
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from isal import isal_zlib
@@ -98,6 +99,7 @@ def parse_ids(body: bytes, content_type: str, max_ids: int) -> list[str]:
     return ids
 
 
+_INFLATE_ERRORS = cast(tuple[type[Exception], ...], (isal_zlib.error, zlib.error))
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 PLAIN_TYPES = {"application/json", "text/plain", "application/octet-stream", ""}
 
@@ -239,7 +241,7 @@ class UploadParser:
                     inflater = part.inflater = isal_zlib.decompressobj(
                         wbits=isal_zlib.MAX_WBITS | 16
                     )
-        except isal_zlib.error as exc:
+        except _INFLATE_ERRORS as exc:
             raise BadRequest(f"part {part.index}: invalid gzip data ({exc})", "BAD_GZIP") from None
 
     def _on_part_end(self) -> None:
