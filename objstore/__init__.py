@@ -29,6 +29,21 @@ from objstore.store import ChildrenStream, Store, open, open_memory
 
 __version__ = "0.1.0"
 
+
+def send(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """objstore.client.send (imported lazily: the client needs the ``client`` extra)."""
+    from objstore.client.transfer import send as _send
+
+    return _send(*args, **kwargs)
+
+
+def receive(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """objstore.client.receive (imported lazily: the client needs the ``client`` extra)."""
+    from objstore.client.transfer import receive as _receive
+
+    return _receive(*args, **kwargs)
+
+
 __all__ = [
     "BatchTooLarge",
     "ChildrenStream",
@@ -55,4 +70,6 @@ __all__ = [
     "errors",
     "open",
     "open_memory",
+    "receive",
+    "send",
 ]

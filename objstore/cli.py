@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 import objstore
 from objstore import graphgen
@@ -187,6 +191,153 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.cache:
+        return Path(args.cache)
+    env = os.environ.get("OBJSTORE_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("objstore")) / "cache"
+
+
+def _remote(args: argparse.Namespace, url: str | None = None) -> Any:
+    from objstore.client import Remote
+
+    token = args.token or os.environ.get("OBJSTORE_TOKEN")
+    return Remote(url or args.url, token, args.project, retries=3)
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Any]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        class _Tick:
+            def advance(self, n: int) -> None:
+                bar.advance(task, n)
+
+        yield _Tick()
+
+
+def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
+    """A JSON document (decomposed) or an ``id\tjson`` dump (root = last line)."""
+    from objstore import graph
+
+    raw = path.read_bytes()
+    if raw.lstrip()[:1] == b"{":
+        try:
+            doc = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise objstore.InvalidJSON(f"{path}: {exc}") from None
+        return graph.decompose(doc)
+    objects = list(graphgen.read_dump(path))
+    if not objects:
+        raise objstore.InvalidBatch(f"{path}: empty dump")
+    return objects[-1][0], objects
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Upload a JSON document or a dump, skipping what the server has."""
+    from objstore.client import send
+
+    root_id, objects = _read_source(Path(args.file))
+    with (
+        _remote(args) as remote,
+        objstore.open(_cache_dir(args)) as cache,
+        _progress("push", len(objects)) as tick,
+    ):
+        result = send(objects, remote, cache, progress=tick)
+    print(root_id)
+    print(
+        f"{result.total:,} objects: {result.uploaded:,} uploaded, {result.skipped:,} already "
+        f"on the server",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Receive a graph through the local cache; write it as a dump or a JSON document."""
+    from objstore import graph
+    from objstore.client import receive
+
+    with _remote(args) as remote, objstore.open(_cache_dir(args)) as cache:
+        with _progress("pull", None) as tick:
+            result = receive(args.root_id, remote, cache, progress=tick)
+        as_json = args.format == "json" or (
+            args.format is None and args.output and args.output.endswith(".json")
+        )
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            if as_json:
+                doc = graph.recompose(args.root_id, cache, remote.project)
+                out.write(msgspec.json.encode(doc) + b"\n")
+            else:
+                for object_id, data in cache.iter_with_children(remote.project, args.root_id):
+                    out.write(object_id.encode() + b"\t" + data + b"\n")
+        finally:
+            if args.output:
+                out.close()
+    print(
+        f"{result.total:,} objects: {result.downloaded:,} downloaded, {result.from_cache:,} "
+        f"from the cache"
+        + (
+            f", {result.missing_on_server} missing on the server"
+            if result.missing_on_server
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    """Copy a graph between a local store directory and a server (either direction)."""
+    from objstore.client import receive, send
+
+    src_remote = args.src.startswith(("http://", "https://"))
+    dst_remote = args.dst.startswith(("http://", "https://"))
+    if src_remote == dst_remote:
+        print("objstore: cp needs one local store directory and one http(s) URL", file=sys.stderr)
+        return 2
+    url, local = (args.src, args.dst) if src_remote else (args.dst, args.src)
+    with (
+        _remote(args, url) as remote,
+        objstore.open(Path(local)) as store,
+        _progress("cp", None) as tick,
+    ):
+        if src_remote:
+            got = receive(args.root, remote, store, progress=tick)
+            print(
+                f"{got.total:,} objects: {got.downloaded:,} downloaded, {got.from_cache:,} "
+                f"already local",
+                file=sys.stderr,
+            )
+        else:
+            sent = send(args.root, remote, store, progress=tick)
+            print(
+                f"{sent.total:,} objects: {sent.uploaded:,} uploaded, {sent.skipped:,} already "
+                f"on the server",
+                file=sys.stderr,
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="objstore", description="objstore object store")
     parser.add_argument("--version", action="version", version=objstore.__version__)
@@ -233,6 +384,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="create: revoke this user's tokens of the same --name first",
     )
+
+    def remote_flags(p: argparse.ArgumentParser, url: bool = True) -> None:
+        if url:
+            p.add_argument("--url", required=True, help="server base URL")
+        p.add_argument("--token", help="API token (env OBJSTORE_TOKEN)")
+        p.add_argument("--project", required=True)
+        p.add_argument(
+            "--cache", help="local cache store (env OBJSTORE_CACHE; default: the user data dir)"
+        )
+
+    push = sub.add_parser("push", help="upload a JSON document or an id<TAB>json dump")
+    push.add_argument("file")
+    remote_flags(push)
+    push.set_defaults(func=cmd_push)
+    pull = sub.add_parser("pull", help="download a graph through the local cache")
+    pull.add_argument("root_id")
+    pull.add_argument("-o", "--output", help="file to write (default: stdout)")
+    pull.add_argument(
+        "--format", choices=["dump", "json"], help="id<TAB>json lines, or the recomposed document"
+    )
+    remote_flags(pull)
+    pull.set_defaults(func=cmd_pull)
+    cp = sub.add_parser("cp", help="copy a graph between a local store dir and a server URL")
+    cp.add_argument("src")
+    cp.add_argument("dst")
+    cp.add_argument("--root", required=True, help="root object id")
+    remote_flags(cp, url=False)
+    cp.set_defaults(func=cmd_cp)
     return parser
 
 
@@ -247,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("token revoke needs the token or its id")
     try:
         code: int = args.func(args)
-    except (objstore.ObjstoreError, ValueError) as exc:
+    except (objstore.ObjstoreError, ValueError, OSError) as exc:
         print(f"objstore: {exc}", file=sys.stderr)
         return 2
     return code

@@ -117,3 +117,32 @@ class CorruptObject(ObjstoreError):
 
 class StoreClosed(ObjstoreError):
     """The store was closed, or is used from a process it was not opened in."""
+
+
+class RemoteError(ObjstoreError):
+    """A server answered with an error (``status``, ``code``) or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class ConnectionFailed(RemoteError):
+    """The server could not be reached (refused, DNS, timeout) even after retries."""
+
+
+class AuthenticationFailed(RemoteError):
+    """The token was refused (HTTP 403: invalid, revoked or expired)."""
+
+
+class PermissionDenied(RemoteError):
+    """The token lacks the scope or role for this project (HTTP 401)."""
+
+
+class RemoteNotFound(RemoteError):
+    """The project or object does not exist on the server (HTTP 404)."""
+
+
+class RemoteRejected(RemoteError):
+    """The server refused the input (HTTP 400 or 413); retrying would not help."""

@@ -1,0 +1,350 @@
+"""An httpx client for Speckle's object routes, on objstore's server or Speckle's own.
+
+Requests are batched under the limits the server states (``/api/server-info``; Speckle's
+10 MB / 50 MB when it has no such route), id lists go in chunks of at most 25k ids (Speckle's
+own loader cap), uploads go as gzip multipart parts with several requests in flight, and
+failures that may pass (connection errors, 429, 5xx) are retried with backoff, honouring
+``Retry-After``. A 4xx that says the input is wrong is raised at once, never retried.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from isal import igzip
+
+from objstore import errors
+from objstore.limits import Limits
+
+ID_CHUNK = 25_000
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+USER_AGENT = "objstore-client"
+
+
+@dataclass
+class RemoteStats:
+    """What this client has done so far (tests count requests with it)."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    objects_uploaded: int = 0
+    bytes_uploaded: int = 0
+    objects_downloaded: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def count(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self.requests[kind] = self.requests.get(kind, 0) + n
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
+    try:
+        body = response.json()
+        message = body["error"]["message"]
+        code = body["error"].get("code")
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300] or response.reason_phrase
+        code = None
+    status = response.status_code
+    cls: type[errors.RemoteError] = {
+        401: errors.PermissionDenied,
+        403: errors.AuthenticationFailed,
+        404: errors.RemoteNotFound,
+        400: errors.RemoteRejected,
+        413: errors.RemoteRejected,
+    }.get(status, errors.RemoteError)
+    return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """``id\\tjson`` lines from a byte stream cut anywhere."""
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line:
+                object_id, _, data = line.partition(b"\t")
+                yield object_id.decode(), data.rstrip(b"\r")
+    if rest.strip():
+        object_id, _, data = rest.partition(b"\t")
+        yield object_id.decode(), data.rstrip(b"\r")
+
+
+class Remote:
+    """One project on one server."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        project: str = "",
+        *,
+        concurrency: int = 4,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        timeout: float = 120.0,
+        batch_bytes: int = 10 * 1024 * 1024,
+        batch_objects: int = 20_000,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not project:
+            raise ValueError("a project is needed")
+        self.url = url.rstrip("/")
+        self.project = project
+        self.concurrency = max(1, concurrency)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.batch_bytes = batch_bytes
+        self.batch_objects = batch_objects
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        limits = httpx.Limits(max_connections=self.concurrency + 2)
+        self._http = httpx.Client(
+            headers=headers, timeout=timeout, limits=limits, transport=transport
+        )
+        self._limits: Limits | None = None
+        self.stats = RemoteStats()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _request(self, kind: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request with retries; the response is read fully."""
+        return self._with_retries(
+            kind, lambda: self._http.request(method, self.url + path, **kwargs)
+        )
+
+    def _with_retries(self, kind: str, send: Callable[[], httpx.Response]) -> httpx.Response:
+        attempt = 0
+        while True:
+            self.stats.count(kind)
+            try:
+                response = send()
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise errors.ConnectionFailed(
+                        f"cannot reach {self.url} ({type(exc).__name__}: {exc})"
+                    ) from None
+                delay = None
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    raise _error_from(response, f"{kind} {self.project}")
+                delay = _retry_after(response)
+            attempt += 1
+            self.stats.add(retries=1)
+            if delay is None:
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random() / 2
+            time.sleep(min(delay, self.max_backoff))
+
+    @property
+    def limits(self) -> Limits:
+        """The server's limits (objstore states them; otherwise Speckle's defaults)."""
+        if self._limits is None:
+            try:
+                info = self._request("server-info", "GET", "/api/server-info").json()
+                stated = info["limits"]
+                self._limits = Limits(stated["max_object_bytes"], stated["max_batch_bytes"])
+            except (errors.RemoteNotFound, errors.RemoteRejected, KeyError, TypeError, ValueError):
+                self._limits = Limits()
+        return self._limits
+
+    def _ids_body(self, ids: list[str]) -> dict[str, str]:
+        return {"objects": json.dumps(ids)}
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def diff(self, ids: Iterable[str]) -> dict[str, bool]:
+        """{id: whether the server has it} for every id (chunked, chunks in parallel)."""
+        id_list = list(ids)
+        chunks = [id_list[i : i + ID_CHUNK] for i in range(0, len(id_list), ID_CHUNK)]
+
+        def one(chunk: list[str]) -> dict[str, bool]:
+            r = self._request(
+                "diff", "POST", f"/api/diff/{self.project}", data=self._ids_body(chunk)
+            )
+            answer: dict[str, bool] = r.json()
+            return answer
+
+        found: dict[str, bool] = {}
+        if len(chunks) <= 1:
+            for chunk in chunks:
+                found.update(one(chunk))
+        else:
+            with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+                for answer in pool.map(one, chunks):
+                    found.update(answer)
+        return {i: bool(found.get(i, False)) for i in id_list}
+
+    def upload(self, objects: Iterable[tuple[str, bytes]]) -> int:
+        """Upload objects in gzip'd batches under the server's limits; returns objects sent.
+
+        Order is kept per batch and batches are started in order, so children sent before
+        their parents land first within this call's concurrency window.
+        """
+        limits = self.limits
+        max_bytes = min(self.batch_bytes, limits.max_batch_bytes - 1024)
+        sent = 0
+        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+            pending: set[concurrent.futures.Future[int]] = set()
+            for batch in self._batches(objects, max_bytes, limits.max_object_bytes):
+                if len(pending) >= self.concurrency * 2:  # bounded memory: wait for one
+                    done, pending = concurrent.futures.wait(
+                        pending, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    sent += sum(f.result() for f in done)
+                pending.add(pool.submit(self._upload_batch, batch))
+            for future in concurrent.futures.as_completed(pending):
+                sent += future.result()
+        return sent
+
+    def _batches(
+        self, objects: Iterable[tuple[str, bytes]], max_bytes: int, max_object: int
+    ) -> Iterator[list[bytes]]:
+        batch: list[bytes] = []
+        size = 0
+        for object_id, data in objects:
+            if len(data) > max_object:
+                raise errors.ObjectTooLarge(
+                    f"object is {len(data)} bytes, over the server's {max_object} byte limit",
+                    limit=max_object,
+                    size=len(data),
+                    object_id=object_id,
+                )
+            if batch and (size + len(data) > max_bytes or len(batch) >= self.batch_objects):
+                yield batch
+                batch, size = [], 0
+            batch.append(data)
+            size += len(data)
+        if batch:
+            yield batch
+
+    def _upload_batch(self, batch: list[bytes]) -> int:
+        body = igzip.compress(b"[" + b",".join(batch) + b"]", 1)
+        self._request(
+            "upload",
+            "POST",
+            f"/objects/{self.project}",
+            files={"batch-1": ("batch-1", body, "application/gzip")},
+        )
+        self.stats.add(objects_uploaded=len(batch), bytes_uploaded=len(body))
+        return len(batch)
+
+    def get(self, object_id: str) -> bytes | None:
+        """One object's bytes, or None if the server does not have it."""
+        try:
+            r = self._request("single", "GET", f"/objects/{self.project}/{object_id}/single")
+        except errors.RemoteNotFound as exc:
+            if exc.code == "PROJECT_NOT_FOUND":
+                raise
+            return None
+        return r.content
+
+    def get_many(self, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """(id, bytes) for each id the server has, fetched in chunks, a few chunks in flight.
+
+        Each chunk is read whole before it is yielded, so a failed chunk is retried cleanly;
+        memory holds at most ``concurrency`` chunks.
+        """
+        id_list = list(ids)
+        chunk = min(ID_CHUNK, 10_000)
+        chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
+
+        def fetch(part: list[str]) -> list[tuple[str, bytes]]:
+            r = self._request(
+                "getobjects",
+                "POST",
+                f"/api/getobjects/{self.project}",
+                data=self._ids_body(part),
+                headers={"Accept": "text/plain"},
+            )
+            got = list(_split_lines([r.content]))
+            self.stats.add(objects_downloaded=len(got))
+            return got
+
+        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
+            window: list[concurrent.futures.Future[list[tuple[str, bytes]]]] = []
+            for part in chunks:
+                window.append(pool.submit(fetch, part))
+                if len(window) >= self.concurrency:
+                    yield from window.pop(0).result()
+            for future in window:
+                yield from future.result()
+
+    def download(self, root_id: str) -> Iterator[tuple[str, bytes]]:
+        """The object and all its children (root first), streamed in one request.
+
+        Retried only until the first object arrives; after that a failure is raised.
+        """
+        attempt = 0
+        while True:
+            started = False
+            try:
+                self.stats.count("download")
+                with self._http.stream(
+                    "GET",
+                    f"{self.url}/objects/{self.project}/{root_id}",
+                    headers={"Accept": "text/plain"},
+                ) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        if r.status_code in RETRY_STATUSES and attempt < self.retries:
+                            attempt += 1
+                            time.sleep(_retry_after(r) or self.backoff * 2 ** (attempt - 1))
+                            continue
+                        raise _error_from(r, f"download {self.project}/{root_id}")
+                    for pair in _split_lines(r.iter_bytes(1 << 20)):
+                        started = True
+                        self.stats.add(objects_downloaded=1)
+                        yield pair
+                return
+            except httpx.TransportError as exc:
+                if started or attempt >= self.retries:
+                    raise errors.ConnectionFailed(
+                        f"download from {self.url} failed ({type(exc).__name__}: {exc})"
+                    ) from None
+                attempt += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1))

@@ -1,0 +1,175 @@
+"""Plain JSON documents <-> Speckle-style detached object graphs.
+
+``decompose`` walks a nested dict the way Speckle's serializer does: members whose key starts
+with ``@`` are detached into objects of their own (a dict, or each dict of a list) and replaced
+by ``{"referencedId": id, "speckle_type": "reference"}``; ``@(N)name`` lists are split into
+``Speckle.Core.Models.DataChunk`` objects of N items. Every object gets an ``id`` (32 hex chars
+of xxh3-128 over its JSON without the id), ``totalChildrenCount`` and, when it has children, a
+``__closure``. Objects come out children first, root last. ``recompose`` inverts it exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import xxhash
+
+import objstore
+from objstore import errors
+
+RESERVED = ("id", "totalChildrenCount", "__closure")
+CHUNK_TYPE = "Speckle.Core.Models.DataChunk"
+_CHUNKED = re.compile(r"^@\((\d+)\)")
+_encode = msgspec.json.encode
+
+
+def _is_reference(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("speckle_type") == "reference"
+        and isinstance(value.get("referencedId"), str)
+        and len(value) == 2
+    )
+
+
+class _Decomposer:
+    def __init__(self) -> None:
+        self.objects: list[tuple[str, bytes]] = []
+        self.seen: set[str] = set()
+        self.closures: dict[str, dict[str, int]] = {}
+
+    def emit(self, body: dict[str, Any], children: list[str]) -> str:
+        closure: dict[str, int] = {}
+        for child in children:
+            closure[child] = 1
+            for grandchild, depth in self.closures.get(child, {}).items():
+                if closure.get(grandchild, depth + 2) > depth + 1:
+                    closure[grandchild] = depth + 1
+        body = dict(body)
+        body["totalChildrenCount"] = len(closure)
+        if closure:
+            body["__closure"] = closure
+        object_id = xxhash.xxh3_128_hexdigest(_encode(body))
+        if object_id not in self.seen:
+            self.seen.add(object_id)
+            self.closures[object_id] = closure
+            self.objects.append((object_id, _encode({"id": object_id, **body})))
+        return object_id
+
+    def detach(self, value: dict[str, Any]) -> str:
+        body, children = self.inline(value, top=True)
+        return self.emit(body, children)
+
+    def inline(self, value: Any, top: bool = False) -> tuple[Any, list[str]]:
+        """Copy ``value`` with @-members detached; return it and the ids it now references."""
+        if isinstance(value, list):
+            out_list: list[Any] = []
+            refs: list[str] = []
+            for item in value:
+                new, child_refs = self.inline(item)
+                out_list.append(new)
+                refs += child_refs
+            return out_list, refs
+        if not isinstance(value, dict):
+            return value, []
+        if top:
+            for key in RESERVED:
+                if key in value:
+                    raise errors.InvalidObject(f"key {key!r} is reserved for the decomposer")
+        out: dict[str, Any] = {}
+        refs = []
+        for key, member in value.items():
+            if not isinstance(key, str):
+                raise errors.InvalidObject(f"keys must be strings, got {key!r}")
+            chunked = _CHUNKED.match(key)
+            if chunked and isinstance(member, list):
+                size = max(1, int(chunked.group(1)))
+                chunk_ids = []
+                for start in range(0, len(member), size):
+                    data, data_refs = self.inline(member[start : start + size])
+                    chunk_ids.append(
+                        self.emit({"speckle_type": CHUNK_TYPE, "data": data}, data_refs)
+                    )
+                out[key] = [{"referencedId": c, "speckle_type": "reference"} for c in chunk_ids]
+                refs += chunk_ids
+            elif key.startswith("@") and isinstance(member, dict):
+                child = self.detach(member)
+                out[key] = {"referencedId": child, "speckle_type": "reference"}
+                refs.append(child)
+            elif key.startswith("@") and isinstance(member, list):
+                items: list[Any] = []
+                for item in member:
+                    if isinstance(item, dict):
+                        child = self.detach(item)
+                        items.append({"referencedId": child, "speckle_type": "reference"})
+                        refs.append(child)
+                    else:
+                        new, child_refs = self.inline(item)
+                        items.append(new)
+                        refs += child_refs
+                out[key] = items
+            else:
+                new, child_refs = self.inline(member)
+                out[key] = new
+                refs += child_refs
+        return out, refs
+
+
+def decompose(doc: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:
+    """(root id, objects children-first) for a JSON document."""
+    if not isinstance(doc, dict):
+        raise errors.NotAnObject("a document to decompose must be a JSON object")
+    d = _Decomposer()
+    root_id = d.detach(doc)
+    return root_id, d.objects
+
+
+def iter_decompose(doc: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
+    """Objects of ``decompose(doc)``, children first, root last."""
+    yield from decompose(doc)[1]
+
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def recompose(root_id: str, store: objstore.Store, project: str) -> dict[str, Any]:
+    """The JSON document whose decomposition has root ``root_id`` in ``project``."""
+    objects = {i: _decoder.decode(d) for i, d in store.iter_with_children(project, root_id)}
+
+    def resolve(object_id: str) -> dict[str, Any]:
+        body = objects.get(object_id)
+        if body is None:
+            raise errors.ObjectNotFound(project, object_id)
+        return rebuild(body, top=True)
+
+    def rebuild(value: dict[str, Any], top: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, member in value.items():
+            if top and key in RESERVED:
+                continue
+            if _CHUNKED.match(key) and isinstance(member, list) and all(map(_is_reference, member)):
+                data: list[Any] = []
+                for ref in member:
+                    data += [restore(x) for x in resolve(ref["referencedId"])["data"]]
+                out[key] = data
+            elif key.startswith("@") and _is_reference(member):
+                out[key] = resolve(member["referencedId"])
+            elif key.startswith("@") and isinstance(member, list):
+                out[key] = [
+                    resolve(x["referencedId"]) if _is_reference(x) else restore(x) for x in member
+                ]
+            else:
+                out[key] = restore(member)
+        return out
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, dict):
+            return rebuild(value)
+        if isinstance(value, list):
+            return [restore(x) for x in value]
+        return value
+
+    return resolve(root_id)

@@ -1,0 +1,112 @@
+"""A drop-in for specklepy's SQLiteTransport, on an objstore store.
+
+    from objstore.integrations.specklepy import LMDBTransport
+    cache = LMDBTransport("~/.cache/objstore-speckle")
+    operations.send(base, [server_transport], use_default_cache=False)  # or as a cache:
+    operations.receive(obj_id, server_transport, local_transport=cache)
+
+Writes are buffered and stored in batches (one LMDB transaction each) on ``end_write`` or when
+the buffer fills. specklepy stays an optional extra: this module imports it on use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from specklepy.transports.abstract_transport import AbstractTransport
+
+import objstore
+
+BATCH_OBJECTS = 10_000
+BATCH_BYTES = 25 * 1024 * 1024
+
+
+class LMDBTransport(AbstractTransport):  # type: ignore[misc]
+    """specklepy transport over an objstore store (one project of it: ``scope``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: objstore.Store | None = None,
+        scope: str = "specklepy",
+        name: str = "LMDB",
+    ) -> None:
+        if store is None:
+            if path is None:
+                raise ValueError("give a path or a store")
+            store = objstore.open(Path(path).expanduser())
+            self._owns_store = True
+        else:
+            self._owns_store = False
+        self.store = store
+        self.scope = scope
+        self._name = name
+        self._pending: list[bytes] = []
+        self._pending_ids: set[str] = set()
+        self._pending_bytes = 0
+        self.saved_obj_count = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"LMDBTransport(scope={self.scope!r})"
+
+    def begin_write(self) -> None:
+        self.saved_obj_count = 0
+
+    def end_write(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.store.put(self.scope, self._pending)
+            self._pending = []
+            self._pending_ids = set()
+            self._pending_bytes = 0
+
+    def save_object(self, id: str, serialized_object: str) -> None:
+        data = serialized_object.encode()
+        self._pending.append(data)
+        self._pending_ids.add(id)
+        self._pending_bytes += len(data)
+        self.saved_obj_count += 1
+        if len(self._pending) >= BATCH_OBJECTS or self._pending_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def save_object_from_transport(self, id: str, source_transport: Any) -> None:
+        text = source_transport.get_object(id)
+        if text is None:
+            raise objstore.ObjectNotFound(self.scope, id)
+        self.save_object(id, text)
+
+    def get_object(self, id: str) -> str | None:
+        if id in self._pending_ids:
+            self._flush()
+        data = self.store.get(self.scope, id)
+        return data.decode() if data is not None else None
+
+    def has_objects(self, id_list: list[str]) -> dict[str, bool]:
+        if self._pending_ids.intersection(id_list):
+            self._flush()
+        return self.store.has(self.scope, id_list)
+
+    def copy_object_and_children(self, id: str, target_transport: Any) -> str:
+        self._flush()
+        stream = self.store.iter_with_children(self.scope, id)
+        root_id, root = next(stream)
+        target_transport.begin_write()
+        for object_id, data in stream:
+            target_transport.save_object(object_id, data.decode())
+        target_transport.save_object(root_id, root.decode())
+        target_transport.end_write()
+        return root.decode()
+
+    def close(self) -> None:
+        self._flush()
+        if self._owns_store:
+            self.store.close()

@@ -1,0 +1,83 @@
+"""objstore push / pull / cp against a real server, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from objstore import cli, graphgen
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_push_pull_json_document(server, tmp_path, capsys):
+    doc = {
+        "name": "tower",
+        "@floors": [
+            {"level": i, "@(50)heights": list(range(i * 10, i * 10 + 120))} for i in range(30)
+        ],
+        "meta": {"author": "é"},
+    }
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    code, out, err = run(capsys, "push", str(path), *common, "--cache", str(tmp_path / "c1"))
+    assert code == 0, err
+    root = out.strip()
+    assert len(root) == 32 and "uploaded" in err
+    code, out, err = run(capsys, "push", str(path), *common, "--cache", str(tmp_path / "c1"))
+    assert "0 uploaded" in err
+    target = tmp_path / "back.json"
+    code, _, err = run(
+        capsys, "pull", root, *common, "--cache", str(tmp_path / "c2"), "-o", str(target)
+    )
+    assert code == 0, err
+    assert json.loads(target.read_text()) == doc
+    code, out, err = run(capsys, "pull", root, *common, "--cache", str(tmp_path / "c2"))
+    assert "0 downloaded" in err  # served from the cache
+    lines = out.splitlines()
+    assert lines[0].split("\t")[0] == root and len(lines) > 30
+
+
+def test_push_dump_and_cp_both_ways(server, tmp_path, capsys):
+    g = graphgen.generate(800, seed=21)
+    graphgen.write_dump(g.objects, tmp_path / "g.dump")
+    common = ["--token", server.tokens["alice"], "--project", "other"]
+    code, out, err = run(
+        capsys,
+        "push",
+        str(tmp_path / "g.dump"),
+        "--url",
+        server.url,
+        *common,
+        "--cache",
+        str(tmp_path / "c"),
+    )
+    assert code == 0 and out.strip() == g.root_id
+    code, _, err = run(
+        capsys, "cp", server.url, str(tmp_path / "local"), "--root", g.root_id, *common
+    )
+    assert code == 0 and f"{len(g):,} objects" in err
+    code, _, err = run(
+        capsys, "cp", str(tmp_path / "local"), server.url, "--root", g.root_id, *common
+    )
+    assert code == 0 and f"{len(g):,} already on the server" in err
+
+
+def test_errors_are_one_line(server, tmp_path, capsys):
+    path = tmp_path / "d.json"
+    path.write_text('{"a": 1}')
+    base = ["--project", "priv", "--cache", str(tmp_path / "c")]
+    code, _, err = run(capsys, "push", str(path), "--url", "http://127.0.0.1:9", *base)
+    assert code == 2 and err.startswith("objstore: cannot reach") and err.count("\n") == 1
+    code, _, err = run(capsys, "push", str(path), "--url", server.url, "--token", "x" * 42, *base)
+    assert code == 2 and "HTTP 403" in err and "Traceback" not in err
+    code, _, err = run(capsys, "push", str(path), "--url", server.url, *base)
+    assert code == 2 and "HTTP 401" in err
+    code, _, err = run(
+        capsys, "pull", "f" * 32, "--url", server.url, "--token", server.tokens["alice"], *base
+    )
+    assert code == 2 and "not found" in err

@@ -1,0 +1,168 @@
+"""send/receive through a local cache against a real objstore server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+import objstore
+from objstore import errors, graphgen
+from objstore.client import Remote, receive, send
+
+from .conftest import Faults
+
+
+def remote(server, project="priv", who="alice", **kw) -> Remote:
+    return Remote(server.url, server.tokens[who], project, **kw)
+
+
+def test_send_then_receive_round_trip(server, model, tmp_path):
+    with remote(server) as r:
+        result = send(model.objects, r)
+    assert (result.root_id, result.total, result.uploaded) == (
+        model.root_id,
+        len(model),
+        len(model),
+    )
+    assert r.stats.objects_uploaded == len(model)
+    with objstore.open(tmp_path / "cache") as cache, remote(server) as r2:
+        got = receive(model.root_id, r2, cache)
+        assert (got.total, got.downloaded, got.from_cache) == (len(model), len(model), 0)
+        assert dict(cache.iter_with_children("priv", model.root_id)) == dict(model.objects)
+        # warm cache: no object requests at all
+        with remote(server) as r3:
+            warm = receive(model.root_id, r3, cache)
+        assert warm.from_cache == len(model) and warm.downloaded == 0
+        assert r3.stats.requests == {}
+    # sending again uploads nothing
+    with remote(server) as r4:
+        again = send(model.objects, r4)
+    assert again.uploaded == 0 and again.skipped == len(model)
+    assert "upload" not in r4.stats.requests
+
+
+def test_resume_after_a_send_killed_midway(server):
+    g = graphgen.generate(12_000, seed=12)
+
+    def die_after_three_uploads(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path.startswith("/objects/"):
+            die_after_three_uploads.uploads += 1  # type: ignore[attr-defined]
+            if die_after_three_uploads.uploads > 3:  # type: ignore[attr-defined]
+                raise httpx.ConnectError("killed")
+        return None
+
+    die_after_three_uploads.uploads = 0  # type: ignore[attr-defined]
+    faulty = Remote(
+        server.url,
+        server.tokens["alice"],
+        "other",
+        transport=Faults(die_after_three_uploads),
+        retries=0,
+        batch_objects=1000,
+        concurrency=1,
+    )
+    with pytest.raises(errors.ConnectionFailed):
+        send(g.objects, faulty)
+    landed = sum(server.store.has("other", [i for i, _ in g.objects]).values())
+    assert landed == 3000
+    assert server.store.get("other", g.root_id) is None  # the root waits for its children
+    with Remote(server.url, server.tokens["alice"], "other", batch_objects=1000) as again:
+        result = send(g.objects, again)
+    assert result.uploaded == len(g) - 3000 and result.skipped == 3000
+    assert again.stats.objects_uploaded == len(g) - 3000
+    assert server.store.count("other") >= len(g)
+
+
+def test_receive_with_partly_filled_cache_fetches_only_missing(server, model, tmp_path):
+    with remote(server) as r:
+        send(model.objects, r)  # already there from the round trip, or now
+    have = model.objects[: int(len(model) * 0.7)]
+    with objstore.open(tmp_path / "partial") as cache:
+        for batch in graphgen.batches(have):
+            cache.put("priv", batch)
+        with remote(server) as r2:
+            got = receive(model.root_id, r2, cache)
+        missing = len(model) - len(have)
+        assert got.from_cache == len(have)
+        assert r2.stats.objects_downloaded == missing - 1  # all lacking children, via getobjects
+        assert "download" not in r2.stats.requests and r2.stats.requests["getobjects"] >= 1
+        assert dict(cache.iter_with_children("priv", model.root_id)) == dict(model.objects)
+
+
+def _fail_first(status: int, times: int, retry_after: str | None):
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if "/api/diff/" in request.url.path and rule.left > 0:  # type: ignore[attr-defined]
+            rule.left -= 1  # type: ignore[attr-defined]
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            return httpx.Response(status, headers=headers, json={"error": {"message": "busy"}})
+        return None
+
+    rule.left = times  # type: ignore[attr-defined]
+    return rule
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retries_honour_retry_after(server, status):
+    faults = Faults(_fail_first(status, 2, "1"))
+    with Remote(server.url, server.tokens["alice"], "priv", transport=faults, backoff=0.01) as r:
+        start = time.monotonic()
+        assert r.diff(["a", "b"]) == {"a": False, "b": False}
+        elapsed = time.monotonic() - start
+    assert r.stats.retries == 2
+    assert r.stats.requests["diff"] == 3
+    assert elapsed >= 2.0  # two waits of Retry-After: 1
+
+
+def test_backoff_without_retry_after_then_gives_up(server):
+    faults = Faults(_fail_first(502, 10, None))
+    with (
+        Remote(
+            server.url, server.tokens["alice"], "priv", transport=faults, retries=2, backoff=0.01
+        ) as r,
+        pytest.raises(errors.RemoteError) as info,
+    ):
+        r.diff(["a"])
+    assert info.value.status == 502 and r.stats.requests["diff"] == 3
+
+
+def test_no_retry_when_the_input_is_wrong(server):
+    with Remote(server.url, server.tokens["alice"], "priv") as r:
+        with pytest.raises(errors.RemoteRejected) as info:
+            r.upload([("bad id", b'{"id":"bad id"}')])
+        assert info.value.status == 400
+        assert r.stats.requests["upload"] == 1 and r.stats.retries == 0
+
+
+def test_auth_and_connection_errors(server):
+    with Remote(server.url, "x" * 42, "priv") as r, pytest.raises(errors.AuthenticationFailed):
+        r.diff(["a"])
+    with (
+        Remote(server.url, server.tokens["carol"], "priv") as r,
+        pytest.raises(errors.PermissionDenied),
+    ):
+        r.diff(["a"])
+    with (
+        Remote(server.url, server.tokens["alice"], "nope") as r,
+        pytest.raises(errors.RemoteNotFound),
+    ):
+        r.get("a")
+    with (
+        Remote("http://127.0.0.1:9", None, "p", retries=1, backoff=0.01) as r,
+        pytest.raises(errors.ConnectionFailed, match="cannot reach"),
+    ):
+        r.diff(["a"])
+
+
+def test_limits_learned_from_server_split_uploads(server):
+    objs = [
+        (f"lim{i}", json.dumps({"id": f"lim{i}", "pad": "q" * 5000}).encode()) for i in range(300)
+    ]
+    with Remote(server.url, server.tokens["alice"], "other", batch_bytes=200_000) as r:
+        assert r.limits.max_object_bytes == 10 * 1024 * 1024
+        assert r.upload(objs) == 300
+        assert r.stats.requests["upload"] >= 8
+        with pytest.raises(errors.ObjectTooLarge):
+            r.upload([("huge", b'{"id":"huge","p":"' + b"x" * (11 << 20) + b'"}')])

@@ -1,0 +1,44 @@
+"""LMDBTransport as specklepy's local cache, against objstore's server."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from ..client.conftest import server  # noqa: F401 - the module's server fixture
+from ..server.test_specklepy_interop import build_model
+
+pytest.importorskip("specklepy")
+
+
+def test_lmdb_transport_as_cache_round_trip(server, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from specklepy.api import operations
+    from specklepy.transports.server import ServerTransport
+
+    from objstore.integrations.specklepy import LMDBTransport
+
+    model = build_model(300)
+    send_cache = LMDBTransport(tmp_path / "send-cache")
+    remote = ServerTransport("priv", url=server.url, token=server.tokens["alice"])
+    root_id = operations.send(model, [send_cache, remote], use_default_cache=False)
+    assert send_cache.get_object(root_id) is not None
+    assert send_cache.has_objects([root_id, "nope"]) == {root_id: True, "nope": False}
+
+    fresh = LMDBTransport(tmp_path / "fresh-cache")
+    received = operations.receive(
+        root_id, ServerTransport("priv", url=server.url, token=server.tokens["alice"]), fresh
+    )
+    assert operations.serialize(received) == operations.serialize(model)
+    assert fresh.store.count("specklepy") == send_cache.store.count("specklepy")
+    # second receive is served by the cache alone
+    again = operations.receive(root_id, None, fresh)
+    assert operations.serialize(again) == operations.serialize(model)
+    # and the cache can copy a graph into another transport
+    other = LMDBTransport(tmp_path / "copy")
+    assert fresh.copy_object_and_children(root_id, other).startswith("{")
+    assert other.store.count("specklepy") == fresh.store.count("specklepy")
+    for t in (send_cache, fresh, other):
+        t.close()
