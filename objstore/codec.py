@@ -30,28 +30,25 @@ ClosureKey = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
 
 class _Head(msgspec.Struct):
     id: str | msgspec.UnsetType = msgspec.UNSET
-    closure: msgspec.Raw | msgspec.UnsetType = msgspec.field(
+    closure: dict[ClosureKey, Depth] | msgspec.UnsetType | None = msgspec.field(
         default=msgspec.UNSET, name="__closure"
     )
 
 
 _split_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _head_decoder = msgspec.json.Decoder(_Head)
+_heads_decoder = msgspec.json.Decoder(list[_Head])
 _closure_decoder = msgspec.json.Decoder(dict[ClosureKey, Depth] | None)
 
 
 class Record(NamedTuple):
-    """One validated object: id, exact bytes, xxh3-128 digest of those bytes, and closure.
-
-    ``closure`` is the validated ``__closure`` as a dict, and ``closure_json`` its exact JSON
-    text (so a backend can keep it without re-encoding); both None when the object has none.
-    """
+    """One validated object: id, exact bytes, xxh3-128 digest of those bytes, and closure
+    (the validated ``__closure`` as a dict, None when the object has none)."""
 
     id: str
     data: bytes
     digest: bytes
     closure: dict[str, int] | None
-    closure_json: bytes | None = None
 
 
 def digest_of(data: bytes) -> bytes:
@@ -149,8 +146,9 @@ def _with_id(data: bytes, object_id: str) -> bytes:
     return data[: brace + 1] + member + rest
 
 
-def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
-    """Validate one object's bytes and read its head; raise the specific InvalidObject."""
+def decode_record(raw: bytes, index: int, limits: Limits, head: _Head | None = None) -> Record:
+    """Validate one object's bytes and read its head (unless already decoded with its batch);
+    raise the specific InvalidObject."""
     size = len(raw)
     if size > limits.max_object_bytes:
         raise errors.ObjectTooLarge(
@@ -169,28 +167,26 @@ def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
                 index=index,
                 object_id=_guess_id(raw[:4096]),
             ) from None
-    try:
-        head = _head_decoder.decode(raw)
-    except RecursionError:
-        raise errors.NestingTooDeep(
-            "nesting is too deep", index=index, object_id=_guess_id(raw[:4096])
-        ) from None
-    except msgspec.ValidationError as exc:
-        raise _validation_error(str(exc), raw, index) from None
-    except msgspec.DecodeError as exc:
-        raise errors.InvalidJSON(str(exc), index=index, object_id=_guess_id(raw[:4096])) from None
-
-    closure = closure_json = None
-    if head.closure is not msgspec.UNSET:
-        closure_json = bytes(head.closure)
+    if head is None:
         try:
-            closure = decode_closure(closure_json)
-        except ValueError as exc:
-            raise errors.InvalidClosure(
-                str(exc), index=index, object_id=_str_or_none(head.id)
+            head = _head_decoder.decode(raw)
+        except RecursionError:
+            raise errors.NestingTooDeep(
+                "nesting is too deep", index=index, object_id=_guess_id(raw[:4096])
             ) from None
-        if closure is None:
-            closure_json = None
+        except msgspec.ValidationError as exc:
+            raise _validation_error(str(exc), raw, index) from None
+        except msgspec.DecodeError as exc:
+            raise errors.InvalidJSON(
+                str(exc), index=index, object_id=_guess_id(raw[:4096])
+            ) from None
+    closure = head.closure or None
+    if closure and _BAD_ID_CHAR.search("".join(closure)):
+        raise errors.InvalidClosure(
+            "__closure keys must not contain whitespace or control characters",
+            index=index,
+            object_id=_str_or_none(head.id),
+        )
     if head.id is msgspec.UNSET:
         object_id = xxhash.xxh3_128_hexdigest(raw)
         raw = _with_id(raw, object_id)
@@ -199,7 +195,7 @@ def decode_record(raw: bytes, index: int, limits: Limits) -> Record:
         problem = check_id(object_id)
         if problem:
             raise errors.InvalidId(problem, index=index, object_id=object_id[:300])
-    return Record(object_id, raw, digest_of(raw), closure, closure_json)
+    return Record(object_id, raw, digest_of(raw), closure)
 
 
 def _str_or_none(value: object) -> str | None:
@@ -212,7 +208,66 @@ def _validation_error(message: str, raw: bytes, index: int) -> errors.InvalidObj
         return errors.NotAnObject(f"batch elements must be JSON objects ({message})", index=index)
     if "$.id" in message:
         return errors.InvalidId(f"id must be a string ({message})", index=index)
+    if "$.__closure" in message:
+        return errors.InvalidClosure(
+            f"__closure must map ids of 1-{ID_MAX_CHARS} characters to positive integer depths "
+            f"({message})",
+            index=index,
+            object_id=guessed,
+        )
     return errors.InvalidJSON(message, index=index, object_id=guessed)
+
+
+def _batch_heads(data: bytes | bytearray | memoryview, count: int) -> list[_Head] | None:
+    """Every element's head in one C call, or None when any element is bad (the per-object
+    path then finds and names it)."""
+    try:
+        heads = _heads_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return heads if len(heads) == count else None
+
+
+def _check_total(total: int, limits: Limits, index: int) -> None:
+    if total > limits.max_batch_bytes:
+        raise errors.BatchTooLarge(
+            f"batch objects total more than the {limits.max_batch_bytes} byte batch limit",
+            limit=limits.max_batch_bytes,
+            size=total,
+            index=index,
+        )
+
+
+def prepare_arrays(
+    arrays: Iterable[bytes | bytearray | memoryview], limits: Limits, *, label: str = "part"
+) -> list[Record]:
+    """Validated records of several JSON arrays taken as one batch (e.g. multipart parts).
+
+    Errors name the array (``part 2 object 17``) and count the batch limit over all arrays.
+    """
+    records: list[Record] = []
+    total = 0
+    for number, data in enumerate(arrays):
+        try:
+            total = _prepare_array(data, limits, records, total)
+        except errors.InvalidObject as exc:
+            raise exc.located(f"{label} {number} object {exc.index}") from None
+        except errors.InvalidBatch as exc:
+            raise errors.InvalidBatch(f"{label} {number}: {exc}") from None
+    return records
+
+
+def _prepare_array(
+    data: bytes | bytearray | memoryview, limits: Limits, records: list[Record], total: int
+) -> int:
+    raws = split_array(data)
+    heads = _batch_heads(data, len(raws))
+    for index, item in enumerate(raws):
+        raw = bytes(item)
+        total += len(raw)
+        _check_total(total, limits, index)
+        records.append(decode_record(raw, index, limits, heads[index] if heads else None))
+    return total
 
 
 def prepare(
@@ -223,15 +278,14 @@ def prepare(
     Raises a specific :mod:`objstore.errors` exception naming the first offending object.
     """
     if isinstance(batch, bytes | bytearray | memoryview):
-        items: Iterable[bytes | msgspec.Raw] = split_array(batch)
-    elif isinstance(batch, str):
+        records: list[Record] = []
+        _prepare_array(batch, limits, records, 0)
+        return records
+    if isinstance(batch, str):
         raise errors.InvalidBatch("batch must be bytes (UTF-8 JSON), not str")
-    else:
-        items = batch
-    records: list[Record] = []
+    records = []
     total = 0
-    max_batch = limits.max_batch_bytes
-    for index, item in enumerate(items):
+    for index, item in enumerate(batch):
         if isinstance(item, msgspec.Raw):
             raw = bytes(item)
         elif isinstance(item, bytes | bytearray | memoryview):
@@ -241,12 +295,6 @@ def prepare(
                 f"batch element {index} must be bytes of one JSON object, got {type(item).__name__}"
             )
         total += len(raw)
-        if total > max_batch:
-            raise errors.BatchTooLarge(
-                f"batch objects total more than the {max_batch} byte batch limit",
-                limit=max_batch,
-                size=total,
-                index=index,
-            )
+        _check_total(total, limits, index)
         records.append(decode_record(raw, index, limits))
     return records

@@ -44,8 +44,7 @@ class Codec:
         self.threads = threads
         self.level = level
         self._dicts: dict[int, zstandard.ZstdCompressionDict] = {}
-        self._local = threading.local()
-        self._compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self._local = threading.local()  # zstd contexts are not thread-safe: one set per thread
         self._lock = threading.Lock()
 
     def add_dictionary(self, dict_id: int, data: bytes) -> None:
@@ -60,17 +59,24 @@ class Codec:
         return dict_id in self._dicts
 
     def _compressor(self, dict_id: int) -> zstandard.ZstdCompressor:
-        comp = self._compressors.get(dict_id)
+        cache: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "c", None)
+        if cache is None:
+            cache = self._local.c = {}
+        comp = cache.get(dict_id)
         if comp is None:
             if dict_id:
                 comp = zstandard.ZstdCompressor(dict_data=self._dicts[dict_id])
             else:
                 comp = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
-            self._compressors[dict_id] = comp
+            cache[dict_id] = comp
         return comp
 
+    def compress_plain(self, data: bytes) -> bytes:
+        """A bare zstd frame (no tag, no dictionary): for the store's own bookkeeping values."""
+        return self._compressor(0).compress(data)
+
     def compress_many(self, items: Sequence[bytes], dict_id: int = 0) -> list[bytes]:
-        """Encode each item as a tagged blob. Not thread-safe: called by the single writer."""
+        """Encode each item as a tagged blob."""
         comp = self._compressor(dict_id)
         tag = _DICT_HEADER.pack(ZSTD_DICT, dict_id) if dict_id else bytes([ZSTD])
         if self.threads > 1 and len(items) >= _MULTI_MIN:

@@ -76,6 +76,14 @@ class Store:
         records = codec.prepare(batch, self.limits)
         return self.backend.write(project, records)
 
+    def put_arrays(
+        self, project: str, arrays: Iterable[bytes | bytearray | memoryview]
+    ) -> PutResult:
+        """Store several JSON arrays (e.g. the parts of one upload) as one atomic batch."""
+        check_project(project)
+        records = codec.prepare_arrays(arrays, self.limits)
+        return self.backend.write(project, records)
+
     def has(self, project: str, ids: Iterable[str]) -> dict[str, bool]:
         """{id: whether the project holds it} for every requested id."""
         ids = list(ids)

@@ -42,10 +42,9 @@ def test_id_insertion_for_objects_without_one():
     assert empty.data == b'{"id":"' + empty.id.encode() + b'" }'
 
 
-def test_closure_kept_as_dict_and_exact_json():
+def test_closure_read_as_dict():
     rec = codec.decode_record(b'{"id":"r","__closure": {"a": 1, "b": 3}}', 0, Limits())
     assert rec.closure == {"a": 1, "b": 3}
-    assert rec.closure_json == b'{"a": 1, "b": 3}'
     assert codec.decode_record(b'{"id":"r","__closure":{}}', 0, Limits()).closure is None
     assert codec.decode_record(b'{"id":"r","__closure":null}', 0, Limits()).closure is None
 
@@ -69,3 +68,21 @@ def test_iterable_elements_are_validated_like_array_elements():
         codec.prepare([b'{"id":"a"} trailing'], Limits())
     with pytest.raises(errors.InvalidUTF8):
         codec.prepare([b'{"id":"a","s":"\xff"}'], Limits())
+
+
+def test_batch_and_per_object_paths_agree():
+    batch = b'[{"id":"a","__closure":{"b":2}},{"x":1},{"id":"c","v":"\xc3\xa9"}]'
+    fast = codec.prepare(batch, Limits())
+    slow = codec.prepare([bytes(r) for r in codec.split_array(batch)], Limits())
+    assert fast == slow
+    assert fast[0].closure == {"b": 2} and fast[1].id == slow[1].id
+
+
+def test_arrays_name_the_part():
+    good = b'[{"id":"a"}]'
+    with pytest.raises(errors.InvalidId, match=r"part 1 object 1 id 'b c'"):
+        codec.prepare_arrays([good, b'[{"id":"ok"},{"id":"b c"}]'], Limits())
+    with pytest.raises(errors.InvalidBatch, match="part 0: batch must be a JSON array"):
+        codec.prepare_arrays([b'{"id":"a"}'], Limits())
+    with pytest.raises(errors.BatchTooLarge):
+        codec.prepare_arrays([good] * 10, Limits(max_batch_bytes=50))

@@ -20,7 +20,7 @@ import contextlib
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +72,19 @@ def _object_key(pid: bytes, object_id: str) -> bytes:
 _SMALL_CLOSURE = 64 * 1024
 
 
-def _encode_closure(rec: Record, compressor: zstandard.ZstdCompressor) -> bytes:
+def _encode_closure(rec: Record, compress: Callable[[bytes], bytes]) -> bytes:
     """Small closures keep their JSON text; big ones are stored as sorted, newline-joined ids."""
     assert rec.closure is not None
-    if rec.closure_json is not None and len(rec.closure_json) <= _SMALL_CLOSURE:
-        return b"\x02" + rec.closure_json  # compressed with the batch by the caller
     closure = rec.closure
+    if len(closure) <= _SMALL_CLOSURE // 40:
+        return b"\x02" + msgspec.json.encode(closure)  # compressed with the batch by the caller
     ids = sorted(closure)
     joined = "\n".join(ids).encode()
     depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
     payload = _CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths
     if len(payload) < 256:
         return b"\x00" + payload
-    return b"\x01" + compressor.compress(payload)
+    return b"\x01" + compress(payload)
 
 
 def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
@@ -151,7 +151,6 @@ class LMDBBackend(Backend):
         self._pid = os.getpid()
         self._closed = False
         self._write_lock = threading.Lock()
-        self._closure_compressor = zstandard.ZstdCompressor(level=1)
         self._gate_lock = threading.Lock()
         self._gate = threading.Condition(threading.Lock())
         self._active = 0
@@ -336,12 +335,14 @@ class LMDBBackend(Backend):
             blob_count = txn.stat(self._refs)["entries"]
         fresh = [rec for d, rec in unique.items() if d not in known]
         compressed: dict[bytes, bytes] = {}
+        closures: dict[bytes, bytes] = {}
         if dict_id or blob_count + len(fresh) < self._dict_threshold:
             blobs = self._codec.compress_many([r.data for r in fresh], dict_id)
             compressed = {r.digest: b for r, b in zip(fresh, blobs, strict=True)}
+            closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
 
         def apply(txn: Any) -> PutResult:
-            return self._apply(txn, project, records, unique, compressed, bytes_received)
+            return self._apply(txn, project, records, unique, compressed, closures, bytes_received)
 
         result: PutResult = self._write_retrying(apply)
         return result
@@ -353,6 +354,7 @@ class LMDBBackend(Backend):
         records: Sequence[Record],
         unique: dict[bytes, Record],
         compressed: dict[bytes, bytes],
+        closure_values: dict[bytes, bytes],
         bytes_received: int,
     ) -> PutResult:
         pid = self._pid_of(txn, project)
@@ -384,6 +386,9 @@ class LMDBBackend(Backend):
             dict_id = self._current_dict(txn) or self._maybe_train(txn, missing)
             blobs = self._codec.compress_many([r.data for r in missing], dict_id)
             compressed = compressed | {r.digest: b for r, b in zip(missing, blobs, strict=True)}
+            closure_values = closure_values | self._encode_closures(
+                [r for r in missing if r.closure], dict_id
+            )
         raw_added = stored_added = 0
         new_blobs = []
         closures = []
@@ -394,7 +399,7 @@ class LMDBBackend(Backend):
             raw_added += len(rec.data)
             stored_added += len(blob)
             if rec.closure:
-                closures.append((digest, _encode_closure(rec, self._closure_compressor)))
+                closures.append((digest, closure_values[digest]))
         ref_rows = []
         for digest in sorted(added):
             prev_ref = refs.get(digest)
@@ -404,12 +409,6 @@ class LMDBBackend(Backend):
         txn.cursor(self._blobs).putmulti(new_blobs)
         refs_cur.putmulti(ref_rows)
         if closures:
-            medium = [i for i, (_, v) in enumerate(closures) if v[:1] == b"\x02" and len(v) > 128]
-            if medium:
-                dict_id = self._current_dict(txn)
-                packed = self._codec.compress_many([closures[i][1][1:] for i in medium], dict_id)
-                for i, blob in zip(medium, packed, strict=True):
-                    closures[i] = (closures[i][0], b"\x03" + blob)
             txn.cursor(self._closures).putmulti(closures)
         self._add_counter(txn, _META_RAW, raw_added)
         self._add_counter(txn, _META_STORED, stored_added)
@@ -421,6 +420,16 @@ class LMDBBackend(Backend):
             new_blobs=len(new_blobs),
             bytes_received=bytes_received,
         )
+
+    def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
+        """Closure rows for records: JSON (zstd'd with the store codec) or sorted id lists."""
+        values = {r.digest: _encode_closure(r, self._codec.compress_plain) for r in records}
+        medium = [d for d, v in values.items() if v[:1] == b"\x02" and len(v) > 128]
+        if medium:
+            packed = self._codec.compress_many([values[d][1:] for d in medium], dict_id)
+            for digest, blob in zip(medium, packed, strict=True):
+                values[digest] = b"\x03" + blob
+        return values
 
     def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> int:
         """Train the store's zstd dictionary once enough objects exist; return its id or 0."""

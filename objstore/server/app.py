@@ -111,14 +111,8 @@ class ObjectRoutes:
         )
         async for chunk in request.stream():
             parser.feed(chunk)
-        raws = parser.finish()
-        try:
-            await run_in_threadpool(self.store.put, project, raws)
-        except errors.InvalidObject as exc:
-            if exc.index is not None and len(parser.parts) > 1:
-                part, local = parser.locate(exc.index)
-                raise exc.located(f"part {part} object {local}") from None
-            raise
+        arrays = parser.finish()
+        await run_in_threadpool(self.store.put_arrays, project, arrays)
         return Response(status_code=201)
 
     async def single(self, request: Request) -> Response:

@@ -16,7 +16,7 @@ import msgspec
 from isal import isal_zlib
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from objstore import codec, errors
+from objstore import errors
 
 
 class BadRequest(Exception):
@@ -133,8 +133,7 @@ class UploadParser:
         self.received = 0
         self.inflated = 0
         self.parts: list[_Part] = []
-        self.raws: list[msgspec.Raw] = []
-        self.part_starts: list[int] = []
+        self.arrays: list[bytes] = []
         self._field = b""
         self._value = b""
         self._parser = MultipartParser(
@@ -161,14 +160,14 @@ class UploadParser:
         except Exception as exc:  # python-multipart's own parse errors
             raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
 
-    def finish(self) -> list[msgspec.Raw]:
+    def finish(self) -> list[bytes]:
         try:
             self._parser.finalize()
         except Exception as exc:
             raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
         if not self.parts:
             raise BadRequest("multipart upload has no parts", "NO_PARTS")
-        return self.raws
+        return self.arrays
 
     # -- python-multipart callbacks ------------------------------------------------------------
 
@@ -251,21 +250,5 @@ class UploadParser:
             assert inflater is not None
             if not inflater.eof:
                 raise BadRequest(f"part {part.index}: gzip stream is truncated", "BAD_GZIP")
-        self.part_starts.append(len(self.raws))
-        try:
-            self.raws.extend(codec.split_array(bytes(part.data)))
-        except errors.InvalidBatch as exc:
-            raise BadRequest(f"part {part.index}: {exc}", "NOT_AN_ARRAY") from None
-        except errors.InvalidObject as exc:
-            raise type(exc)(
-                f"part {part.index}: {exc.reason}", index=exc.index, object_id=exc.object_id
-            ) from None
+        self.arrays.append(bytes(part.data))
         part.data = bytearray()
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """(part, index within part) of the index-th object of the whole request."""
-        part = 0
-        for i, start in enumerate(self.part_starts):
-            if start <= index:
-                part = i
-        return part, index - self.part_starts[part] if self.part_starts else index

@@ -271,3 +271,34 @@ def test_close_and_context_manager(backend_kind, tmp_path):
     if backend_kind == "lmdb":
         with pytest.raises(errors.StoreClosed):
             s.get("p1", "a")
+
+
+def test_threads_writing_and_reading_concurrently(store):
+    import threading
+
+    from objstore import graphgen
+
+    g = graphgen.generate(6000, seed=8)
+    parts = list(graphgen.batches(g.objects, max_objects=500))
+    failures: list[BaseException] = []
+
+    def writer(mine: list[bytes], project: str) -> None:
+        try:
+            for body in mine:
+                store.put(project, body)
+                store.get_many(project, ["x"])
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(parts[i::4], f"t{i % 2}")) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures
+    expected = dict(g.objects)
+    for project in ("t0", "t1"):
+        got = dict(store.get_many(project, list(expected)))
+        assert got and all(expected[i] == d for i, d in got.items())
+    assert store.count("t0") + store.count("t1") == len(g)
+    assert store.verify().ok

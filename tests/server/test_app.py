@@ -194,7 +194,7 @@ BAD_PARTS = [
         "truncated",
     ),
     ("not JSON", ("b", b"[{nope", "application/json"), 400, "INVALID_OBJECT", "malformed"),
-    ("not an array", ("b", b'{"id":"x"}', "application/json"), 400, "NOT_AN_ARRAY", "array"),
+    ("not an array", ("b", b'{"id":"x"}', "application/json"), 400, "INVALID_BATCH", "part 1"),
     (
         "invalid id",
         ("b", b'[{"id":"has space"}]', "application/json"),
