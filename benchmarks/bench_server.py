@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import gzip
 import json
 import os
@@ -100,6 +101,18 @@ class Server:
 
     def peak_rss_mb(self) -> float:
         return _tree_rss_peak_mb(self.proc.pid)
+
+    def reset_peak_rss(self) -> None:
+        """Linux: writing 5 to clear_refs resets VmHWM, so the next phase is measured alone."""
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            pids += [int(c) for c in children.split()]
+        except OSError:
+            pass
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -231,10 +244,13 @@ def main(argv: list[str] | None = None) -> None:
             results["http upload"] = _rate(len(graph), total, time.perf_counter() - start)
             del bodies
             print("  upload done", flush=True)
+            results["peak server RSS MB (upload)"] = server.peak_rss_mb()
+            server.reset_peak_rss()
             start = time.perf_counter()
             count, wire = download(server.url, token, "bench", graph.root_id)
             results["http object+children"] = _rate(count, total, time.perf_counter() - start)
             results["http object+children"]["wire_mb"] = wire / MB
+            results["peak server RSS MB (object+children download)"] = server.peak_rss_mb()
             ids = [i for i, _ in graph.objects]
             start = time.perf_counter()
             count, wire = getobjects(server.url, token, "bench", ids)
@@ -254,14 +270,16 @@ def main(argv: list[str] | None = None) -> None:
                         server.url, token, "bench-speckle", graph.objects, graph.root_id, Path(tmp)
                     )
                 )
-            results["peak server RSS MB"] = server.peak_rss_mb()
+
         finally:
             server.stop()
     print(f"\n| workload ({args.workers} worker(s)) | objects/s | MB/s |\n|---|---|---|")
     for name, r in results.items():
         if isinstance(r, dict):
             print(f"| {name} | {r['objects_per_s']:,.0f} | {r['mb_per_s']:,.0f} |")
-    print(f"\npeak server RSS: {results['peak server RSS MB']:,.0f} MB")
+    for key, value in results.items():
+        if key.startswith("peak"):
+            print(f"{key}: {value:,.0f}")
     http = results["http object+children"]["objects_per_s"]
     engine = results["engine object+children (in-process)"]["objects_per_s"]
     print(f"HTTP object+children / engine object+children = {http / engine:.0%}")

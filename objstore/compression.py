@@ -19,7 +19,7 @@ ZSTD = 1
 ZSTD_DICT = 2
 
 DICT_SIZE = 16 * 1024
-DICT_MAX_SAMPLES = 4000
+DICT_MAX_SAMPLES = 1000  # 0.09 s to train here, ratio 0.320 vs 0.316 with 4000 (0.46 s)
 DICT_MAX_SAMPLE_BYTES = 4096  # the dictionary serves small objects; big ones compress alone
 _MULTI_MIN = 64
 _DICT_HEADER = struct.Struct(">BI")

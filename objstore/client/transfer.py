@@ -8,6 +8,8 @@ resume by asking what is still missing and moving only that.
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -16,7 +18,8 @@ from objstore import codec, errors
 from objstore.client.remote import Remote
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
-CACHE_BATCH = 5_000  # objects per cache write while receiving
+CACHE_BATCH = 10_000  # objects per cache write while receiving
+CACHE_BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,49 @@ def send(
     return SendResult(root_id, total, uploaded, skipped)
 
 
+def _store_while_streaming(
+    cache: objstore.Store, project: str, stream: Iterator[tuple[str, bytes]], tick: object
+) -> int:
+    """Write streamed objects to the cache in batches on a second thread, so downloading and
+    storing (zstd, fsync: both outside the GIL) overlap. Returns objects newly stored."""
+    batches: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2)
+    stored = [0]
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        while (batch := batches.get()) is not None:
+            if failure:
+                continue
+            try:
+                stored[0] += cache.put(project, batch).stored
+                if tick is not None:
+                    tick(len(batch))  # type: ignore[operator]
+            except BaseException as exc:
+                failure.append(exc)
+
+    thread = threading.Thread(target=writer, name="objstore-receive-writer", daemon=True)
+    thread.start()
+    try:
+        batch: list[bytes] = []
+        size = 0
+        for _, data in stream:
+            batch.append(data)
+            size += len(data)
+            if len(batch) >= CACHE_BATCH or size >= CACHE_BATCH_BYTES:
+                if failure:
+                    break
+                batches.put(batch)
+                batch, size = [], 0
+        if batch and not failure:
+            batches.put(batch)
+    finally:
+        batches.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+    return stored[0]
+
+
 def receive(
     root_id: str,
     remote: Remote,
@@ -156,18 +202,7 @@ def receive(
             stream = (pair for pair in remote.download(root_id) if pair[0] != root_id)
         else:
             stream = remote.get_many(missing)
-        batch: list[bytes] = []
-        for _, data in stream:
-            batch.append(data)
-            if len(batch) >= CACHE_BATCH:
-                downloaded += cache.put(project, batch).stored
-                if tick:
-                    tick(len(batch))
-                batch = []
-        if batch:
-            downloaded += cache.put(project, batch).stored
-            if tick:
-                tick(len(batch))
+        downloaded = _store_while_streaming(cache, project, stream, tick)
     still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
     cache.put(project, [root])
     if tick:
