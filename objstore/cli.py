@@ -338,6 +338,72 @@ def cmd_cp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark servers and the engine side by side, or compare two result files."""
+    import json as _json
+
+    from rich.console import Console
+
+    from objstore import bench
+
+    console = Console(stderr=True)
+    if args.words:
+        if args.words[0] != "compare" or len(args.words) != 3:
+            print("objstore: use 'objstore bench compare OLD.json NEW.json'", file=sys.stderr)
+            return 2
+        old, new = (_json.loads(Path(p).read_text()) for p in args.words[1:])
+        rows, regressions = bench.compare(old, new, args.threshold)
+        bench.report.print_compare(rows)
+        if regressions:
+            print(f"{len(regressions)} regression(s) beyond {args.threshold:.0%}", file=sys.stderr)
+            return 1
+        print(f"no regression beyond {args.threshold:.0%}", file=sys.stderr)
+        return 0
+    specs = [bench.parse_target(t, allow_remote=args.allow_remote) for t in args.target or []]
+    if args.spawn:
+        specs.append(bench.TargetSpec(f"objstore-{args.spawn}w", "spawn", workers=args.spawn))
+    if not specs:
+        print("objstore: give at least one --target (or --spawn)", file=sys.stderr)
+        return 2
+    workloads = args.workloads.split(",") if args.workloads else bench.WORKLOADS
+    unknown = set(workloads) - set(bench.WORKLOADS)
+    if unknown:
+        print(
+            f"objstore: unknown workloads {sorted(unknown)}; choose from "
+            f"{', '.join(bench.WORKLOADS)}",
+            file=sys.stderr,
+        )
+        return 2
+    with console.status("objstore bench") as status:
+        runner = bench.Runner(
+            specs,
+            bench.GraphSource.parse(args.graph, seed=args.seed),
+            workloads=workloads,
+            clients=args.clients.split(","),
+            concurrency=[int(c) for c in args.concurrency.split(",")],
+            repeat=args.repeat,
+            max_seconds=args.max_seconds,
+            keep=args.keep,
+            progress=lambda label: status.update(f"objstore bench: {label}"),
+        )
+        doc = runner.run()
+    shape = doc["graph"]
+    print(
+        f"graph: {shape['objects']:,} objects, {shape['bytes'] / 1e6:,.1f} MB, depth "
+        f"{shape['depth']}, object size p50 {shape['size_p50']:,} B, p90 {shape['size_p90']:,}"
+        f" B, p99 {shape['size_p99']:,} B, max {shape['size_max']:,} B",
+        file=sys.stderr,
+    )
+    bench.print_table(doc)
+    for note in doc["notes"]:
+        print(note, file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(_json.dumps(doc, indent=1))
+    if args.chart:
+        bench.chart(doc, Path(args.chart))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="objstore", description="objstore object store")
     parser.add_argument("--version", action="version", version=objstore.__version__)
@@ -412,6 +478,41 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--root", required=True, help="root object id")
     remote_flags(cp, url=False)
     cp.set_defaults(func=cmd_cp)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark object transport of servers and the engine, or compare two runs",
+        description="objstore bench --target NAME=URL[,token=T,project=P] | NAME=lmdb:DIR | "
+        "NAME=spawn[:WORKERS] ... ;  objstore bench compare OLD.json NEW.json",
+    )
+    bench.add_argument("words", nargs="*", help="'compare OLD.json NEW.json'")
+    bench.add_argument("--target", action="append", help="repeatable")
+    bench.add_argument(
+        "--spawn",
+        type=int,
+        nargs="?",
+        const=1,
+        metavar="WORKERS",
+        help="also start a local objstore server with a temp store",
+    )
+    bench.add_argument("--graph", default="small", help="small|medium|large, a size, or a dump")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--workloads", help="comma separated (default: all)")
+    bench.add_argument("--clients", default="objstore,specklepy")
+    bench.add_argument("--concurrency", default="4", help="e.g. 1,4,16")
+    bench.add_argument("--repeat", type=int, default=1)
+    bench.add_argument("--max-seconds", type=float, default=300.0, help="cap per workload")
+    bench.add_argument("--out", help="write every figure as JSON here")
+    bench.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
+    bench.add_argument("--allow-remote", action="store_true", help="allow non-loopback target URLs")
+    bench.add_argument("--keep", action="store_true", help="keep spawned stores and projects")
+    bench.add_argument(
+        "--threshold",
+        type=float,
+        default=0.2,
+        help="compare: flag changes worse than this fraction",
+    )
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -53,8 +53,9 @@ class Graph:
 
 
 class _Builder:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, salt: str = "") -> None:
         self.rng = random.Random(seed)
+        self.salt = salt
         self.objects: list[tuple[str, bytes]] = []
         self.closures: dict[str, dict[str, int]] = {}
         self.seen: set[str] = set()
@@ -70,6 +71,8 @@ class _Builder:
         body["totalChildrenCount"] = len(closure)
         if closure:
             body["__closure"] = closure
+        if self.salt:
+            body["benchRun"] = self.salt
         object_id = xxhash.xxh3_128_hexdigest(_encode(body))
         if object_id in self.seen:  # identical content (e.g. equal face lists): sent once
             return object_id
@@ -178,11 +181,15 @@ class _Builder:
         )
 
 
-def generate(n_objects: int, seed: int = 0) -> Graph:
-    """A graph of about ``n_objects`` objects (exactly reproducible from ``seed``)."""
+def generate(n_objects: int, seed: int = 0, salt: str = "") -> Graph:
+    """A graph of about ``n_objects`` objects (exactly reproducible from ``seed``).
+
+    A ``salt`` is written into every object, so the same shape gets ids no server has seen
+    (a benchmark's cold send into a project that already holds an earlier run).
+    """
     if n_objects < 10:
         raise ValueError("n_objects must be at least 10")
-    b = _Builder(seed)
+    b = _Builder(seed, salt)
     materials = [b.material(i) for i in range(min(40, max(2, n_objects // 500)))]
     n_levels = max(1, min(50, n_objects // 5000))
     per_level_target = (n_objects - len(materials) - n_levels - 1) / n_levels

@@ -54,3 +54,10 @@ def test_batches_and_dump_roundtrip(tmp_path):
     assert sum(len(json.loads(p)) for p in parts) == len(g)
     graphgen.write_dump(g.objects, tmp_path / "g.dump")
     assert list(graphgen.read_dump(tmp_path / "g.dump")) == g.objects
+
+
+def test_salt_changes_every_id_but_not_the_shape():
+    plain, salted = graphgen.generate(300, seed=3), graphgen.generate(300, seed=3, salt="run-1")
+    assert len(plain) == len(salted)
+    assert not {i for i, _ in plain.objects} & {i for i, _ in salted.objects}
+    assert json.loads(salted.objects[0][1])["benchRun"] == "run-1"

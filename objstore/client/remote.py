@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from isal import igzip
+from isal import igzip, isal_zlib
 
 from objstore import errors
 from objstore.limits import Limits
@@ -81,6 +81,21 @@ def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
         413: errors.RemoteRejected,
     }.get(status, errors.RemoteError)
     return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body of a streamed response, gunzipped with ISA-L (~3x zlib) when it is gzip'd."""
+    if response.headers.get("content-encoding", "").lower() == "gzip":
+        inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
+        for chunk in response.iter_raw(1 << 20):
+            yield inflater.decompress(chunk)
+            while inflater.eof and inflater.unused_data:  # concatenated gzip members
+                rest = inflater.unused_data
+                inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
+                yield inflater.decompress(rest)
+        yield inflater.flush()
+    else:
+        yield from response.iter_raw(1 << 20)
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
@@ -173,6 +188,7 @@ class Remote:
                 if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
                     raise _error_from(response, f"{kind} {self.project}")
                 delay = _retry_after(response)
+                response.close()
             attempt += 1
             self.stats.add(retries=1)
             if delay is None:
@@ -294,14 +310,23 @@ class Remote:
         chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
 
         def fetch(part: list[str]) -> list[tuple[str, bytes]]:
-            r = self._request(
-                "getobjects",
-                "POST",
-                f"/api/getobjects/{self.project}",
-                data=self._ids_body(part),
-                headers={"Accept": "text/plain"},
-            )
-            got = list(_split_lines([r.content]))
+            def send() -> httpx.Response:
+                request = self._http.build_request(
+                    "POST",
+                    f"{self.url}/api/getobjects/{self.project}",
+                    data=self._ids_body(part),
+                    headers={"Accept": "text/plain"},
+                )
+                response = self._http.send(request, stream=True)
+                if response.status_code >= 400:
+                    response.read()
+                return response
+
+            r = self._with_retries("getobjects", send)
+            try:
+                got = list(_split_lines(_decoded(r)))
+            finally:
+                r.close()
             self.stats.add(objects_downloaded=len(got))
             return got
 
@@ -336,10 +361,14 @@ class Remote:
                             time.sleep(_retry_after(r) or self.backoff * 2 ** (attempt - 1))
                             continue
                         raise _error_from(r, f"download {self.project}/{root_id}")
-                    for pair in _split_lines(r.iter_bytes(1 << 20)):
-                        started = True
-                        self.stats.add(objects_downloaded=1)
-                        yield pair
+                    count = 0
+                    try:
+                        for pair in _split_lines(_decoded(r)):
+                            started = True
+                            count += 1
+                            yield pair
+                    finally:
+                        self.stats.add(objects_downloaded=count)
                 return
             except httpx.TransportError as exc:
                 if started or attempt >= self.retries:

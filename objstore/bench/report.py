@@ -1,0 +1,191 @@
+"""Results as a terminal table, a PNG chart, and a comparison between two runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+HIGHER_IS_BETTER = ("objects_per_s", "mb_per_s", "writes_per_s")
+LOWER_IS_BETTER = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['target']} / {row['client']}" + (
+        f" / c{row['concurrency']}" if row.get("concurrency") not in (None, 4) else ""
+    )
+
+
+def table(doc: dict[str, Any]) -> Table:
+    """One row per target/client, one column per workload (objects/s; latency for single GET)."""
+    summary = doc["summary"]
+    workloads = list(dict.fromkeys(r["workload"] for r in summary))
+    labels = list(dict.fromkeys(_label(r) for r in summary))
+    shape = doc.get("graph") or {}
+    t = Table(
+        title=f"objstore bench: {shape.get('objects', 0):,} objects, "
+        f"{shape.get('bytes', 0) / 1e6:,.1f} MB"
+    )
+    t.add_column("target / client")
+    for w in workloads:
+        t.add_column(w, justify="right")
+    cells = {(_label(r), r["workload"]): r for r in summary}
+    for label in labels:
+        row = [label]
+        for w in workloads:
+            r = cells.get((label, w))
+            if r is None:
+                row.append("n/a")
+            elif w == "single GET":
+                row.append(f"p50 {r['p50_ms']:.1f} ms\np99 {r['p99_ms']:.1f} ms")
+            elif w == "mixed":
+                row.append(f"{r['objects_per_s']:,.0f} r/s\n{r.get('writes_per_s', 0):,.0f} w/s")
+            else:
+                row.append(f"{r['objects_per_s']:,.0f}/s")
+        t.add_row(*row)
+    return t
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
+    (console or _console()).print(table(doc))
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The same table in Markdown (for README files)."""
+    summary = doc["summary"]
+    workloads = list(dict.fromkeys(r["workload"] for r in summary))
+    labels = list(dict.fromkeys(_label(r) for r in summary))
+    cells = {(_label(r), r["workload"]): r for r in summary}
+    lines = [
+        "| target / client | " + " | ".join(workloads) + " |",
+        "|---" * (len(workloads) + 1) + "|",
+    ]
+    for label in labels:
+        row = []
+        for w in workloads:
+            r = cells.get((label, w))
+            if r is None:
+                row.append("n/a")
+            elif w == "single GET":
+                row.append(f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+            elif w == "mixed":
+                row.append(
+                    f"{r['objects_per_s']:,.0f} reads/s + {r.get('writes_per_s', 0):,.0f} writes/s"
+                )
+            else:
+                row.append(f"{r['objects_per_s']:,.0f} obj/s")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def chart(doc: dict[str, Any], path: Path) -> None:
+    """A PNG with one panel per workload comparing targets/clients (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("--chart needs matplotlib: pip install 'objstore[bench]'") from exc
+    summary = doc["summary"]
+    workloads = list(dict.fromkeys(r["workload"] for r in summary))
+    fig, axes = plt.subplots(
+        len(workloads), 1, figsize=(9, 2.2 * len(workloads) + 0.8), squeeze=False
+    )
+    for ax, workload in zip(axes[:, 0], workloads, strict=True):
+        rows = [r for r in summary if r["workload"] == workload]
+        if workload == "single GET":
+            values = [r["p50_ms"] for r in rows]
+            unit = "p50 latency, ms (lower is better)"
+        elif workload == "mixed":
+            values = [r["objects_per_s"] for r in rows]
+            unit = "objects read/s while one writer sends (higher is better)"
+        else:
+            values = [r["objects_per_s"] for r in rows]
+            unit = "objects/s (higher is better)"
+        labels = [_label(r) for r in rows]
+        bars = ax.barh(labels, values, color="#3b7dd8")
+        ax.bar_label(
+            bars,
+            labels=[f"{v:,.0f}" if v >= 10 else f"{v:.2f}" for v in values],
+            padding=3,
+            fontsize=8,
+        )
+        ax.set_title(f"{workload}: {unit}", fontsize=10, loc="left")
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
+        ax.margins(x=0.2)
+    shape = doc.get("graph") or {}
+    fig.suptitle(
+        f"objstore bench: {shape.get('objects', 0):,} objects, "
+        f"{shape.get('bytes', 0) / 1e6:,.1f} MB",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(
+    old: dict[str, Any], new: dict[str, Any], threshold: float = 0.2
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every comparison, the regressions): throughput below old x (1 - threshold), or latency
+    above old x (1 + threshold), for the same target/client/workload/concurrency."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["target"], r["client"], r["workload"], r["concurrency"])
+
+    before = {key(r): r for r in old["summary"]}
+    rows: list[dict[str, Any]] = []
+    regressions: list[dict[str, Any]] = []
+    for r in new["summary"]:
+        o = before.get(key(r))
+        if o is None:
+            continue
+        for metric in HIGHER_IS_BETTER + LOWER_IS_BETTER:
+            if metric not in r or metric not in o or not o[metric]:
+                continue
+            ratio = r[metric] / o[metric]
+            worse = (
+                (ratio < 1 - threshold) if metric in HIGHER_IS_BETTER else (ratio > 1 + threshold)
+            )
+            row = {
+                "target": r["target"],
+                "client": r["client"],
+                "workload": r["workload"],
+                "concurrency": r["concurrency"],
+                "metric": metric,
+                "old": o[metric],
+                "new": r[metric],
+                "ratio": ratio,
+                "regression": worse,
+            }
+            rows.append(row)
+            if worse:
+                regressions.append(row)
+    return rows, regressions
+
+
+def print_compare(rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
+    t = Table(title="objstore bench compare (new / old)")
+    for col in ("target / client", "workload", "metric", "old", "new", "ratio", ""):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            f"{r['target']} / {r['client']}",
+            r["workload"],
+            r["metric"],
+            f"{r['old']:,.2f}",
+            f"{r['new']:,.2f}",
+            f"{r['ratio']:.2f}x",
+            "[red]REGRESSION[/red]" if r["regression"] else "",
+        )
+    (console or _console()).print(t)

@@ -1,0 +1,156 @@
+"""Benchmark targets: what the harness measures, parsed from ``--target`` and opened for a run.
+
+Forms:
+  NAME=http://HOST:PORT[,token=T][,project=P]   any server speaking Speckle's object routes
+  NAME=lmdb:DIR                                 objstore's engine in-process (the ceiling)
+  NAME=spawn[:WORKERS]                          a local objstore server on a free 127.0.0.1
+                                                port with a temporary store, stopped afterwards
+URLs must be loopback (127.0.0.0/8, ::1, localhost) unless ``allow_remote``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from objstore import errors
+
+
+class TargetError(errors.ObjstoreError):
+    """A --target that cannot be used (bad syntax, non-loopback URL, server did not start)."""
+
+
+@dataclass
+class TargetSpec:
+    name: str
+    kind: str  # "http" | "lmdb" | "spawn"
+    url: str = ""
+    token: str | None = None
+    project: str = "bench"
+    path: Path | None = None
+    workers: int = 1
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
+    """Parse one ``--target`` value; refuse non-loopback URLs unless ``allow_remote``."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise TargetError(f"--target {text!r}: use NAME=URL, NAME=lmdb:DIR or NAME=spawn[:N]")
+    if rest.startswith("lmdb:"):
+        return TargetSpec(name, "lmdb", path=Path(rest[5:]))
+    if rest == "spawn" or rest.startswith("spawn:"):
+        workers = int(rest[6:] or 1) if rest.startswith("spawn:") else 1
+        return TargetSpec(name, "spawn", workers=max(1, workers))
+    url, *options = rest.split(",")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise TargetError(f"--target {name}: {url!r} is not an http(s) URL")
+    if not allow_remote and not is_loopback(parsed.hostname):
+        raise TargetError(
+            f"--target {name}: {parsed.hostname} is not a loopback address; "
+            "pass --allow-remote to benchmark another machine"
+        )
+    spec = TargetSpec(name, "http", url=url.rstrip("/"))
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "token":
+            spec.token = value
+        elif key == "project":
+            spec.project = value
+        else:
+            raise TargetError(f"--target {name}: unknown option {key!r} (token=, project=)")
+    return spec
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SpawnedServer:
+    """``objstore serve`` in a subprocess over a temporary store, with project and token."""
+
+    workers: int = 1
+    keep: bool = False
+    project: str = "bench"
+    data: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="objstore-bench-")))
+    url: str = ""
+    token: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> SpawnedServer:
+        from objstore.auth import AuthStore
+
+        auth = AuthStore(self.data / "auth")
+        auth.create_project(self.project, owner="bench")
+        self.token = auth.create_token("bench", name="objstore-bench")[1]
+        auth.close()
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "objstore.cli",
+                "serve",
+                "--data",
+                str(self.data),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(self.workers),
+                "--log-level",
+                "warning",
+            ],
+            env={
+                **os.environ,
+                "OBJSTORE_MAX_OBJECT_MB": os.environ.get("OBJSTORE_MAX_OBJECT_MB", "64"),
+            },
+        )
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise TargetError("the spawned objstore server did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if not self.keep:
+            shutil.rmtree(self.data, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""objstore bench: a real run against a spawned server and the engine, chart, compare, safety."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from objstore import cli
+from objstore.bench import GraphSource, Runner, TargetError, compare, parse_target
+from objstore.bench.report import chart
+from objstore.bench.runner import WORKLOADS
+from objstore.bench.targets import TargetSpec
+
+
+@pytest.fixture(scope="module")
+def doc(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    runner = Runner(
+        [TargetSpec("spawned", "spawn"), TargetSpec("engine", "lmdb", path=tmp / "engine")],
+        GraphSource(size=300),
+        clients=("objstore", "specklepy"),
+        mixed_seconds=1.0,
+        single_requests=50,
+    )
+    return runner.run()
+
+
+def rows(doc, target, client):
+    return {
+        r["workload"]: r for r in doc["results"] if r["target"] == target and r["client"] == client
+    }
+
+
+def test_every_workload_with_sane_figures(doc):
+    shape = doc["graph"]
+    assert shape["objects"] >= 300 and shape["depth"] >= 3
+    for target, client in (("spawned", "objstore"), ("engine", "engine")):
+        got = rows(doc, target, client)
+        assert set(got) == set(WORKLOADS), (target, client)
+        for workload in ("cold send", "download", "getobjects"):
+            assert got[workload]["objects"] == shape["objects"], (target, workload)
+            assert got[workload]["bytes"] == shape["bytes"], (target, workload)
+            assert got[workload]["objects_per_s"] > 0
+        assert got["re-send"]["objects"] == shape["objects"]
+        assert (got["diff 100k"]["objects"] == 100_000 and got["diff 100k"]["found"] == 300) or (
+            got["diff 100k"]["found"] == shape["objects"]
+        )
+        assert 0 < got["single GET"]["p50_ms"] <= got["single GET"]["p99_ms"]
+        assert got["single GET"]["objects"] == 50
+        assert got["mixed"]["objects"] > 0 and got["mixed"]["writes"] > 0
+    speckle = rows(doc, "spawned", "specklepy")
+    assert speckle["cold send"]["objects"] == shape["objects"]
+    assert speckle["download"]["objects"] == shape["objects"]
+    assert speckle["download"]["bytes"] == shape["bytes"]
+    assert doc["machine"]["cpus"] and doc["machine"]["objstore"]
+
+
+def test_chart_is_a_png(doc, tmp_path):
+    path = tmp_path / "chart.png"
+    chart(doc, path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_compare_flags_an_injected_slowdown(doc, tmp_path, capsys):
+    slower = copy.deepcopy(doc)
+    for row in slower["summary"]:
+        if row["target"] == "spawned" and row["workload"] == "download":
+            row["objects_per_s"] /= 2
+    rows_, regressions = compare(doc, slower, threshold=0.2)
+    assert rows_ and [r["workload"] for r in regressions] == ["download"] * len(regressions)
+    assert {r["client"] for r in regressions} == {"objstore", "specklepy"}
+    assert compare(doc, doc)[1] == []
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(doc))
+    new.write_text(json.dumps(slower))
+    assert cli.main(["bench", "compare", str(old), str(new)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert cli.main(["bench", "compare", str(old), str(old)]) == 0
+
+
+def test_non_loopback_urls_are_refused_without_the_flag(capsys):
+    for url in ("http://10.1.2.3:8000", "http://example.com", "https://192.168.0.10"):
+        with pytest.raises(TargetError, match="--allow-remote"):
+            parse_target(f"far={url}")
+        assert cli.main(["bench", "--target", f"far={url}"]) == 2
+        assert "not a loopback address" in capsys.readouterr().err
+    assert parse_target("far=http://10.1.2.3:8000", allow_remote=True).url == "http://10.1.2.3:8000"
+    for url in ("http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:8000"):
+        assert parse_target(f"near={url},token=t,project=p").project == "p"
+    with pytest.raises(TargetError):
+        parse_target("nonsense")
+
+
+def test_cli_run_writes_json_and_chart(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    code = cli.main(
+        [
+            "bench",
+            "--target",
+            f"e=lmdb:{tmp_path / 's'}",
+            "--graph",
+            "200",
+            "--workloads",
+            "cold send,download",
+            "--out",
+            str(out),
+            "--chart",
+            str(png),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert {r["workload"] for r in doc["results"]} == {"cold send", "download"}
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "cold send" in capsys.readouterr().out
