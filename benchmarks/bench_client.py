@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_server import Server
+from objstore.bench.targets import SpawnedServer
 
 MB = 1e6
 
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("ignore")
 
     import objstore
-    from objstore.auth import AuthStore
     from objstore.client import Remote, receive, send
     from objstore.graphgen import batches, generate
 
@@ -59,13 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         from specklepy.transports.server import ServerTransport
         from specklepy.transports.sqlite import SQLiteTransport
 
-        data = tmp / "data"
-        auth = AuthStore(data / "auth")
-        for project in ("ours", "theirs"):
-            auth.create_project(project, owner="bench")
-        token = auth.create_token("bench")[1]
-        auth.close()
-        server = Server(data, 1)
+        server = SpawnedServer(project="ours", extra_projects=("theirs",), data=tmp / "data")
+        server.start()
+        token = server.token
         try:
             # -- cold send ----------------------------------------------------------------------
             remote = Remote(server.url, token, "ours")

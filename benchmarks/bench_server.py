@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import gzip
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -32,94 +27,16 @@ from typing import Any
 
 import httpx
 
+from objstore.bench.targets import SpawnedServer
+
 MB = 1e6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tree_rss_peak_mb(pid: int) -> float:
-    """Sum of VmHWM (peak RSS) over a process and its children."""
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
-
-
-class Server:
-    """``objstore serve`` in a subprocess on a free 127.0.0.1 port."""
-
-    def __init__(self, data: Path, workers: int) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "objstore.cli",
-                "serve",
-                "--data",
-                str(data),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-            ],
-            env={
-                **os.environ,
-                "OBJSTORE_MAX_OBJECT_MB": "64",
-                "OBJSTORE_MAX_BATCH_MB": "64",
-                "OBJSTORE_MAX_REQUEST_MB": "64",
-            },
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
-
-    def peak_rss_mb(self) -> float:
-        return _tree_rss_peak_mb(self.proc.pid)
-
-    def reset_peak_rss(self) -> None:
-        """Linux: writing 5 to clear_refs resets VmHWM, so the next phase is measured alone."""
-        pids = [self.proc.pid]
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            pids += [int(c) for c in children.split()]
-        except OSError:
-            pass
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+LIMITS_ENV = {
+    "OBJSTORE_MAX_OBJECT_MB": "64",
+    "OBJSTORE_MAX_BATCH_MB": "64",
+    "OBJSTORE_MAX_REQUEST_MB": "64",
+}  # a 1M-object model's root passes 10 MB
 
 
 def _rate(count: int, nbytes: int, seconds: float) -> dict[str, float]:
@@ -221,7 +138,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import objstore
-    from objstore.auth import AuthStore
     from objstore.graphgen import batches, generate
     from objstore.limits import Limits
 
@@ -230,13 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"graph: {len(graph):,} objects, {total / MB:,.1f} MB", flush=True)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        data = Path(tmp) / "data"
-        auth = AuthStore(data / "auth")
-        auth.create_project("bench", owner="bench")
-        auth.create_project("bench-speckle", owner="bench")
-        token = auth.create_token("bench")[1]
-        auth.close()
-        server = Server(data, args.workers)
+        server = SpawnedServer(
+            workers=args.workers,
+            extra_projects=("bench-speckle",),
+            env=LIMITS_ENV,
+            data=Path(tmp) / "data",
+        ).start()
+        token, data = server.token, server.data
         try:
             bodies = list(batches(graph.objects, max_objects=10_000, max_bytes=20 << 20))
             start = time.perf_counter()

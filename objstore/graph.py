@@ -11,7 +11,7 @@ of xxh3-128 over its JSON without the id), ``totalChildrenCount`` and, when it h
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -24,6 +24,17 @@ RESERVED = ("id", "totalChildrenCount", "__closure")
 CHUNK_TYPE = "Speckle.Core.Models.DataChunk"
 _CHUNKED = re.compile(r"^@\((\d+)\)")
 _encode = msgspec.json.encode
+
+
+def closure_of(children: Iterable[str], closures: dict[str, dict[str, int]]) -> dict[str, int]:
+    """An object's ``__closure`` from its direct children and theirs: {id: minimum depth}."""
+    closure: dict[str, int] = {}
+    for child in children:
+        closure[child] = 1
+        for grandchild, depth in closures.get(child, {}).items():
+            if closure.get(grandchild, depth + 2) > depth + 1:
+                closure[grandchild] = depth + 1
+    return closure
 
 
 def _is_reference(value: Any) -> bool:
@@ -42,12 +53,7 @@ class _Decomposer:
         self.closures: dict[str, dict[str, int]] = {}
 
     def emit(self, body: dict[str, Any], children: list[str]) -> str:
-        closure: dict[str, int] = {}
-        for child in children:
-            closure[child] = 1
-            for grandchild, depth in self.closures.get(child, {}).items():
-                if closure.get(grandchild, depth + 2) > depth + 1:
-                    closure[grandchild] = depth + 1
+        closure = closure_of(children, self.closures)
         body = dict(body)
         body["totalChildrenCount"] = len(closure)
         if closure:

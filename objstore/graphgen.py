@@ -19,6 +19,8 @@ from typing import Any
 import msgspec
 import xxhash
 
+from objstore.graph import closure_of
+
 _encode = msgspec.json.encode
 
 ELEMENT_TYPES = [
@@ -62,12 +64,7 @@ class _Builder:
 
     def add(self, body: dict[str, Any], children: Iterable[str]) -> str:
         """Serialize an object with its closure (from its direct children); return its id."""
-        closure: dict[str, int] = {}
-        for child in children:
-            closure[child] = 1
-            for grandchild, depth in self.closures.get(child, {}).items():
-                if closure.get(grandchild, depth + 2) > depth + 1:
-                    closure[grandchild] = depth + 1
+        closure = closure_of(children, self.closures)
         body["totalChildrenCount"] = len(closure)
         if closure:
             body["__closure"] = closure

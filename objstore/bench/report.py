@@ -19,11 +19,26 @@ def _label(row: dict[str, Any]) -> str:
     )
 
 
-def table(doc: dict[str, Any]) -> Table:
-    """One row per target/client, one column per workload (objects/s; latency for single GET)."""
+def _cell(workload: str, row: dict[str, Any] | None, sep: str) -> str:
+    if row is None:
+        return "n/a"
+    if workload == "single GET":
+        return f"p50 {row['p50_ms']:.1f} ms{sep}p99 {row['p99_ms']:.1f} ms"
+    if workload == "mixed":
+        return f"{row['objects_per_s']:,.0f} reads/s{sep}{row.get('writes_per_s', 0):,.0f} writes/s"
+    return f"{row['objects_per_s']:,.0f} obj/s"
+
+
+def _grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
     summary = doc["summary"]
     workloads = list(dict.fromkeys(r["workload"] for r in summary))
     labels = list(dict.fromkeys(_label(r) for r in summary))
+    return workloads, labels, {(_label(r), r["workload"]): r for r in summary}
+
+
+def table(doc: dict[str, Any]) -> Table:
+    """One row per target/client, one column per workload (objects/s; latency for single GET)."""
+    workloads, labels, cells = _grid(doc)
     shape = doc.get("graph") or {}
     t = Table(
         title=f"objstore bench: {shape.get('objects', 0):,} objects, "
@@ -32,20 +47,8 @@ def table(doc: dict[str, Any]) -> Table:
     t.add_column("target / client")
     for w in workloads:
         t.add_column(w, justify="right")
-    cells = {(_label(r), r["workload"]): r for r in summary}
     for label in labels:
-        row = [label]
-        for w in workloads:
-            r = cells.get((label, w))
-            if r is None:
-                row.append("n/a")
-            elif w == "single GET":
-                row.append(f"p50 {r['p50_ms']:.1f} ms\np99 {r['p99_ms']:.1f} ms")
-            elif w == "mixed":
-                row.append(f"{r['objects_per_s']:,.0f} r/s\n{r.get('writes_per_s', 0):,.0f} w/s")
-            else:
-                row.append(f"{r['objects_per_s']:,.0f}/s")
-        t.add_row(*row)
+        t.add_row(label, *(_cell(w, cells.get((label, w)), "\n") for w in workloads))
     return t
 
 
@@ -60,28 +63,13 @@ def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The same table in Markdown (for README files)."""
-    summary = doc["summary"]
-    workloads = list(dict.fromkeys(r["workload"] for r in summary))
-    labels = list(dict.fromkeys(_label(r) for r in summary))
-    cells = {(_label(r), r["workload"]): r for r in summary}
+    workloads, labels, cells = _grid(doc)
     lines = [
         "| target / client | " + " | ".join(workloads) + " |",
         "|---" * (len(workloads) + 1) + "|",
     ]
     for label in labels:
-        row = []
-        for w in workloads:
-            r = cells.get((label, w))
-            if r is None:
-                row.append("n/a")
-            elif w == "single GET":
-                row.append(f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
-            elif w == "mixed":
-                row.append(
-                    f"{r['objects_per_s']:,.0f} reads/s + {r.get('writes_per_s', 0):,.0f} writes/s"
-                )
-            else:
-                row.append(f"{r['objects_per_s']:,.0f} obj/s")
+        row = [_cell(w, cells.get((label, w)), ", ") for w in workloads]
         lines.append(f"| {label} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ URLs must be loopback (127.0.0.0/8, ::1, localhost) unless ``allow_remote``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -94,6 +95,8 @@ class SpawnedServer:
     workers: int = 1
     keep: bool = False
     project: str = "bench"
+    extra_projects: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
     data: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="objstore-bench-")))
     url: str = ""
     token: str = ""
@@ -103,7 +106,8 @@ class SpawnedServer:
         from objstore.auth import AuthStore
 
         auth = AuthStore(self.data / "auth")
-        auth.create_project(self.project, owner="bench")
+        for project in (self.project, *self.extra_projects):
+            auth.create_project(project, owner="bench")
         self.token = auth.create_token("bench", name="objstore-bench")[1]
         auth.close()
         port = _free_port()
@@ -143,6 +147,32 @@ class SpawnedServer:
                 self.stop()
                 raise TargetError("the spawned objstore server did not start")
             time.sleep(0.2)
+
+    def _pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        pid = self.proc.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        return [pid, *(int(c) for c in children)]
+
+    def peak_rss_mb(self) -> float:
+        """Peak RSS (VmHWM) of the server and its workers, summed (Linux)."""
+        total = 0
+        for pid in self._pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+    def reset_peak_rss(self) -> None:
+        """Linux: writing 5 to clear_refs resets VmHWM, so the next phase is measured alone."""
+        for pid in self._pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

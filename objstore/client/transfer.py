@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import objstore
-from objstore import codec, errors
+from objstore import codec, errors, graphgen
 from objstore.client.remote import Remote
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
@@ -88,7 +88,8 @@ def send(
         if not window:
             break
         if cache is not None and not isinstance(source, str):
-            cache.put(project, [d for _, d in window])
+            for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
+                cache.put(project, body)
         if held is not None:
             window.insert(0, held)
         held = window.pop()  # the last object (the root, at the end) waits for the rest

@@ -109,9 +109,16 @@ class ObjectRoutes:
             self.settings.max_request_bytes,
             self.store.limits.max_batch_bytes,
         )
-        async for chunk in request.stream():
-            parser.feed(chunk)
-        arrays = parser.finish()
+        body: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():  # the event loop only collects (capped) bytes
+            received += len(chunk)
+            if received > self.settings.max_request_bytes:
+                raise TooLarge(
+                    f"request body is larger than the {self.settings.max_request_bytes} byte limit"
+                )
+            body.append(chunk)
+        arrays = await run_in_threadpool(parser.parse, body)
         await run_in_threadpool(self.store.put_arrays, project, arrays)
         return Response(status_code=201)
 
@@ -141,7 +148,7 @@ class ObjectRoutes:
         object_id = request.path_params["object_id"]
         self._authorize(request, project, write=False)
         children = await run_in_threadpool(self.store.iter_with_children, project, object_id)
-        return self._stream(request, lambda: children, on_close=children.close)
+        return self._stream(request, lambda: children)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -173,7 +180,7 @@ class ObjectRoutes:
         body = await read_capped(request.stream(), self.settings.max_ids_body_bytes, "id list")
         return parse_ids(body, request.headers.get("content-type", ""), self.settings.max_ids)
 
-    def _stream(self, request: Request, make: Any, on_close: Any = None) -> Response:
+    def _stream(self, request: Request, make: Any) -> Response:
         text = _wants_text(request)
         gz = _accepts_gzip(request)
         headers = {"vary": "accept-encoding"}
@@ -186,7 +193,6 @@ class ObjectRoutes:
                 gzip_level=self.settings.gzip_level if gz else None,
                 block_bytes=self.settings.block_bytes,
                 stats=self.streams,
-                on_close=on_close,
             ),
             media_type="text/plain; charset=utf-8" if text else "application/json",
             headers=headers,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import urllib.parse
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -159,6 +159,12 @@ class UploadParser:
             raise
         except Exception as exc:  # python-multipart's own parse errors
             raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
+
+    def parse(self, chunks: Iterable[bytes]) -> list[bytes]:
+        """Feed every chunk and finish: the inflated JSON array of each part (run off-loop)."""
+        for chunk in chunks:
+            self.feed(chunk)
+        return self.finish()
 
     def finish(self) -> list[bytes]:
         try:

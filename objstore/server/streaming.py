@@ -81,7 +81,6 @@ def stream_objects(
     gzip_level: int | None,
     block_bytes: int,
     stats: StreamStats,
-    on_close: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """An async byte stream for a StreamingResponse; ``gzip_level`` None sends it plain."""
     stop = threading.Event()
@@ -89,9 +88,12 @@ def stream_objects(
     ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
 
     def read() -> None:
-        """Producer thread: store -> raw blocks, until done, stopped or failed."""
+        """Producer thread: store -> raw blocks, until done, stopped or failed. It alone
+        touches the object iterator, and closes it (ending any store read) when it stops."""
+        objects: Objects | None = None
         try:
-            for block in _blocks(make_objects(), text, block_bytes, stop, counted):
+            objects = make_objects()
+            for block in _blocks(objects, text, block_bytes, stop, counted):
                 while not stop.is_set():
                     try:
                         ready.put(block, timeout=0.1)
@@ -103,6 +105,10 @@ def stream_objects(
             ready.put(None)
         except BaseException as exc:  # handed to the response, which fails the stream
             ready.put(exc)
+        finally:
+            close = getattr(objects, "close", None)
+            if close is not None:
+                close()
 
     deflater = (
         isal_zlib.compressobj(gzip_level, isal_zlib.DEFLATED, 31)
@@ -137,7 +143,5 @@ def stream_objects(
         finally:
             stop.set()
             stats.add(objects=counted[0], **({"finished": 1} if done else {"aborted": 1}))
-            if on_close:
-                on_close()
 
     return body()

@@ -166,3 +166,13 @@ def test_limits_learned_from_server_split_uploads(server):
         assert r.stats.requests["upload"] >= 8
         with pytest.raises(errors.ObjectTooLarge):
             r.upload([("huge", b'{"id":"huge","p":"' + b"x" * (11 << 20) + b'"}')])
+
+
+def test_send_writes_the_cache_in_batches_under_its_limit(server, tmp_path):
+    g = graphgen.generate(2000, seed=31)
+    assert g.total_bytes > 1_000_000
+    cache = objstore.open_memory(objstore.Limits(max_object_bytes=1 << 20, max_batch_bytes=400_000))
+    with remote(server, "other") as r:
+        result = send(g.objects, r, cache)  # one 20k-object window, many cache batches
+    assert result.total == len(g)
+    assert cache.count("other") == len(g)
