@@ -87,6 +87,16 @@ def stream_objects(
     counted = [0]
     ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
 
+    def offer(item: bytes | BaseException | None) -> bool:
+        """Queue an item unless the response has stopped listening (never blocks forever)."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read() -> None:
         """Producer thread: store -> raw blocks, until done, stopped or failed. It alone
         touches the object iterator, and closes it (ending any store read) when it stops."""
@@ -94,21 +104,16 @@ def stream_objects(
         try:
             objects = make_objects()
             for block in _blocks(objects, text, block_bytes, stop, counted):
-                while not stop.is_set():
-                    try:
-                        ready.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(block):
                     return
-            ready.put(None)
+            offer(None)
         except BaseException as exc:  # handed to the response, which fails the stream
-            ready.put(exc)
+            offer(exc)
         finally:
             close = getattr(objects, "close", None)
             if close is not None:
                 close()
+            stats.add(objects=counted[0])
 
     deflater = (
         isal_zlib.compressobj(gzip_level, isal_zlib.DEFLATED, 31)
@@ -141,7 +146,7 @@ def stream_objects(
                 yield deflater.flush()
             done = True
         finally:
-            stop.set()
-            stats.add(objects=counted[0], **({"finished": 1} if done else {"aborted": 1}))
+            stop.set()  # the producer notices within one object or 0.1 s, then exits
+            stats.add(**({"finished": 1} if done else {"aborted": 1}))
 
     return body()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import threading
 import time
 
 import httpx
@@ -363,6 +364,10 @@ def test_client_disconnect_stops_the_store_read(server, loaded):
     after = info()
     assert after["aborted"] == before["aborted"] + 1
     assert after["objects"] - before["objects"] < 3 * N  # stopped well before the end
+    deadline = time.monotonic() + 10  # and the thread reading the store has ended
+    while any(t.name == "objstore-stream" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "stream producer thread still running"
+        time.sleep(0.05)
 
 
 def test_health_and_server_info(server):
