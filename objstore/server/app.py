@@ -119,6 +119,7 @@ class ObjectRoutes:
                 )
             body.append(chunk)
         arrays = await run_in_threadpool(parser.parse, body)
+        body.clear()  # the compressed copy is no longer needed while the batch is stored
         await run_in_threadpool(self.store.put_arrays, project, arrays)
         return Response(status_code=201)
 
