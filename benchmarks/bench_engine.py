@@ -228,8 +228,13 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             cells.append(f"{rate:,.0f} obj/s ({mbs:,.0f} MB/s)")
         lines.append(f"| {workload} | " + " | ".join(cells) + " |")
     lines.append(
-        "| stored / raw JSON | "
+        "| stored value bytes / raw JSON | "
         + " | ".join(f"{r['stored_bytes'] / r['raw_bytes']:.0%}" for r in results.values())
+        + " |"
+    )
+    lines.append(
+        "| file on disk / raw JSON | "
+        + " | ".join(f"{r['file_bytes'] / r['raw_bytes']:.0%}" for r in results.values())
         + " |"
     )
     lines.append(
@@ -264,11 +269,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--from-json", type=Path, help="re-print the table of a saved run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.dump)
+        return
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(render(saved))
+        print("\n".join(ratios(saved)))
         return
 
     from objstore.graphgen import generate, write_dump

@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +38,30 @@ LIMITS_ENV = {
     "OBJSTORE_MAX_BATCH_MB": "64",
     "OBJSTORE_MAX_REQUEST_MB": "64",
 }  # a 1M-object model's root passes 10 MB
+
+
+class MemorySampler:
+    """Samples the server's anonymous (heap) and file-mapped RSS every 50 ms; keeps the peaks."""
+
+    def __init__(self, server: SpawnedServer) -> None:
+        self.server = server
+        self.peak = {"RssAnon": 0.0, "RssFile": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            now = self.server.memory_mb("RssAnon", "RssFile")
+            for key, value in now.items():
+                self.peak[key] = max(self.peak[key], value)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _rate(count: int, nbytes: int, seconds: float) -> dict[str, float]:
@@ -155,18 +180,20 @@ def main(argv: list[str] | None = None) -> None:
         token, data = server.token, server.data
         try:
             bodies = list(batches(graph.objects, max_objects=10_000, max_bytes=20 << 20))
-            start = time.perf_counter()
-            upload(server.url, token, "bench", bodies)
-            results["http upload"] = _rate(len(graph), total, time.perf_counter() - start)
+            with MemorySampler(server) as mem:
+                start = time.perf_counter()
+                upload(server.url, token, "bench", bodies)
+                results["http upload"] = _rate(len(graph), total, time.perf_counter() - start)
+            results["server memory MB (upload)"] = mem.peak
             del bodies
             print("  upload done", flush=True)
-            results["peak server RSS MB (upload)"] = server.peak_rss_mb()
-            server.reset_peak_rss()
-            start = time.perf_counter()
-            count, wire = download(server.url, token, "bench", graph.root_id)
-            results["http object+children"] = _rate(count, total, time.perf_counter() - start)
+            server.restart()  # a fresh process: the download's memory is measured alone
+            with MemorySampler(server) as mem:
+                start = time.perf_counter()
+                count, wire = download(server.url, token, "bench", graph.root_id)
+                results["http object+children"] = _rate(count, total, time.perf_counter() - start)
             results["http object+children"]["wire_mb"] = wire / MB
-            results["peak server RSS MB (object+children download)"] = server.peak_rss_mb()
+            results["server memory MB (object+children download)"] = mem.peak
             ids = [i for i, _ in graph.objects]
             start = time.perf_counter()
             count, wire = getobjects(server.url, token, "bench", ids)
@@ -194,8 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(r, dict):
             print(f"| {name} | {r['objects_per_s']:,.0f} | {r['mb_per_s']:,.0f} |")
     for key, value in results.items():
-        if key.startswith("peak"):
-            print(f"{key}: {value:,.0f}")
+        if key.startswith("server memory"):
+            print(
+                f"{key}: peak heap (RssAnon) {value['RssAnon']:,.0f}, peak mapped store pages "
+                f"(RssFile) {value['RssFile']:,.0f}"
+            )
     http = results["http object+children"]["objects_per_s"]
     engine = results["engine object+children (in-process)"]["objects_per_s"]
     print(f"HTTP object+children / engine object+children = {http / engine:.0%}")

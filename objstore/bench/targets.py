@@ -110,6 +110,16 @@ class SpawnedServer:
             auth.create_project(project, owner="bench")
         self.token = auth.create_token("bench", name="objstore-bench")[1]
         auth.close()
+        return self._launch(timeout)
+
+    def restart(self, timeout: float = 60) -> SpawnedServer:
+        """A fresh server process on the same store (to measure one phase's memory alone)."""
+        keep, self.keep = self.keep, True
+        self.stop()
+        self.keep = keep
+        return self._launch(timeout)
+
+    def _launch(self, timeout: float) -> SpawnedServer:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
@@ -158,21 +168,17 @@ class SpawnedServer:
             children = []
         return [pid, *(int(c) for c in children)]
 
-    def peak_rss_mb(self) -> float:
-        """Peak RSS (VmHWM) of the server and its workers, summed (Linux)."""
-        total = 0
+    def memory_mb(self, *fields: str) -> dict[str, float]:
+        """Fields of /proc/PID/status (VmHWM, RssAnon, RssFile...) summed over the server and
+        its workers, in MB (Linux). RssFile is mostly the LMDB map: reclaimable page cache."""
+        totals = dict.fromkeys(fields, 0.0)
         for pid in self._pids():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        return total / 1024
-
-    def reset_peak_rss(self) -> None:
-        """Linux: writing 5 to clear_refs resets VmHWM, so the next phase is measured alone."""
-        for pid in self._pids():
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
+                    key, _, value = line.partition(":")
+                    if key in totals:
+                        totals[key] += int(value.split()[0]) / 1024
+        return totals
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
