@@ -217,8 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.stop()
     print(f"\n| workload ({args.workers} worker(s)) | objects/s | MB/s |\n|---|---|---|")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     for name, r in results.items():
-        if isinstance(r, dict):
+        if isinstance(r, dict) and "objects_per_s" in r:
             print(f"| {name} | {r['objects_per_s']:,.0f} | {r['mb_per_s']:,.0f} |")
     for key, value in results.items():
         if key.startswith("server memory"):
@@ -239,8 +241,6 @@ def main(argv: list[str] | None = None) -> None:
             f"objstore HTTP download / specklepy receive = "
             f"{http / results['specklepy receive']['objects_per_s']:.1f}x"
         )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
