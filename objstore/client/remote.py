@@ -83,7 +83,7 @@ def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
     return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
 
 
-def _decoded(response: httpx.Response) -> Iterator[bytes]:
+def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
     """The body of a streamed response, gunzipped with ISA-L (~3x zlib) when it is gzip'd."""
     if response.headers.get("content-encoding", "").lower() == "gzip":
         inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
@@ -324,7 +324,7 @@ class Remote:
 
             r = self._with_retries("getobjects", send)
             try:
-                got = list(_split_lines(_decoded(r)))
+                got = list(_split_lines(iter_decoded(r)))
             finally:
                 r.close()
             self.stats.add(objects_downloaded=len(got))
@@ -363,7 +363,7 @@ class Remote:
                         raise _error_from(r, f"download {self.project}/{root_id}")
                     count = 0
                     try:
-                        for pair in _split_lines(_decoded(r)):
+                        for pair in _split_lines(iter_decoded(r)):
                             started = True
                             count += 1
                             yield pair

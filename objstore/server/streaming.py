@@ -47,31 +47,32 @@ def _line_safe(data: bytes) -> bytes:
 def _blocks(
     objects: Objects, text: bool, block_bytes: int, stop: threading.Event, counted: list[int]
 ) -> Iterator[bytes]:
-    buf = bytearray()
-    first = True
-    if not text:
-        buf += b"["
+    parts: list[bytes] = [] if text else [b"["]
+    size = 0
+    n = 0
     for object_id, data in objects:
         if stop.is_set():
+            counted[0] += n
             return
         if text:
-            buf += object_id.encode()
-            buf += b"\t"
-            buf += _line_safe(data)
-            buf += b"\n"
+            if b"\n" in data or b"\r" in data:
+                data = _line_safe(data)
+            parts.append(b"%s\t%s\n" % (object_id.encode(), data))
         else:
-            if not first:
-                buf += b","
-            buf += data
-        first = False
-        counted[0] += 1
-        if len(buf) >= block_bytes:
-            yield bytes(buf)
-            buf.clear()
+            if n:
+                parts.append(b",")
+            parts.append(data)
+        n += 1
+        size += len(data)
+        if size >= block_bytes:
+            yield b"".join(parts)
+            parts.clear()
+            size = 0
+    counted[0] += n
     if not text:
-        buf += b"]"
-    if buf:
-        yield bytes(buf)
+        parts.append(b"]")
+    if parts:
+        yield b"".join(parts)
 
 
 def stream_objects(
