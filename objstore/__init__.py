@@ -5,6 +5,10 @@
 ...     store.put("proj1", b'[{"id": "a", "speckle_type": "Base"}]')
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from objstore import errors
 from objstore.engine.base import PutResult, Stats, VerifyReport
 from objstore.errors import (
@@ -30,15 +34,19 @@ from objstore.store import ChildrenStream, Store, open, open_memory
 __version__ = "0.1.0"
 
 
-def send(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """objstore.client.send (imported lazily: the client needs the ``client`` extra)."""
+if TYPE_CHECKING:
+    from objstore.client.transfer import ReceiveResult, SendResult
+
+
+def send(*args: Any, **kwargs: Any) -> SendResult:
+    """:func:`objstore.client.send`, imported on use: the client needs the ``client`` extra."""
     from objstore.client.transfer import send as _send
 
     return _send(*args, **kwargs)
 
 
-def receive(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """objstore.client.receive (imported lazily: the client needs the ``client`` extra)."""
+def receive(*args: Any, **kwargs: Any) -> ReceiveResult:
+    """:func:`objstore.client.receive`, imported on use: the client needs the ``client`` extra."""
     from objstore.client.transfer import receive as _receive
 
     return _receive(*args, **kwargs)

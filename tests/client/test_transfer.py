@@ -176,3 +176,14 @@ def test_send_writes_the_cache_in_batches_under_its_limit(server, tmp_path):
         result = send(g.objects, r, cache)  # one 20k-object window, many cache batches
     assert result.total == len(g)
     assert cache.count("other") == len(g)
+
+
+def test_top_level_send_and_receive_wrappers(server, tmp_path):
+    g = graphgen.generate(300, seed=41)
+    with remote(server, "other") as r:
+        sent = objstore.send(g.objects, r)
+    assert sent.root_id == g.root_id and sent.total == len(g)
+    with remote(server, "other") as r, objstore.open(tmp_path / "c") as cache:
+        got = objstore.receive(g.root_id, r, cache)
+        assert got.total == len(g)
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
