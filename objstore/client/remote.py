@@ -190,11 +190,17 @@ class Remote:
                 delay = _retry_after(response)
                 response.close()
             attempt += 1
-            self.stats.add(retries=1)
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-                delay *= 0.5 + random.random() / 2
-            time.sleep(min(delay, self.max_backoff))
+            self._pause(attempt, delay)
+
+    def _pause(self, attempt: int, retry_after: float | None) -> None:
+        """Wait before retry number ``attempt``: Retry-After when the server gave one,
+        otherwise jittered exponential backoff; never longer than ``max_backoff``."""
+        self.stats.add(retries=1)
+        delay = retry_after
+        if delay is None:
+            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+            delay *= 0.5 + random.random() / 2
+        time.sleep(min(delay, self.max_backoff))
 
     @property
     def limits(self) -> Limits:
@@ -310,23 +316,24 @@ class Remote:
         chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
 
         def fetch(part: list[str]) -> list[tuple[str, bytes]]:
+            got: list[tuple[str, bytes]] = []
+
             def send() -> httpx.Response:
-                request = self._http.build_request(
+                # the body is read inside the retried call: a connection lost mid-body retries
+                got.clear()
+                with self._http.stream(
                     "POST",
                     f"{self.url}/api/getobjects/{self.project}",
                     data=self._ids_body(part),
                     headers={"Accept": "text/plain"},
-                )
-                response = self._http.send(request, stream=True)
-                if response.status_code >= 400:
-                    response.read()
-                return response
+                ) as response:
+                    if response.status_code < 400:
+                        got.extend(_split_lines(iter_decoded(response)))
+                    else:
+                        response.read()
+                    return response
 
-            r = self._with_retries("getobjects", send)
-            try:
-                got = list(_split_lines(iter_decoded(r)))
-            finally:
-                r.close()
+            self._with_retries("getobjects", send)
             self.stats.add(objects_downloaded=len(got))
             return got
 
@@ -358,7 +365,7 @@ class Remote:
                         r.read()
                         if r.status_code in RETRY_STATUSES and attempt < self.retries:
                             attempt += 1
-                            time.sleep(_retry_after(r) or self.backoff * 2 ** (attempt - 1))
+                            self._pause(attempt, _retry_after(r))
                             continue
                         raise _error_from(r, f"download {self.project}/{root_id}")
                     count = 0
@@ -376,4 +383,4 @@ class Remote:
                         f"download from {self.url} failed ({type(exc).__name__}: {exc})"
                     ) from None
                 attempt += 1
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                self._pause(attempt, None)

@@ -187,3 +187,28 @@ def test_top_level_send_and_receive_wrappers(server, tmp_path):
         got = objstore.receive(g.root_id, r, cache)
         assert got.total == len(g)
         assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
+class _BreaksMidBody(httpx.SyncByteStream):
+    def __iter__(self):
+        yield b'partial-id\t{"id":'
+        raise httpx.ReadError("connection lost mid-body")
+
+
+def test_getobjects_retries_a_body_lost_midway(server, model):
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if "/api/getobjects/" in request.url.path and rule.left > 0:  # type: ignore[attr-defined]
+            rule.left -= 1  # type: ignore[attr-defined]
+            return httpx.Response(200, stream=_BreaksMidBody())
+        return None
+
+    rule.left = 1  # type: ignore[attr-defined]
+    with remote(server) as r:
+        send(model.objects[:200], r)
+    ids = [i for i, _ in model.objects[:200]]
+    with Remote(
+        server.url, server.tokens["alice"], "priv", transport=Faults(rule), backoff=0.01
+    ) as r:
+        got = dict(r.get_many(ids))
+    assert got == dict(model.objects[:200])
+    assert r.stats.retries == 1 and r.stats.requests["getobjects"] == 2
