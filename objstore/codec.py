@@ -38,7 +38,6 @@ class _Head(msgspec.Struct):
 _split_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _head_decoder = msgspec.json.Decoder(_Head)
 _heads_decoder = msgspec.json.Decoder(list[_Head])
-_closure_decoder = msgspec.json.Decoder(dict[ClosureKey, Depth] | None)
 
 
 class Record(NamedTuple):
@@ -65,20 +64,6 @@ def check_id(value: object) -> str | None:
     if _BAD_ID_CHAR.search(value):
         return "id must not contain whitespace or control characters"
     return None
-
-
-def decode_closure(raw: bytes) -> dict[str, int] | None:
-    """Decode and validate the JSON text of a ``__closure``; raise ValueError naming the rule."""
-    try:
-        closure = _closure_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise ValueError(
-            f"__closure must map ids of 1-{ID_MAX_CHARS} characters to positive integer "
-            f"depths ({exc})"
-        ) from None
-    if closure and _BAD_ID_CHAR.search("".join(closure)):
-        raise ValueError("__closure keys must not contain whitespace or control characters")
-    return closure or None
 
 
 def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:

@@ -118,6 +118,8 @@ class Codec:
         start = _DICT_HEADER.size
 
         def decode(blob: bytes) -> bytes:
+            if not blob:
+                raise CodecError("empty blob")
             tag = blob[0]
             try:
                 if tag == ZSTD_DICT:
@@ -138,20 +140,14 @@ class Codec:
 
     def decompress(self, blob: bytes) -> bytes:
         """Inverse of :meth:`compress_many` for one blob."""
-        if not blob:
-            raise CodecError("empty blob")
-        tag = blob[0]
+        return self.decoder()(blob)
+
+    def decompress_plain(self, frame: bytes) -> bytes:
+        """Inverse of :meth:`compress_plain`."""
         try:
-            if tag == RAW:
-                return blob[1:]
-            if tag == ZSTD:
-                return self._decompressor(0).decompress(blob[1:])
-            if tag == ZSTD_DICT:
-                _, dict_id = _DICT_HEADER.unpack_from(blob)
-                return self._decompressor(dict_id).decompress(blob[_DICT_HEADER.size :])
-        except (zstandard.ZstdError, struct.error) as exc:
+            return self._decompressor(0).decompress(frame)
+        except zstandard.ZstdError as exc:
             raise CodecError(str(exc)) from None
-        raise CodecError(f"unknown codec tag {tag}")
 
 
 def train_dictionary(samples: Sequence[bytes], size: int = DICT_SIZE) -> bytes | None:

@@ -11,7 +11,7 @@ of xxh3-128 over its JSON without the id), ``totalChildrenCount`` and, when it h
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -131,11 +131,6 @@ def decompose(doc: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:
     d = _Decomposer()
     root_id = d.detach(doc)
     return root_id, d.objects
-
-
-def iter_decompose(doc: dict[str, Any]) -> Iterator[tuple[str, bytes]]:
-    """Objects of ``decompose(doc)``, children first, root last."""
-    yield from decompose(doc)[1]
 
 
 _decoder = msgspec.json.Decoder(dict[str, Any])

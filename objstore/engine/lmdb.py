@@ -27,7 +27,6 @@ from typing import Any
 import lmdb
 import msgspec
 import xxhash
-import zstandard
 
 from objstore import errors
 from objstore.codec import Record, digest_of
@@ -95,10 +94,7 @@ def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]
         joined = "\n".join(ids).encode()
         depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
         return len(ids), joined, depths
-    if value[:1] == b"\x00":
-        payload = value[1:]
-    else:
-        payload = zstandard.ZstdDecompressor().decompress(value[1:])
+    payload = value[1:] if value[:1] == b"\x00" else codec.decompress_plain(value[1:])
     count, length = _CLOSURE_HEAD.unpack_from(payload)
     start = _CLOSURE_HEAD.size
     return count, payload[start : start + length], payload[start + length :]
@@ -524,7 +520,7 @@ class LMDBBackend(Backend):
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         txn = self._begin_read()
         try:
-            pid = txn.get(project.encode(), db=self._projects)
+            pid = self._pid_of(txn, project)
             if pid is None:
                 return []
             if len(ids) == 1:

@@ -106,3 +106,17 @@ def test_use_after_fork_is_refused(tmp_path):
     assert os.WEXITSTATUS(status) == 0
     assert store.get("p", "a") == b'{"id":"a"}'
     store.close()
+
+
+def test_empty_stored_value_is_reported_as_corrupt_in_batch_reads(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        with backend._read() as txn:
+            digest = txn.get(b"\x00\x00\x00\x01a", db=backend._objects)
+        backend._raw_put("blobs", digest, b"")
+        with pytest.raises(errors.CorruptObject):
+            list(store.get_many("p", ["a", "b"]))
+        with pytest.raises(errors.CorruptObject):
+            store.get("p", "a")
