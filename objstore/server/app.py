@@ -109,17 +109,10 @@ class ObjectRoutes:
             self.settings.max_request_bytes,
             self.store.limits.max_batch_bytes,
         )
-        body: list[bytes] = []
-        received = 0
-        async for chunk in request.stream():  # the event loop only collects (capped) bytes
-            received += len(chunk)
-            if received > self.settings.max_request_bytes:
-                raise TooLarge(
-                    f"request body is larger than the {self.settings.max_request_bytes} byte limit"
-                )
-            body.append(chunk)
-        arrays = await run_in_threadpool(parser.parse, body)
-        body.clear()  # the compressed copy is no longer needed while the batch is stored
+        # the event loop only collects the (capped) body; parsing and inflating run off-loop
+        body = await read_capped(request.stream(), self.settings.max_request_bytes, "request body")
+        arrays = await run_in_threadpool(parser.parse, [body])
+        del body  # the compressed copy is no longer needed while the batch is stored
         await run_in_threadpool(self.store.put_arrays, project, arrays)
         return Response(status_code=201)
 
