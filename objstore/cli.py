@@ -296,11 +296,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     ):
         result = send(objects, remote, cache, progress=tick)
     print(root_id)
-    print(
-        f"{result.total:,} objects: {result.uploaded:,} uploaded, {result.skipped:,} already "
-        f"on the server",
-        file=sys.stderr,
-    )
+    print(result.summary(), file=sys.stderr)
     return 0
 
 
@@ -326,16 +322,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         finally:
             if args.output:
                 out.close()
-    print(
-        f"{result.total:,} objects: {result.downloaded:,} downloaded, {result.from_cache:,} "
-        f"from the cache"
-        + (
-            f", {result.missing_on_server} missing on the server"
-            if result.missing_on_server
-            else ""
-        ),
-        file=sys.stderr,
-    )
+    print(result.summary(), file=sys.stderr)
     return 0
 
 
@@ -356,18 +343,10 @@ def cmd_cp(args: argparse.Namespace) -> int:
     ):
         if src_remote:
             got = receive(args.root, remote, store, progress=tick)
-            print(
-                f"{got.total:,} objects: {got.downloaded:,} downloaded, {got.from_cache:,} "
-                f"already local",
-                file=sys.stderr,
-            )
+            print(got.summary(), file=sys.stderr)
         else:
             sent = send(args.root, remote, store, progress=tick)
-            print(
-                f"{sent.total:,} objects: {sent.uploaded:,} uploaded, {sent.skipped:,} already "
-                f"on the server",
-                file=sys.stderr,
-            )
+            print(sent.summary(), file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,12 @@ class SendResult:
     uploaded: int
     skipped: int
 
+    def summary(self) -> str:
+        return (
+            f"{self.total:,} objects: {self.uploaded:,} uploaded, {self.skipped:,} already "
+            "on the server"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ReceiveResult:
@@ -37,6 +43,15 @@ class ReceiveResult:
     from_cache: int
     downloaded: int
     missing_on_server: int
+
+    def summary(self) -> str:
+        missing = (
+            f", {self.missing_on_server:,} missing on the server" if self.missing_on_server else ""
+        )
+        return (
+            f"{self.total:,} objects: {self.downloaded:,} downloaded, {self.from_cache:,} from "
+            f"the cache{missing}"
+        )
 
 
 def _cache_project(remote: Remote, cache_project: str | None) -> str:
