@@ -83,16 +83,21 @@ def main(argv: list[str] | None = None) -> None:
             print("  cold send done", flush=True)
 
             # -- cold receive -------------------------------------------------------------------
+            def receive_both(cache: Any, sq: Any) -> tuple[dict[str, float], Remote]:
+                """objstore.receive into ``cache``; ServerTransport into SQLite ``sq``."""
+                remote = Remote(server.url, token, "ours")
+                ours = _timed(lambda: receive(graph.root_id, remote, cache))
+                theirs = _timed(
+                    lambda: ServerTransport(
+                        "theirs", url=server.url, token=token
+                    ).copy_object_and_children(graph.root_id, sq)
+                )
+                return {"objstore": ours, "specklepy": theirs}, remote
+
             cold_cache = objstore.open(tmp / "cold-cache")
-            remote = Remote(server.url, token, "ours")
-            ours = _timed(lambda: receive(graph.root_id, remote, cold_cache))
             sq_cold = SQLiteTransport(base_path=str(tmp / "sq-cold"), scope="cold")
-            theirs = _timed(
-                lambda: ServerTransport(
-                    "theirs", url=server.url, token=token
-                ).copy_object_and_children(graph.root_id, sq_cold)
-            )
-            times["cold receive"] = {"objstore": ours, "specklepy": theirs}
+            cold, _ = receive_both(cold_cache, sq_cold)
+            times["cold receive"] = cold
             print("  cold receive done", flush=True)
 
             # -- half-warm receive --------------------------------------------------------------
@@ -104,15 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             for object_id, text in ((i, d.decode()) for i, d in half):
                 sq_half.save_object(object_id, text)
             sq_half.end_write()
-            remote = Remote(server.url, token, "ours")
-            ours = _timed(lambda: receive(graph.root_id, remote, half_cache))
+            half_warm, remote = receive_both(half_cache, sq_half)
             extra["half-warm objstore objects downloaded"] = remote.stats.objects_downloaded
-            theirs = _timed(
-                lambda: ServerTransport(
-                    "theirs", url=server.url, token=token
-                ).copy_object_and_children(graph.root_id, sq_half)
-            )
-            times["half-warm receive"] = {"objstore": ours, "specklepy": theirs}
+            times["half-warm receive"] = half_warm
             print("  half-warm receive done", flush=True)
 
             # -- warm receive -------------------------------------------------------------------
