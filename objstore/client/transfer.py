@@ -60,7 +60,7 @@ def _cache_project(remote: Remote, cache_project: str | None) -> str:
 
 def _ordered_from_cache(
     cache: objstore.Store, project: str, root_id: str
-) -> tuple[bytes, Iterator[tuple[str, bytes]], int]:
+) -> tuple[bytes, Iterator[tuple[str, bytes]]]:
     """The root's bytes, and its descendants deepest-first (children before parents)."""
     root = cache.get(project, root_id)
     if root is None:
@@ -68,7 +68,7 @@ def _ordered_from_cache(
     closure = cache.closure(project, root_id)
     closure.pop(root_id, None)
     ordered = sorted(closure, key=lambda i: -closure[i])
-    return root, cache.get_many(project, ordered), len(ordered)
+    return root, cache.get_many(project, ordered)
 
 
 def send(
@@ -91,7 +91,7 @@ def send(
         if cache is None:
             raise ValueError("sending by root id needs the cache that holds it")
         root_id = source
-        root, descendants, _ = _ordered_from_cache(cache, project, root_id)
+        root, descendants = _ordered_from_cache(cache, project, root_id)
         objects: Iterator[tuple[str, bytes]] = itertools.chain(descendants, [(root_id, root)])
     else:
         objects = iter(source)

@@ -37,11 +37,9 @@ class StreamStats:
                 setattr(self, key, getattr(self, key) + value)
 
 
-def _line_safe(data: bytes) -> bytes:
-    """An object on one line: pretty-printed JSON is compacted for the line format only."""
-    if b"\n" in data or b"\r" in data:
-        return msgspec.json.format(data, indent=-1)
-    return data
+def _one_line(data: bytes) -> bytes:
+    """Pretty-printed JSON compacted onto one line: for the line format only."""
+    return msgspec.json.format(data, indent=-1)
 
 
 def _blocks(
@@ -56,7 +54,7 @@ def _blocks(
             return
         if text:
             if b"\n" in data or b"\r" in data:
-                data = _line_safe(data)
+                data = _one_line(data)
             parts.append(b"%s\t%s\n" % (object_id.encode(), data))
         else:
             if n:
