@@ -12,6 +12,7 @@ Workloads (each bounded by count and by ``max_seconds``):
 
 from __future__ import annotations
 
+import itertools
 import platform
 import random
 import statistics
@@ -204,38 +205,35 @@ class Runner:
             for spec in self.targets:
                 if spec.kind == "spawn":
                     servers[spec.name] = SpawnedServer(workers=spec.workers, keep=self.keep).start()
-            for rep in range(self.repeat):
-                for concurrency in self.concurrency:
-                    for spec in self.targets:
-                        for driver in self._drivers(
-                            spec, servers.get(spec.name), stores, concurrency, rep
+            for rep, concurrency, spec in itertools.product(
+                range(self.repeat), self.concurrency, self.targets
+            ):
+                server = servers.get(spec.name)
+                for driver in self._drivers(spec, server, stores, concurrency, rep):
+                    salt = xxhash.xxh3_64_hexdigest(  # fixed length: same bytes per run
+                        f"{self.run_id}-{spec.name}-{driver.client}-{rep}-{concurrency}".encode()
+                    )
+                    graph = self.graph_source.load(salt)
+                    if shape is None:
+                        shape = graph_shape(graph)
+                    try:
+                        for workload, measure in self._workloads(
+                            driver, graph, spec.name, concurrency
                         ):
-                            salt = xxhash.xxh3_64_hexdigest(  # fixed length: same bytes per run
-                                f"{self.run_id}-{spec.name}-{driver.client}-{rep}-{concurrency}".encode()
+                            results.append(
+                                {
+                                    "target": spec.name,
+                                    "kind": spec.kind,
+                                    "workers": spec.workers if spec.kind == "spawn" else None,
+                                    "client": driver.client,
+                                    "workload": workload,
+                                    "concurrency": concurrency,
+                                    "repeat": rep,
+                                    **measure.as_dict(),
+                                }
                             )
-                            graph = self.graph_source.load(salt)
-                            if shape is None:
-                                shape = graph_shape(graph)
-                            try:
-                                for workload, measure in self._workloads(
-                                    driver, graph, spec.name, concurrency
-                                ):
-                                    results.append(
-                                        {
-                                            "target": spec.name,
-                                            "kind": spec.kind,
-                                            "workers": spec.workers
-                                            if spec.kind == "spawn"
-                                            else None,
-                                            "client": driver.client,
-                                            "workload": workload,
-                                            "concurrency": concurrency,
-                                            "repeat": rep,
-                                            **measure.as_dict(),
-                                        }
-                                    )
-                            finally:
-                                driver.close()
+                    finally:
+                        driver.close()
         finally:
             for server in servers.values():
                 server.stop()
