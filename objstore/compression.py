@@ -131,7 +131,7 @@ class Codec:
                 if tag == ZSTD:
                     return plain(memoryview(blob)[1:])
                 if tag == RAW:
-                    return blob[1:]
+                    return bytes(blob[1:])  # a copy: ``blob`` may be a view into the map
             except (zstandard.ZstdError, struct.error) as exc:
                 raise CodecError(str(exc)) from None
             raise CodecError(f"unknown codec tag {tag}")

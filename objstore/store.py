@@ -161,7 +161,7 @@ def open(
     *,
     limits: Limits | None = None,
     map_size: int | None = None,
-    compression_level: int = 3,
+    compression_level: int = 1,
     dictionary_threshold: int = 4096,
     readonly: bool = False,
 ) -> Store:

@@ -3,11 +3,21 @@
 Layout (named databases in one environment):
 
 - ``projects``: project name -> 4-byte project number (never reused)
-- ``objects``:  project number + id -> 16-byte xxh3-128 digest of the object's bytes
-- ``blobs``:    digest -> codec tag + (compressed) bytes; one copy per distinct byte string
-- ``refs``:     digest -> how many (project, id) rows point at it, and its raw length
+- ``objects``:  project number + id -> digest (16-byte xxh3-128 of the object's bytes) and the
+  location of its stored frame: pack number, offset, length
+- ``index``:    digest -> how many (project, id) rows use it, its raw length, its location;
+  one entry per distinct byte string
+- ``packs``:    pack number -> frames (codec-tagged, separately compressed objects) laid end to
+  end, in arrival order; a pack holds about 64 KB
+- ``packrefs``: pack number -> how many index entries still point into it
 - ``closures``: digest -> the object's ``__closure``: sorted ids and their depths
-- ``meta``:     format version, project counter, byte counters, zstd dictionaries
+- ``meta``:     format version, project and pack counters, byte counters, zstd dictionaries
+
+Packing many small frames into one value saves a B-tree lookup and a copy per object on
+reads (an object's location rides in its ``objects`` row) and many page writes at ingest,
+while every object stays separately decompressible, so a single ``get`` decodes one frame.
+A pack is freed when its last entry goes; frames of deleted objects inside a live pack stay
+until the pack empties.
 
 One batch is one write transaction (fsync'd on commit), so a returned ``write`` survives
 ``kill -9`` and readers never see half a batch. Compression runs before the write transaction
@@ -40,16 +50,21 @@ from objstore.compression import (
 )
 from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNK = 2048
+PACK_BYTES = 64 * 1024
 _MAX_KEY = 511
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_REF = struct.Struct(">IQ")  # refcount, raw length
+_LOC = struct.Struct(">QII")  # pack number, offset, length
+_ROW = struct.Struct(">16sQII")  # objects value: digest, then its location
+_REF = struct.Struct(">IQ")  # index value head: refcount, raw length; its location follows
+_DIGEST = 16
 _CLOSURE_HEAD = struct.Struct(">II")  # count, byte length of the joined ids
 
 _META_VERSION = b"version"
 _META_NEXT_PID = b"next_pid"
+_META_NEXT_PACK = b"next_pack"
 _META_RAW = b"raw_bytes"
 _META_STORED = b"stored_bytes"
 _META_DICT_CURRENT = b"dict:current"
@@ -117,6 +132,37 @@ def _id_chunks(joined: bytes, chunk: int) -> Iterator[list[str]]:
         pos = stop + 1
 
 
+def _pack_frames(
+    digests: Iterable[bytes], frames: dict[bytes, bytes], first: int, limit: int = PACK_BYTES
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], dict[bytes, bytes]]:
+    """Lay frames end to end in packs of about ``limit`` bytes, numbered from ``first``.
+
+    Returns the pack rows, their live-entry counts and each digest's packed location. A frame
+    bigger than ``limit`` gets a pack of its own.
+    """
+    packs: list[tuple[bytes, bytes]] = []
+    counts: list[tuple[bytes, bytes]] = []
+    locations: dict[bytes, bytes] = {}
+    parts: list[bytes] = []
+    size = 0
+    number = first
+    for digest in digests:
+        frame = frames[digest]
+        if parts and size + len(frame) > limit:
+            packs.append((_U64.pack(number), b"".join(parts)))
+            counts.append((_U64.pack(number), _U32.pack(len(parts))))
+            number += 1
+            parts = []
+            size = 0
+        locations[digest] = _LOC.pack(number, size, len(frame))
+        parts.append(frame)
+        size += len(frame)
+    if parts:
+        packs.append((_U64.pack(number), b"".join(parts)))
+        counts.append((_U64.pack(number), _U32.pack(len(parts))))
+    return packs, counts, locations
+
+
 class LMDBBackend(Backend):
     """Objects in one LMDB environment under ``path`` (a directory)."""
 
@@ -157,8 +203,9 @@ class LMDBBackend(Backend):
         self._meta = self._env.open_db(b"meta", create=create)
         self._projects = self._env.open_db(b"projects", create=create)
         self._objects = self._env.open_db(b"objects", create=create)
-        self._blobs = self._env.open_db(b"blobs", create=create)
-        self._refs = self._env.open_db(b"refs", create=create)
+        self._index = self._env.open_db(b"index", create=create)
+        self._packs = self._env.open_db(b"packs", create=create)
+        self._packrefs = self._env.open_db(b"packrefs", create=create)
         self._closures = self._env.open_db(b"closures", create=create)
         if not readonly:
             with self._write() as txn:
@@ -168,7 +215,8 @@ class LMDBBackend(Backend):
                 elif _U32.unpack(version)[0] != FORMAT_VERSION:
                     raise errors.ObjstoreError(
                         f"{self.path}: store format {_U32.unpack(version)[0]}, "
-                        f"this objstore reads format {FORMAT_VERSION}"
+                        f"this objstore reads format {FORMAT_VERSION}; pull its projects with "
+                        "the objstore that wrote it, or move it aside and send them again"
                     )
 
     # -- transactions, map growth --------------------------------------------------------------
@@ -216,13 +264,16 @@ class LMDBBackend(Backend):
                     self._resizing = False
                 self._gate.notify_all()
 
-    def _begin_read(self) -> Any:
-        """Open a read transaction; pair with :meth:`_end_read` (hot paths avoid a generator)."""
+    def _begin_read(self, *, buffers: bool = False) -> Any:
+        """Open a read transaction; pair with :meth:`_end_read` (hot paths avoid a generator).
+
+        With ``buffers`` its values are views into the map, valid until the transaction ends.
+        """
         self._check_open()
         while True:
             self._enter()
             try:
-                return self._env.begin(buffers=False)
+                return self._env.begin(buffers=True) if buffers else self._env.begin()
             except lmdb.MapResizedError:
                 self._leave()
                 self._resize(0)
@@ -276,8 +327,8 @@ class LMDBBackend(Backend):
     # -- helpers -------------------------------------------------------------------------------
 
     def _pid_of(self, txn: Any, project: str) -> bytes | None:
-        value: bytes | None = txn.get(project.encode(), db=self._projects)
-        return value
+        value = txn.get(project.encode(), db=self._projects)
+        return None if value is None else bytes(value)
 
     def _counter(self, txn: Any, key: bytes) -> int:
         value = txn.get(key, db=self._meta)
@@ -315,6 +366,19 @@ class LMDBBackend(Backend):
             raise errors.CorruptObject(digest.hex(), "checksum mismatch", object_id)
         return data
 
+    def _read_frame(
+        self, txn: Any, digest: bytes, row: Any, at: int, object_id: str | None
+    ) -> bytes:
+        """The checked bytes of the frame whose location is at ``row[at:]``."""
+        number, offset, length = _LOC.unpack_from(row, at)
+        pack = txn.get(_U64.pack(number), db=self._packs)
+        if pack is None:
+            raise errors.CorruptObject(digest.hex(), f"pack {number} is missing", object_id)
+        frame = pack[offset : offset + length]
+        if len(frame) != length:
+            raise errors.CorruptObject(digest.hex(), f"frame outside pack {number}", object_id)
+        return self._decode_blob(txn, frame, digest, object_id)
+
     # -- writes --------------------------------------------------------------------------------
 
     def write(self, project: str, records: Sequence[Record]) -> PutResult:
@@ -326,19 +390,19 @@ class LMDBBackend(Backend):
             unique.setdefault(rec.digest, rec)
         # Outside the write lock: learn which byte strings are new, and compress those.
         with self._read() as txn:
-            known = {k for k, _ in txn.cursor(self._refs).getmulti(sorted(unique))}
+            known = {k for k, _ in txn.cursor(self._index).getmulti(sorted(unique))}
             dict_id = self._current_dict(txn)
-            blob_count = txn.stat(self._refs)["entries"]
+            blob_count = txn.stat(self._index)["entries"]
         fresh = [rec for d, rec in unique.items() if d not in known]
-        compressed: dict[bytes, bytes] = {}
+        frames: dict[bytes, bytes] = {}
         closures: dict[bytes, bytes] = {}
         if dict_id or blob_count + len(fresh) < self._dict_threshold:
-            blobs = self._codec.compress_many([r.data for r in fresh], dict_id)
-            compressed = {r.digest: b for r, b in zip(fresh, blobs, strict=True)}
+            compressed = self._codec.compress_many([r.data for r in fresh], dict_id)
+            frames = {r.digest: b for r, b in zip(fresh, compressed, strict=True)}
             closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
 
         def apply(txn: Any) -> PutResult:
-            return self._apply(txn, project, records, unique, compressed, closures, bytes_received)
+            return self._apply(txn, project, records, unique, frames, closures, bytes_received)
 
         result: PutResult = self._write_retrying(apply)
         return result
@@ -349,7 +413,7 @@ class LMDBBackend(Backend):
         project: str,
         records: Sequence[Record],
         unique: dict[bytes, Record],
-        compressed: dict[bytes, bytes],
+        frames: dict[bytes, bytes],
         closure_values: dict[bytes, bytes],
         bytes_received: int,
     ) -> PutResult:
@@ -362,48 +426,51 @@ class LMDBBackend(Backend):
         keys = [_object_key(pid, r.id) for r in records]
         existing = dict(txn.cursor(self._objects).getmulti(sorted(set(keys))))
         new_rows: dict[bytes, bytes] = {}
-        added: dict[bytes, int] = {}
+        added: dict[bytes, int] = {}  # in arrival order, so packs keep children near parents
         stored = duplicates = conflicts = 0
         for rec, key in zip(records, keys, strict=True):
-            prev = existing.get(key) or new_rows.get(key)
-            if prev is None:
+            prev = existing.get(key)
+            prev_digest = prev[:_DIGEST] if prev is not None else new_rows.get(key)
+            if prev_digest is None:
                 new_rows[key] = rec.digest
                 added[rec.digest] = added.get(rec.digest, 0) + 1
                 stored += 1
-            elif prev == rec.digest:
+            elif prev_digest == rec.digest:
                 duplicates += 1
             else:
                 conflicts += 1
-        refs_cur = txn.cursor(self._refs)
-        refs = dict(refs_cur.getmulti(sorted(added)))
-        new_digests = [d for d in added if d not in refs]
-        missing = [unique[d] for d in new_digests if d not in compressed]
-        if missing:
+        index_cur = txn.cursor(self._index)
+        index = dict(index_cur.getmulti(sorted(added)))
+        new_digests = [d for d in added if d not in index]
+        missing = [unique[d] for d in new_digests if d not in frames]
+        if missing:  # a dictionary was due, or another writer deleted what we saw
             dict_id = self._current_dict(txn) or self._maybe_train(txn, missing)
-            blobs = self._codec.compress_many([r.data for r in missing], dict_id)
-            compressed = compressed | {r.digest: b for r, b in zip(missing, blobs, strict=True)}
+            compressed = self._codec.compress_many([r.data for r in missing], dict_id)
+            frames = frames | {r.digest: b for r, b in zip(missing, compressed, strict=True)}
             closure_values = closure_values | self._encode_closures(
                 [r for r in missing if r.closure], dict_id
             )
-        raw_added = stored_added = 0
-        new_blobs = []
-        closures = []
-        for digest in sorted(new_digests):
-            rec = unique[digest]
-            blob = compressed[digest]
-            new_blobs.append((digest, blob))
-            raw_added += len(rec.data)
-            stored_added += len(blob)
-            if rec.closure:
-                closures.append((digest, closure_values[digest]))
-        ref_rows = []
+        first_pack = self._counter(txn, _META_NEXT_PACK) + 1
+        packs, pack_counts, locations = _pack_frames(new_digests, frames, first_pack)
+        for digest, row in index.items():
+            locations[digest] = row[_REF.size :]
+        raw_added = sum(len(unique[d].data) for d in new_digests)
+        stored_added = sum(len(value) for _, value in packs)
+        closures = [(d, closure_values[d]) for d in sorted(new_digests) if unique[d].closure]
+        index_rows = []
         for digest in sorted(added):
-            prev_ref = refs.get(digest)
-            count = _REF.unpack(prev_ref)[0] if prev_ref else 0
-            ref_rows.append((digest, _REF.pack(count + added[digest], len(unique[digest].data))))
-        txn.cursor(self._objects).putmulti(sorted(new_rows.items()))
-        txn.cursor(self._blobs).putmulti(new_blobs)
-        refs_cur.putmulti(ref_rows)
+            prev_ref = index.get(digest)
+            count = _REF.unpack_from(prev_ref)[0] if prev_ref else 0
+            head = _REF.pack(count + added[digest], len(unique[digest].data))
+            index_rows.append((digest, head + locations[digest]))
+        txn.cursor(self._objects).putmulti(
+            [(key, digest + locations[digest]) for key, digest in sorted(new_rows.items())]
+        )
+        if packs:
+            txn.cursor(self._packs).putmulti(packs)
+            txn.cursor(self._packrefs).putmulti(pack_counts)
+            txn.put(_META_NEXT_PACK, _U64.pack(first_pack + len(packs) - 1), db=self._meta)
+        index_cur.putmulti(index_rows)
         if closures:
             txn.cursor(self._closures).putmulti(closures)
         self._add_counter(txn, _META_RAW, raw_added)
@@ -413,7 +480,7 @@ class LMDBBackend(Backend):
             stored=stored,
             duplicates=duplicates,
             conflicts=conflicts,
-            new_blobs=len(new_blobs),
+            new_blobs=len(new_digests),
             bytes_received=bytes_received,
         )
 
@@ -429,17 +496,17 @@ class LMDBBackend(Backend):
 
     def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> int:
         """Train the store's zstd dictionary once enough objects exist; return its id or 0."""
-        blob_count = txn.stat(self._refs)["entries"]
+        blob_count = txn.stat(self._index)["entries"]
         if blob_count + len(pending) < max(
             self._dict_threshold, self._counter(txn, _META_DICT_NEXT_TRY)
         ):
             return 0
         samples = [r.data for r in pending if len(r.data) <= DICT_MAX_SAMPLE_BYTES]
         if len(samples) < DICT_MAX_SAMPLES:
-            for scanned, (digest, blob) in enumerate(txn.cursor(self._blobs)):
-                data = self._decode_blob(txn, blob, digest, None)
-                if len(data) <= DICT_MAX_SAMPLE_BYTES:
-                    samples.append(data)
+            for scanned, (digest, row) in enumerate(txn.cursor(self._index)):
+                raw_len = _REF.unpack_from(row)[1]
+                if raw_len <= DICT_MAX_SAMPLE_BYTES:
+                    samples.append(self._read_frame(txn, digest, row, _REF.size, None))
                 if len(samples) >= DICT_MAX_SAMPLES or scanned > 4 * DICT_MAX_SAMPLES:
                     break
         trained = train_dictionary(samples)
@@ -463,26 +530,37 @@ class LMDBBackend(Backend):
             rows = 0
             if cur.set_range(pid):
                 while cur.key()[:4] == pid:
-                    digest = cur.value()
+                    digest = cur.value()[:_DIGEST]
                     removed[digest] = removed.get(digest, 0) + 1
                     rows += 1
                     if not cur.delete():
                         break
             raw_removed = stored_removed = 0
+            emptied: dict[bytes, int] = {}  # pack key -> entries that died in it
             for digest in sorted(removed):
-                ref = txn.get(digest, db=self._refs)
-                if ref is None:
+                row = txn.get(digest, db=self._index)
+                if row is None:
                     continue
-                count, raw_len = _REF.unpack(ref)
+                count, raw_len = _REF.unpack_from(row)
                 if count > removed[digest]:
-                    txn.put(digest, _REF.pack(count - removed[digest], raw_len), db=self._refs)
+                    head = _REF.pack(count - removed[digest], raw_len)
+                    txn.put(digest, head + row[_REF.size :], db=self._index)
                     continue
-                blob = txn.get(digest, db=self._blobs)
-                stored_removed += len(blob) if blob else 0
                 raw_removed += raw_len
-                txn.delete(digest, db=self._refs)
-                txn.delete(digest, db=self._blobs)
+                txn.delete(digest, db=self._index)
                 txn.delete(digest, db=self._closures)
+                pack_key = row[_REF.size : _REF.size + 8]
+                emptied[pack_key] = emptied.get(pack_key, 0) + 1
+            for pack_key, dead in sorted(emptied.items()):
+                live_row = txn.get(pack_key, db=self._packrefs)
+                live = (_U32.unpack(live_row)[0] if live_row else 0) - dead
+                if live > 0:
+                    txn.put(pack_key, _U32.pack(live), db=self._packrefs)
+                    continue
+                pack = txn.get(pack_key, db=self._packs)
+                stored_removed += len(pack) if pack else 0
+                txn.delete(pack_key, db=self._packs)
+                txn.delete(pack_key, db=self._packrefs)
             txn.delete(project.encode(), db=self._projects)
             self._add_counter(txn, _META_RAW, -raw_removed)
             self._add_counter(txn, _META_STORED, -stored_removed)
@@ -518,43 +596,57 @@ class LMDBBackend(Backend):
             yield from self._get_chunk(project, chunk)
 
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
-        txn = self._begin_read()
+        txn = self._begin_read(buffers=True)  # packs are sliced in place, never copied whole
         try:
             pid = self._pid_of(txn, project)
             if pid is None:
                 return []
             if len(ids) == 1:
-                digest = txn.get(_object_key(pid, ids[0]), db=self._objects)
-                if digest is None:
+                row = txn.get(_object_key(pid, ids[0]), db=self._objects)
+                if row is None:
                     return []
-                blob = txn.get(digest, db=self._blobs)
-                if blob is None:
-                    raise errors.CorruptObject(digest.hex(), "blob is missing", ids[0])
-                return [(ids[0], self._decode_blob(txn, blob, digest, ids[0]))]
+                return [(ids[0], self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, ids[0]))]
             keys = {_object_key(pid, i): i for i in ids}
-            rows = txn.cursor(self._objects).getmulti(sorted(keys))
-            digest_of_id = {keys[k]: d for k, d in rows}
-            blobs = dict(txn.cursor(self._blobs).getmulti(sorted(set(digest_of_id.values()))))
+            row_of_id = {keys[k]: v for k, v in txn.cursor(self._objects).getmulti(sorted(keys))}
             out = []
+            packs: dict[int, Any] = {}
+            get, packs_db, pack_key = txn.get, self._packs, _U64.pack
+            unpack = _ROW.unpack
             decode = self._codec.decoder()
             checksum = xxhash.xxh3_128_digest
             for object_id in ids:
-                digest = digest_of_id.get(object_id)
-                if digest is None:
+                row = row_of_id.get(object_id)
+                if row is None:
                     continue
-                blob = blobs.get(digest)
-                if blob is None:
-                    raise errors.CorruptObject(digest.hex(), "blob is missing", object_id)
+                digest, number, offset, length = unpack(row)
+                pack = packs.get(number)
+                if pack is None:
+                    pack = packs[number] = get(pack_key(number), db=packs_db)
+                    if pack is None:
+                        return self._slow_chunk(txn, ids, row_of_id)
+                frame = pack[offset : offset + length]
                 try:
-                    data = decode(blob)
+                    data = decode(frame)
                 except CodecError:  # unloaded dictionary, or damage: the slow path says which
-                    data = self._decode_blob(txn, blob, digest, object_id)
-                if checksum(data) != digest:
-                    raise errors.CorruptObject(digest.hex(), "checksum mismatch", object_id)
+                    data = self._read_frame(txn, digest, row, _DIGEST, object_id)
+                if checksum(data) != digest or len(frame) != length:
+                    return self._slow_chunk(txn, ids, row_of_id)
                 out.append((object_id, data))
             return out
         finally:
             self._end_read(txn)
+
+    def _slow_chunk(
+        self, txn: Any, ids: list[str], row_of_id: dict[str, Any]
+    ) -> list[tuple[str, bytes]]:
+        """The careful path, taken on damage: raises CorruptObject naming the object."""
+        out = []
+        for object_id in ids:
+            row = row_of_id.get(object_id)
+            if row is not None:
+                digest = bytes(row[:_DIGEST])
+                out.append((object_id, self._read_frame(txn, digest, row, _DIGEST, object_id)))
+        return out
 
     def _closure_parts(self, project: str, object_id: str) -> tuple[int, bytes, bytes] | None:
         """(count, newline-joined sorted ids, depths) of an object's closure; None if absent."""
@@ -562,10 +654,10 @@ class LMDBBackend(Backend):
             pid = self._pid_of(txn, project)
             if pid is None:
                 return None
-            digest = txn.get(_object_key(pid, object_id), db=self._objects)
-            if digest is None:
+            row = txn.get(_object_key(pid, object_id), db=self._objects)
+            if row is None:
                 return None
-            value = txn.get(digest, db=self._closures)
+            value = txn.get(row[:_DIGEST], db=self._closures)
             if value is None:
                 return 0, b"", b""
             if value[:1] == b"\x03":
@@ -617,7 +709,7 @@ class LMDBBackend(Backend):
             return Stats(
                 projects=txn.stat(self._projects)["entries"],
                 objects=txn.stat(self._objects)["entries"],
-                blobs=txn.stat(self._blobs)["entries"],
+                blobs=txn.stat(self._index)["entries"],
                 closures=txn.stat(self._closures)["entries"],
                 raw_bytes=self._counter(txn, _META_RAW),
                 stored_bytes=self._counter(txn, _META_STORED),
@@ -628,30 +720,54 @@ class LMDBBackend(Backend):
     def verify(self) -> VerifyReport:
         report = VerifyReport()
         referenced: dict[bytes, int] = {}
-        self._scan(self._objects, lambda k, v: referenced.__setitem__(v, referenced.get(v, 0) + 1))
-        report.objects_checked = sum(referenced.values())
-        seen: set[bytes] = set()
+        misplaced: set[bytes] = set()
+        locations: dict[bytes, bytes] = {}
 
-        def check_blob(txn: Any, digest: bytes, blob: bytes) -> None:
+        def visit_object(key: bytes, row: bytes) -> None:
+            digest = row[:_DIGEST]
+            referenced[digest] = referenced.get(digest, 0) + 1
+            locations.setdefault(digest, row[_DIGEST:])
+            if locations[digest] != row[_DIGEST:]:
+                misplaced.add(digest)
+
+        self._scan(self._objects, visit_object)
+        report.objects_checked = sum(referenced.values())
+        refcounts: dict[bytes, int] = {}
+        per_pack: dict[bytes, int] = {}
+
+        def check_entry(txn: Any, digest: bytes, row: bytes) -> None:
             report.blobs_checked += 1
-            seen.add(digest)
+            refcounts[digest] = _REF.unpack_from(row)[0]
+            pack_key = row[_REF.size : _REF.size + 8]
+            per_pack[pack_key] = per_pack.get(pack_key, 0) + 1
+            if digest in locations and locations[digest] != row[_REF.size :]:
+                misplaced.add(digest)
             try:
-                self._decode_blob(txn, blob, digest, None)
+                self._read_frame(txn, digest, row, _REF.size, None)
             except errors.CorruptObject as exc:
                 report.problems.append(str(exc))
 
-        self._scan(self._blobs, check_blob, with_txn=True)
-        refcounts: dict[bytes, int] = {}
-        self._scan(self._refs, lambda k, v: refcounts.__setitem__(k, _REF.unpack(v)[0]))
+        self._scan(self._index, check_entry, with_txn=True)
+        for digest in sorted(misplaced):
+            report.problems.append(f"blob {digest.hex()}: object rows disagree on its location")
         for digest, count in referenced.items():
-            if digest not in seen:
+            if digest not in refcounts:
                 report.problems.append(f"blob {digest.hex()}: missing, {count} objects use it")
-            if refcounts.get(digest) != count:
+            elif refcounts[digest] != count:
                 report.problems.append(
-                    f"blob {digest.hex()}: refcount {refcounts.get(digest)} but {count} objects"
+                    f"blob {digest.hex()}: refcount {refcounts[digest]} but {count} objects"
                 )
-        for digest in seen - referenced.keys():
+        for digest in refcounts.keys() - referenced.keys():
             report.problems.append(f"blob {digest.hex()}: stored but no object uses it")
+        live: dict[bytes, int] = {}
+        self._scan(self._packrefs, lambda k, v: live.__setitem__(k, _U32.unpack(v)[0]))
+        for pack_key in sorted(live.keys() | per_pack.keys()):
+            if live.get(pack_key) != per_pack.get(pack_key):
+                number = _U64.unpack(pack_key)[0]
+                report.problems.append(
+                    f"pack {number}: counted {live.get(pack_key)} live entries, "
+                    f"found {per_pack.get(pack_key, 0)}"
+                )
         return report
 
     def _scan(self, db: Any, fn: Any, *, with_txn: bool = False) -> None:
@@ -681,10 +797,37 @@ class LMDBBackend(Backend):
         with self._write() as txn:
             txn.put(key, value, db=db)
 
-    def _corrupt(self, digest: bytes) -> None:
+    def _frame(self, digest: bytes) -> bytes:
+        """Test hook: the stored frame of a digest."""
         with self._read() as txn:
-            blob = txn.get(digest, db=self._blobs)
-        self._raw_put("blobs", digest, blob[:-1] + bytes([blob[-1] ^ 0x01]))
+            row = txn.get(digest, db=self._index)
+            number, offset, length = _LOC.unpack_from(row, _REF.size)
+            pack: bytes = txn.get(_U64.pack(number), db=self._packs)
+        return pack[offset : offset + length]
+
+    def _replace_frame(self, digest: bytes, frame: bytes) -> None:
+        """Test hook: store ``frame`` for ``digest`` in place of its frame (simulated damage)."""
+        with self._write() as txn:
+            row = txn.get(digest, db=self._index)
+            number, offset, length = _LOC.unpack_from(row, _REF.size)
+            key = _U64.pack(number)
+            pack = txn.get(key, db=self._packs)
+            moved = len(frame) - length
+            txn.put(key, pack[:offset] + frame + pack[offset + length :], db=self._packs)
+            for cursor_db, at in ((self._index, _REF.size), (self._objects, _DIGEST)):
+                for k, v in list(txn.cursor(cursor_db)):
+                    pack_no, off, size = _LOC.unpack_from(v, at)
+                    if pack_no != number or off < offset:
+                        continue
+                    if off == offset:
+                        size = len(frame)
+                    else:
+                        off += moved
+                    txn.put(k, v[:at] + _LOC.pack(pack_no, off, size), db=cursor_db)
+
+    def _corrupt(self, digest: bytes) -> None:
+        frame = self._frame(digest)
+        self._replace_frame(digest, frame[:-1] + bytes([frame[-1] ^ 0x01]))
 
     def close(self) -> None:
         if not self._closed:

@@ -9,7 +9,8 @@ import pytest
 
 import objstore
 from objstore import errors, graphgen
-from objstore.engine.lmdb import LMDBBackend
+from objstore.codec import digest_of
+from objstore.engine.lmdb import _LOC, _U64, LMDBBackend, _pack_frames
 
 
 def test_reopen_keeps_everything(tmp_path):
@@ -76,10 +77,9 @@ def test_corrupt_compressed_frame_raises(tmp_path):
         store.put("p", b"[" + big + b"]")
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        with backend._read() as txn:
-            digest = txn.get(b"\x00\x00\x00\x01big", db=backend._objects)
-            blob = txn.get(digest, db=backend._blobs)
-        backend._raw_put("blobs", digest, blob[:5] + b"garbage" + blob[12:])
+        digest = digest_of(big)
+        blob = backend._frame(digest)
+        backend._replace_frame(digest, blob[:5] + b"garbage" + blob[12:])
         with pytest.raises(errors.CorruptObject):
             store.get("p", "big")
         assert not store.verify().ok
@@ -113,10 +113,55 @@ def test_empty_stored_value_is_reported_as_corrupt_in_batch_reads(tmp_path):
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        with backend._read() as txn:
-            digest = txn.get(b"\x00\x00\x00\x01a", db=backend._objects)
-        backend._raw_put("blobs", digest, b"")
+        backend._replace_frame(digest_of(b'{"id":"a","v":1}'), b"")
         with pytest.raises(errors.CorruptObject):
             list(store.get_many("p", ["a", "b"]))
         with pytest.raises(errors.CorruptObject):
             store.get("p", "a")
+
+
+def test_pack_frames_fill_packs_in_order_and_give_big_frames_their_own():
+    frames = {b"a": b"x" * 40, b"b": b"y" * 30, b"c": b"z" * 100, b"d": b"w" * 10}
+    packs, counts, locations = _pack_frames([b"a", b"b", b"c", b"d"], frames, 7, limit=64)
+    # a then b would pass 64 bytes: b starts pack 8; c is over the limit alone; d follows it
+    assert [(_U64.unpack(k)[0], len(v)) for k, v in packs] == [(7, 40), (8, 30), (9, 100), (10, 10)]
+    packs, counts, locations = _pack_frames([b"a", b"d", b"b", b"c"], frames, 1, limit=64)
+    assert [v for _, v in packs] == [b"x" * 40 + b"w" * 10, b"y" * 30, b"z" * 100]
+    assert [int.from_bytes(c, "big") for _, c in counts] == [2, 1, 1]
+    assert locations[b"d"] == _LOC.pack(1, 40, 10)
+    assert locations[b"c"] == _LOC.pack(3, 0, 100)
+
+
+def _entries(backend: LMDBBackend, db_name: str) -> int:
+    with backend._read() as txn:
+        return int(txn.stat(getattr(backend, f"_{db_name}"))["entries"])
+
+
+def test_packs_are_freed_when_their_last_object_goes(tmp_path):
+    g = graphgen.generate(400, seed=9)
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("p1", b"[" + b",".join(d for _, d in g.objects) + b"]")
+        store.put("p2", b"[" + b",".join(d for _, d in g.objects[:100]) + b"]")  # all shared
+        packs_before = _entries(backend, "packs")
+        assert packs_before > 1
+        store.delete_project("p1")
+        assert dict(store.get_many("p2", [i for i, _ in g.objects[:100]])) == dict(g.objects[:100])
+        assert store.get("p1", g.objects[0][0]) is None
+        assert 0 < _entries(backend, "packs") < packs_before
+        assert store.verify().ok
+        store.delete_project("p2")
+        assert _entries(backend, "packs") == _entries(backend, "packrefs") == 0
+        stats = store.stats()
+        assert (stats.objects, stats.blobs, stats.raw_bytes, stats.stored_bytes) == (0, 0, 0, 0)
+
+
+def test_verify_reports_a_wrong_pack_count(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        backend._raw_put("packrefs", _U64.pack(1), (5).to_bytes(4, "big"))
+        report = store.verify()
+        assert any("pack 1: counted 5 live entries, found 2" in p for p in report.problems)
