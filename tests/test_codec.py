@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from objstore import codec, errors
 from objstore.limits import Limits
@@ -86,3 +90,54 @@ def test_arrays_name_the_part():
         codec.prepare_arrays([b'{"id":"a"}'], Limits())
     with pytest.raises(errors.BatchTooLarge):
         codec.prepare_arrays([good] * 10, Limits(max_batch_bytes=50))
+
+
+_ids = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
+    min_size=1,
+    max_size=20,
+).filter(lambda s: not any(c.isspace() for c in s))
+_objects = st.lists(
+    st.tuples(
+        _ids,
+        st.dictionaries(st.text(max_size=6).filter(lambda k: k != "id"), st.text(max_size=8)),
+        st.none() | st.dictionaries(_ids, st.integers(1, 5), max_size=3),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(objects=_objects, ascii_only=st.booleans())
+def test_whole_array_checks_give_the_per_object_records(objects, ascii_only):
+    docs = []
+    for oid, body, closure in objects:
+        doc = {"id": oid, **body} | ({"__closure": closure} if closure is not None else {})
+        docs.append(json.dumps(doc, ensure_ascii=ascii_only).encode())
+    batch = b"[" + b",".join(docs) + b"]"
+    raws = codec.split_array(batch)
+    heads = codec._batch_heads(batch, len(raws))
+    assert heads is not None
+    clean = codec._clean_records(raws, heads, Limits(), 0)
+    assert clean is not None  # every object here passes: the list-at-a-time path takes them
+    assert clean[0] == codec.prepare(docs, Limits())  # the per-object path
+    assert clean[1] == sum(map(len, docs))
+
+
+@pytest.mark.parametrize(
+    ("element", "error"),
+    [
+        (b'{"id":"b c"}', errors.InvalidId),
+        (b'{"id":""}', errors.InvalidId),
+        (b'{"id":"b","__closure":{"x\\ty":1}}', errors.InvalidClosure),
+        (b'{"id":"b","s":"\xff"}', errors.InvalidUTF8),
+        (b'{"id":"' + b"x" * 300 + b'"}', errors.InvalidId),
+        (b'{"id":"b","pad":"' + b"x" * 2000 + b'"}', errors.ObjectTooLarge),
+    ],
+)
+def test_a_bad_object_in_a_clean_looking_array_is_named(element, error):
+    batch = b'[{"id":"a"},' + element + b',{"id":"z"}]'
+    with pytest.raises(error) as info:
+        codec.prepare(batch, Limits(max_object_bytes=1000))
+    assert info.value.index == 1
