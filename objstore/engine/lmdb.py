@@ -10,7 +10,8 @@ Layout (named databases in one environment):
 - ``packs``:    pack number -> frames (codec-tagged, separately compressed objects) laid end to
   end, in arrival order; a pack holds about 64 KB
 - ``packrefs``: pack number -> how many index entries still point into it
-- ``closures``: digest -> the object's ``__closure``: sorted ids and their depths
+- ``closures``: pack number + offset of a frame -> that object's ``__closure``: its ids and
+  depths (keyed by place, so a batch's closures append instead of touching random pages)
 - ``meta``:     format version, project and pack counters, byte counters, zstd dictionaries
 
 Packing many small frames into one value saves a B-tree lookup and a copy per object on
@@ -60,6 +61,7 @@ _LOC = struct.Struct(">QII")  # pack number, offset, length
 _ROW = struct.Struct(">16sQII")  # objects value: digest, then its location
 _REF = struct.Struct(">IQ")  # index value head: refcount, raw length; its location follows
 _DIGEST = 16
+_PLACE = 12  # pack number and offset: where a frame starts, the key of its closure row
 _CLOSURE_HEAD = struct.Struct(">II")  # count, byte length of the joined ids
 
 _META_VERSION = b"version"
@@ -161,6 +163,11 @@ def _pack_frames(
         packs.append((_U64.pack(number), b"".join(parts)))
         counts.append((_U64.pack(number), _U32.pack(len(parts))))
     return packs, counts, locations
+
+
+def _place(key: bytes) -> tuple[int, int]:
+    number, offset = _U64.unpack_from(key)[0], _U32.unpack_from(key, 8)[0]
+    return number, offset
 
 
 class LMDBBackend(Backend):
@@ -456,7 +463,10 @@ class LMDBBackend(Backend):
             locations[digest] = row[_REF.size :]
         raw_added = sum(len(unique[d].data) for d in new_digests)
         stored_added = sum(len(value) for _, value in packs)
-        closures = [(d, closure_values[d]) for d in sorted(new_digests) if unique[d].closure]
+        # keyed by pack and offset: new closures land at the end of the tree, not all over it
+        closures = [
+            (locations[d][:_PLACE], closure_values[d]) for d in new_digests if unique[d].closure
+        ]
         index_rows = []
         for digest in sorted(added):
             prev_ref = index.get(digest)
@@ -548,7 +558,7 @@ class LMDBBackend(Backend):
                     continue
                 raw_removed += raw_len
                 txn.delete(digest, db=self._index)
-                txn.delete(digest, db=self._closures)
+                txn.delete(row[_REF.size : _REF.size + _PLACE], db=self._closures)
                 pack_key = row[_REF.size : _REF.size + 8]
                 emptied[pack_key] = emptied.get(pack_key, 0) + 1
             for pack_key, dead in sorted(emptied.items()):
@@ -657,7 +667,7 @@ class LMDBBackend(Backend):
             row = txn.get(_object_key(pid, object_id), db=self._objects)
             if row is None:
                 return None
-            value = txn.get(row[:_DIGEST], db=self._closures)
+            value = txn.get(row[_DIGEST : _DIGEST + _PLACE], db=self._closures)
             if value is None:
                 return 0, b"", b""
             if value[:1] == b"\x03":
@@ -824,6 +834,14 @@ class LMDBBackend(Backend):
                     else:
                         off += moved
                     txn.put(k, v[:at] + _LOC.pack(pack_no, off, size), db=cursor_db)
+            shifted = [
+                (k, v) for k, v in txn.cursor(self._closures) if _place(k) > (number, offset)
+            ]
+            shifted = [(k, v) for k, v in shifted if _place(k)[0] == number]
+            for k, _ in shifted:
+                txn.delete(k, db=self._closures)
+            for k, v in shifted:
+                txn.put(_U64.pack(number) + _U32.pack(_place(k)[1] + moved), v, db=self._closures)
 
     def _corrupt(self, digest: bytes) -> None:
         frame = self._frame(digest)
