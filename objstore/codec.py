@@ -308,7 +308,7 @@ def prepare(
         return records
     if isinstance(batch, str):
         raise errors.InvalidBatch("batch must be bytes (UTF-8 JSON), not str")
-    records = []
+    items: list[bytes] = []
     total = 0
     for index, item in enumerate(batch):
         if isinstance(item, msgspec.Raw):
@@ -321,5 +321,26 @@ def prepare(
             )
         total += len(raw)
         _check_total(total, limits, index)
-        records.append(decode_record(raw, index, limits))
-    return records
+        items.append(raw)
+    clean = _clean_items(items, limits)
+    if clean is not None:
+        return clean
+    return [decode_record(raw, index, limits) for index, raw in enumerate(items)]
+
+
+def _clean_items(items: list[bytes], limits: Limits) -> list[Record] | None:
+    """The list-at-a-time path for separate objects: read them as one array, provided each
+    array element is exactly one item (so an item holding two objects, or half of one, cannot
+    pass); None sends them down the per-object path."""
+    if not items:
+        return []
+    joined = b"[" + b",".join(items) + b"]"
+    try:
+        raws = _split_decoder.decode(joined)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if len(raws) != len(items) or list(map(bytes, raws)) != items:
+        return None
+    heads = _batch_heads(joined, len(raws))
+    clean = _clean_records(raws, heads, limits, 0) if heads is not None else None
+    return clean[0] if clean is not None else None

@@ -77,7 +77,9 @@ def test_iterable_elements_are_validated_like_array_elements():
 def test_batch_and_per_object_paths_agree():
     batch = b'[{"id":"a","__closure":{"b":2}},{"x":1},{"id":"c","v":"\xc3\xa9"}]'
     fast = codec.prepare(batch, Limits())
-    slow = codec.prepare([bytes(r) for r in codec.split_array(batch)], Limits())
+    slow = [
+        codec.decode_record(bytes(r), i, Limits()) for i, r in enumerate(codec.split_array(batch))
+    ]
     assert fast == slow
     assert fast[0].closure == {"b": 2} and fast[1].id == slow[1].id
 
@@ -121,7 +123,9 @@ def test_whole_array_checks_give_the_per_object_records(objects, ascii_only):
     assert heads is not None
     clean = codec._clean_records(raws, heads, Limits(), 0)
     assert clean is not None  # every object here passes: the list-at-a-time path takes them
-    assert clean[0] == codec.prepare(docs, Limits())  # the per-object path
+    per_object = [codec.decode_record(d, i, Limits()) for i, d in enumerate(docs)]
+    assert clean[0] == per_object
+    assert codec.prepare(docs, Limits()) == per_object  # separate items take the clean path too
     assert clean[1] == sum(map(len, docs))
 
 
@@ -141,3 +145,18 @@ def test_a_bad_object_in_a_clean_looking_array_is_named(element, error):
     with pytest.raises(error) as info:
         codec.prepare(batch, Limits(max_object_bytes=1000))
     assert info.value.index == 1
+
+
+def test_separate_items_must_each_be_exactly_one_object():
+    # joined with commas these read as three clean objects; item by item they are not
+    items = [b'{"id":"a","x":1', b'"y":2}', b'{"id":"c"},{"id":"d"}']
+    with pytest.raises(errors.InvalidJSON) as info:
+        codec.prepare(items, Limits())
+    assert info.value.index == 0
+    with pytest.raises(errors.InvalidJSON):
+        codec.prepare([b'{"id":"a"},{"id":"b"}'], Limits())
+    records = codec.prepare([b' {"id":"a"}\n', b'{"id":"b","v":"\xc3\xa9"}'], Limits())
+    assert [(r.id, r.data) for r in records] == [
+        ("a", b'{"id":"a"}'),
+        ("b", b'{"id":"b","v":"\xc3\xa9"}'),
+    ]
