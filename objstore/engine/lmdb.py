@@ -96,7 +96,7 @@ def _encode_closure(rec: Record, compress: Callable[[bytes], bytes]) -> bytes:
         return b"\x02" + msgspec.json.encode(closure)  # compressed with the batch by the caller
     ids = sorted(closure)
     joined = "\n".join(ids).encode()
-    depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
+    depths = struct.pack(f">{len(ids)}I", *map(closure.__getitem__, ids))
     payload = _CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths
     if len(payload) < 256:
         return b"\x00" + payload
@@ -109,7 +109,7 @@ def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]
         closure = _json_closure.decode(text)
         ids = sorted(closure)
         joined = "\n".join(ids).encode()
-        depths = struct.pack(f">{len(ids)}I", *(closure[i] for i in ids))
+        depths = struct.pack(f">{len(ids)}I", *map(closure.__getitem__, ids))
         return len(ids), joined, depths
     payload = value[1:] if value[:1] == b"\x00" else codec.decompress_plain(value[1:])
     count, length = _CLOSURE_HEAD.unpack_from(payload)
