@@ -7,6 +7,7 @@ resume by asking what is still missing and moving only that.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -98,26 +99,30 @@ def send(
         root_id = ""
     total = uploaded = skipped = 0
     held: tuple[str, bytes] | None = None
-    while True:
-        window = list(itertools.islice(objects, WINDOW))
-        if not window:
-            break
-        if cache is not None and not isinstance(source, str):
-            for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
-                cache.put(project, body)
-        if held is not None:
-            window.insert(0, held)
-        held = window.pop()  # the last object (the root, at the end) waits for the rest
-        root_id = held[0]
-        have = remote.diff(i for i, _ in window)
-        todo = [(i, d) for i, d in window if not have[i]]
-        if todo:
-            remote.upload(todo)
-        total += len(window)
-        uploaded += len(todo)
-        skipped += len(window) - len(todo)
-        if tick:
-            tick(len(window))
+    writer = None
+    if cache is not None and not isinstance(source, str):
+        writer = _CacheWriter(cache, project)
+    with writer or contextlib.nullcontext():
+        while True:
+            window = list(itertools.islice(objects, WINDOW))
+            if not window:
+                break
+            if writer is not None and cache is not None:  # stored while the window uploads
+                for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
+                    writer.put(body)
+            if held is not None:
+                window.insert(0, held)
+            held = window.pop()  # the last object (the root, at the end) waits for the rest
+            root_id = held[0]
+            have = remote.diff(i for i, _ in window)
+            todo = [(i, d) for i, d in window if not have[i]]
+            if todo:
+                remote.upload(todo)
+            total += len(window)
+            uploaded += len(todo)
+            skipped += len(window) - len(todo)
+            if tick:
+                tick(len(window))
     if held is not None:
         if remote.diff([held[0]])[held[0]]:
             skipped += 1
@@ -130,47 +135,76 @@ def send(
     return SendResult(root_id, total, uploaded, skipped)
 
 
+class _CacheWriter:
+    """Writes batches to the cache in order on a second thread, so storing (zstd, fsync: both
+    outside the GIL) overlaps the network. The first failure is raised by ``put`` or ``close``;
+    batches after it are dropped."""
+
+    def __init__(self, cache: objstore.Store, project: str, tick: object = None) -> None:
+        self._cache = cache
+        self._project = project
+        self._tick = tick
+        self._queue: queue.Queue[bytes | list[bytes] | None] = queue.Queue(maxsize=2)
+        self._failure: list[BaseException] = []
+        self.stored = 0
+        self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._failure:
+                continue
+            try:
+                self.stored += self._cache.put(self._project, batch).stored
+                if self._tick is not None:
+                    self._tick(len(batch))  # type: ignore[operator]
+            except BaseException as exc:
+                self._failure.append(exc)
+
+    def _check(self) -> None:
+        if self._failure:
+            raise self._failure[0]
+
+    def put(self, batch: bytes | list[bytes]) -> None:
+        self._check()
+        self._queue.put(batch)
+
+    def close(self) -> int:
+        """Wait for every queued batch; return how many objects were newly stored."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._check()
+        return self.stored
+
+    def __enter__(self) -> _CacheWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the body's error wins; still stop the thread
+            self._queue.put(None)
+            self._thread.join()
+
+
 def _store_while_streaming(
     cache: objstore.Store, project: str, stream: Iterator[tuple[str, bytes]], tick: object
 ) -> int:
-    """Write streamed objects to the cache in batches on a second thread, so downloading and
-    storing (zstd, fsync: both outside the GIL) overlap. Returns objects newly stored."""
-    batches: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2)
-    stored = [0]
-    failure: list[BaseException] = []
-
-    def writer() -> None:
-        while (batch := batches.get()) is not None:
-            if failure:
-                continue
-            try:
-                stored[0] += cache.put(project, batch).stored
-                if tick is not None:
-                    tick(len(batch))  # type: ignore[operator]
-            except BaseException as exc:
-                failure.append(exc)
-
-    thread = threading.Thread(target=writer, name="objstore-receive-writer", daemon=True)
-    thread.start()
-    try:
+    """Write streamed objects to the cache in batches while the download goes on. Returns
+    objects newly stored."""
+    with _CacheWriter(cache, project, tick) as writer:
         batch: list[bytes] = []
         size = 0
         for _, data in stream:
             batch.append(data)
             size += len(data)
             if len(batch) >= CACHE_BATCH or size >= CACHE_BATCH_BYTES:
-                if failure:
-                    break
-                batches.put(batch)
+                writer.put(batch)
                 batch, size = [], 0
-        if batch and not failure:
-            batches.put(batch)
-    finally:
-        batches.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
-    return stored[0]
+        if batch:
+            writer.put(batch)
+    return writer.stored
 
 
 def receive(

@@ -212,3 +212,11 @@ def test_getobjects_retries_a_body_lost_midway(server, model):
         got = dict(r.get_many(ids))
     assert got == dict(model.objects[:200])
     assert r.stats.retries == 1 and r.stats.requests["getobjects"] == 2
+
+
+def test_a_cache_that_refuses_a_batch_fails_the_send(server):
+    g = graphgen.generate(300, seed=14)
+    # the server takes these objects; this cache's object limit does not
+    cache = objstore.open_memory(objstore.Limits(max_object_bytes=200, max_batch_bytes=1 << 20))
+    with remote(server, "other") as r, pytest.raises(errors.ObjectTooLarge):
+        send(g.objects, r, cache)
