@@ -358,7 +358,7 @@ class LMDBBackend(Backend):
         data = txn.get(_DICT_PREFIX + _U32.pack(dict_id), db=self._meta)
         if data is None:
             raise CodecError(f"dictionary {dict_id} is missing from the store")
-        self._codec.add_dictionary(dict_id, data)
+        self._codec.add_dictionary(dict_id, bytes(data))  # data may be a view into the map
 
     def _decode_blob(self, txn: Any, blob: bytes, digest: bytes, object_id: str | None) -> bytes:
         try:
