@@ -119,6 +119,10 @@ class StoreClosed(ObjstoreError):
     """The store was closed, or is used from a process it was not opened in."""
 
 
+class StoreReadOnly(ObjstoreError):
+    """A write was attempted on a store opened with ``readonly=True``."""
+
+
 class RemoteError(ObjstoreError):
     """A server answered with an error (``status``, ``code``) or could not be reached."""
 

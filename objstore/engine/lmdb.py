@@ -199,6 +199,7 @@ class LMDBBackend(Backend):
         )
         self._pid = os.getpid()
         self._closed = False
+        self._readonly = readonly
         self._write_lock = threading.Lock()
         self._gate_lock = threading.Lock()
         self._gate = threading.Condition(threading.Lock())
@@ -208,23 +209,35 @@ class LMDBBackend(Backend):
         self._dict_threshold = dictionary_threshold
         create = not readonly
         self._meta = self._env.open_db(b"meta", create=create)
+        try:
+            self._check_format()
+        except BaseException:
+            self._env.close()
+            raise
         self._projects = self._env.open_db(b"projects", create=create)
         self._objects = self._env.open_db(b"objects", create=create)
         self._index = self._env.open_db(b"index", create=create)
         self._packs = self._env.open_db(b"packs", create=create)
         self._packrefs = self._env.open_db(b"packrefs", create=create)
         self._closures = self._env.open_db(b"closures", create=create)
-        if not readonly:
+
+    def _check_format(self) -> None:
+        """Stamp a new store with this format; refuse one written in another (before any
+        other table is created in it)."""
+        if self._readonly:
+            with self._read() as txn:
+                version = txn.get(_META_VERSION, db=self._meta)
+        else:
             with self._write() as txn:
                 version = txn.get(_META_VERSION, db=self._meta)
                 if version is None:
                     txn.put(_META_VERSION, _U32.pack(FORMAT_VERSION), db=self._meta)
-                elif _U32.unpack(version)[0] != FORMAT_VERSION:
-                    raise errors.ObjstoreError(
-                        f"{self.path}: store format {_U32.unpack(version)[0]}, "
-                        f"this objstore reads format {FORMAT_VERSION}; pull its projects with "
-                        "the objstore that wrote it, or move it aside and send them again"
-                    )
+        if version is not None and _U32.unpack(version)[0] != FORMAT_VERSION:
+            raise errors.ObjstoreError(
+                f"{self.path}: store format {_U32.unpack(version)[0]}, "
+                f"this objstore reads format {FORMAT_VERSION}; pull its projects with "
+                "the objstore that wrote it, or move it aside and send them again"
+            )
 
     # -- transactions, map growth --------------------------------------------------------------
 
@@ -303,6 +316,8 @@ class LMDBBackend(Backend):
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
         self._check_open()
+        if self._readonly:
+            raise errors.StoreReadOnly(f"{self.path} was opened read-only")
         self._enter()
         try:
             txn = self._env.begin(write=True)

@@ -90,6 +90,8 @@ def test_unknown_format_version_refused(tmp_path):
         store.backend._raw_put("meta", b"version", (99).to_bytes(4, "big"))  # type: ignore[attr-defined]
     with pytest.raises(errors.ObjstoreError, match="format 99"):
         objstore.open(tmp_path / "s")
+    with pytest.raises(errors.ObjstoreError, match="format 99"):
+        objstore.open(tmp_path / "s", readonly=True)
 
 
 def test_use_after_fork_is_refused(tmp_path):
@@ -165,3 +167,17 @@ def test_verify_reports_a_wrong_pack_count(tmp_path):
         backend._raw_put("packrefs", _U64.pack(1), (5).to_bytes(4, "big"))
         report = store.verify()
         assert any("pack 1: counted 5 live entries, found 2" in p for p in report.problems)
+
+
+def test_readonly_open_reads_everything_and_refuses_writes(tmp_path):
+    g = graphgen.generate(500, seed=4)
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
+    with objstore.open(tmp_path / "s", readonly=True) as store:
+        assert dict(store.iter_with_children("p", g.root_id)) == dict(g.objects)
+        assert store.verify().ok
+        with pytest.raises(errors.StoreReadOnly):
+            store.put("p", b'[{"id":"new"}]')
+        with pytest.raises(errors.StoreReadOnly):
+            store.delete_project("p")
+        assert store.count("p") == len(g)
