@@ -75,6 +75,7 @@ _DICT_PREFIX = b"dict:id:"
 
 DEFAULT_MAP_SIZE = 1 << 30
 _json_closure = msgspec.json.Decoder(dict[str, int])
+_split_raw = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -511,12 +512,24 @@ class LMDBBackend(Backend):
 
     def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
         """Closure rows for records: JSON (zstd'd with the store codec) or sorted id lists."""
-        values = {r.digest: _encode_closure(r, self._codec.compress_plain) for r in records}
-        medium = [d for d, v in values.items() if v[:1] == b"\x02" and len(v) > 128]
+        small = [r for r in records if r.closure and len(r.closure) <= _SMALL_CLOSURE // 40]
+        values = {
+            r.digest: _encode_closure(r, self._codec.compress_plain)
+            for r in records
+            if r.closure and len(r.closure) > _SMALL_CLOSURE // 40
+        }
+        if not small:
+            return values
+        # every small closure's JSON in one encode, cut back apart in one decode
+        encoded = msgspec.json.encode([r.closure for r in small])
+        texts = list(map(bytes, _split_raw.decode(encoded)))
+        rows = list(map(b"\x02".__add__, texts))
+        medium = [i for i, text in enumerate(texts) if len(text) > 128]
         if medium:
-            packed = self._codec.compress_many([values[d][1:] for d in medium], dict_id)
-            for digest, blob in zip(medium, packed, strict=True):
-                values[digest] = b"\x03" + blob
+            packed = self._codec.compress_many([texts[i] for i in medium], dict_id)
+            for i, blob in zip(medium, packed, strict=True):
+                rows[i] = b"\x03" + blob
+        values.update(zip([r.digest for r in small], rows, strict=True))
         return values
 
     def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> int:
