@@ -393,7 +393,10 @@ class LMDBBackend(Backend):
         self, txn: Any, digest: bytes, row: Any, at: int, object_id: str | None
     ) -> bytes:
         """The checked bytes of the frame whose location is at ``row[at:]``."""
-        number, offset, length = _LOC.unpack_from(row, at)
+        try:
+            number, offset, length = _LOC.unpack_from(row, at)
+        except struct.error:
+            raise errors.CorruptObject(digest.hex(), "malformed location", object_id) from None
         pack = txn.get(_U64.pack(number), db=self._packs)
         if pack is None:
             raise errors.CorruptObject(digest.hex(), f"pack {number} is missing", object_id)
@@ -656,7 +659,13 @@ class LMDBBackend(Backend):
                 row = row_of_id.get(object_id)
                 if row is None:
                     continue
-                digest, number, offset, length = unpack(row)
+                try:
+                    digest, number, offset, length = unpack(row)
+                except struct.error:
+                    detail = "malformed object row"
+                    raise errors.CorruptObject(
+                        bytes(row[:_DIGEST]).hex(), detail, object_id
+                    ) from None
                 pack = packs.get(number)
                 if pack is None:
                     pack = packs[number] = get(pack_key(number), db=packs_db)

@@ -181,3 +181,16 @@ def test_readonly_open_reads_everything_and_refuses_writes(tmp_path):
         with pytest.raises(errors.StoreReadOnly):
             store.delete_project("p")
         assert store.count("p") == len(g)
+
+
+def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        backend._raw_put("objects", b"\x00\x00\x00\x01a", b"too short")
+        with pytest.raises(errors.CorruptObject, match="'a'"):
+            store.get("p", "a")
+        with pytest.raises(errors.CorruptObject, match="'a'"):
+            list(store.get_many("p", ["b", "a"]))
+        assert store.get("p", "b") == b'{"id":"b","v":2}'
