@@ -244,11 +244,11 @@ def prepare_arrays(
 
 
 def _clean_records(
-    raws: list[msgspec.Raw], heads: list[_Head], limits: Limits, total: int
+    datas: list[bytes], heads: list[_Head], limits: Limits, total: int
 ) -> tuple[list[Record], int] | None:
-    """Every record of an array whose objects all pass, checked a list at a time in C; None
-    when any object breaks a rule or lacks an id (the per-object path then names it)."""
-    datas = list(map(bytes, raws))
+    """Every record of an array (its elements' bytes and heads) whose objects all pass, checked
+    a list at a time in C; None when any object breaks a rule or lacks an id (the per-object
+    path then names it)."""
     sizes = list(map(len, datas))
     total += sum(sizes)
     if total > limits.max_batch_bytes or max(sizes, default=0) > limits.max_object_bytes:
@@ -283,7 +283,7 @@ def _prepare_array(
     raws = split_array(data)
     heads = _batch_heads(data, len(raws))
     if heads is not None:
-        clean = _clean_records(raws, heads, limits, total)
+        clean = _clean_records(list(map(bytes, raws)), heads, limits, total)
         if clean is not None:
             records.extend(clean[0])
             return clean[1]
@@ -342,5 +342,5 @@ def _clean_items(items: list[bytes], limits: Limits) -> list[Record] | None:
     if len(raws) != len(items) or list(map(bytes, raws)) != items:
         return None
     heads = _batch_heads(joined, len(raws))
-    clean = _clean_records(raws, heads, limits, 0) if heads is not None else None
+    clean = _clean_records(items, heads, limits, 0) if heads is not None else None
     return clean[0] if clean is not None else None

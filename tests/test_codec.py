@@ -121,7 +121,7 @@ def test_whole_array_checks_give_the_per_object_records(objects, ascii_only):
     raws = codec.split_array(batch)
     heads = codec._batch_heads(batch, len(raws))
     assert heads is not None
-    clean = codec._clean_records(raws, heads, Limits(), 0)
+    clean = codec._clean_records(list(map(bytes, raws)), heads, Limits(), 0)
     assert clean is not None  # every object here passes: the list-at-a-time path takes them
     per_object = [codec.decode_record(d, i, Limits()) for i, d in enumerate(docs)]
     assert clean[0] == per_object

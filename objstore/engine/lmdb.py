@@ -86,22 +86,16 @@ def _object_key(pid: bytes, object_id: str) -> bytes:
     return pid + b"\xff" + xxhash.xxh3_128_digest(raw)
 
 
-_SMALL_CLOSURE = 64 * 1024
+_JSON_CLOSURE_MAX = 64 * 1024 // 40  # closures of up to this many ids keep their JSON text
 
 
-def _encode_closure(rec: Record, compress: Callable[[bytes], bytes]) -> bytes:
-    """Small closures keep their JSON text; big ones are stored as sorted, newline-joined ids."""
-    assert rec.closure is not None
-    closure = rec.closure
-    if len(closure) <= _SMALL_CLOSURE // 40:
-        return b"\x02" + msgspec.json.encode(closure)  # compressed with the batch by the caller
+def _encode_big_closure(closure: dict[str, int], compress: Callable[[bytes], bytes]) -> bytes:
+    """A closure too big for JSON rows: sorted, newline-joined ids and their depths, so
+    children stream without building a dict of them."""
     ids = sorted(closure)
     joined = "\n".join(ids).encode()
     depths = struct.pack(f">{len(ids)}I", *map(closure.__getitem__, ids))
-    payload = _CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths
-    if len(payload) < 256:
-        return b"\x00" + payload
-    return b"\x01" + compress(payload)
+    return b"\x01" + compress(_CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths)
 
 
 def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
@@ -515,11 +509,11 @@ class LMDBBackend(Backend):
 
     def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
         """Closure rows for records: JSON (zstd'd with the store codec) or sorted id lists."""
-        small = [r for r in records if r.closure and len(r.closure) <= _SMALL_CLOSURE // 40]
+        small = [r for r in records if r.closure and len(r.closure) <= _JSON_CLOSURE_MAX]
         values = {
-            r.digest: _encode_closure(r, self._codec.compress_plain)
+            r.digest: _encode_big_closure(r.closure, self._codec.compress_plain)
             for r in records
-            if r.closure and len(r.closure) > _SMALL_CLOSURE // 40
+            if r.closure and len(r.closure) > _JSON_CLOSURE_MAX
         }
         if not small:
             return values
@@ -872,13 +866,14 @@ class LMDBBackend(Backend):
                         off += moved
                     txn.put(k, v[:at] + _LOC.pack(pack_no, off, size), db=cursor_db)
             shifted = [
-                (k, v) for k, v in txn.cursor(self._closures) if _place(k) > (number, offset)
+                (k, v, _place(k)[1])
+                for k, v in txn.cursor(self._closures)
+                if _place(k)[0] == number and _place(k)[1] > offset
             ]
-            shifted = [(k, v) for k, v in shifted if _place(k)[0] == number]
-            for k, _ in shifted:
+            for k, _, _ in shifted:
                 txn.delete(k, db=self._closures)
-            for k, v in shifted:
-                txn.put(_U64.pack(number) + _U32.pack(_place(k)[1] + moved), v, db=self._closures)
+            for _, v, off in shifted:
+                txn.put(_U64.pack(number) + _U32.pack(off + moved), v, db=self._closures)
 
     def _corrupt(self, digest: bytes) -> None:
         frame = self._frame(digest)
