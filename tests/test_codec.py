@@ -160,3 +160,10 @@ def test_separate_items_must_each_be_exactly_one_object():
         ("a", b'{"id":"a"}'),
         ("b", b'{"id":"b","v":"\xc3\xa9"}'),
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=12) | st.text(alphabet=st.characters(max_codepoint=0x7F)))
+def test_the_quick_id_character_check_agrees_with_the_rule(text):
+    assert codec._has_bad_id_char(text) == (codec._BAD_ID_CHAR.search(text) is not None)
+    assert codec._has_bad_id_char("ab" + text + " ") is True
