@@ -48,12 +48,13 @@ class ChildrenStream(Iterator[tuple[str, bytes]]):
         yield root
         for chunk in chunks:
             ids = [i for i in chunk if i != self.root_id]
-            got = 0
-            for pair in self._backend.get_many(self._project, ids):
-                got += 1
-                yield pair
-            self.found += got
-            self.missing += len(ids) - got
+            pairs = self._backend.read_chunk(self._project, ids)
+            self.found += len(pairs)
+            self.missing += len(ids) - len(pairs)
+            yield from pairs
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return self._iter  # a for loop runs the generator itself, no method call per object
 
     def __next__(self) -> tuple[str, bytes]:
         return next(self._iter)

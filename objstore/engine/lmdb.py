@@ -38,12 +38,15 @@ from typing import Any
 import lmdb
 import msgspec
 import xxhash
+from zstandard import ZstdError
 
 from objstore import errors
 from objstore.codec import Record, digest_of
 from objstore.compression import (
     DICT_MAX_SAMPLE_BYTES,
     DICT_MAX_SAMPLES,
+    DICT_TAG_SIZE,
+    ZSTD_DICT,
     Codec,
     CodecError,
     MissingDictionary,
@@ -76,6 +79,14 @@ _DICT_PREFIX = b"dict:id:"
 DEFAULT_MAP_SIZE = 1 << 30
 _json_closure = msgspec.json.Decoder(dict[str, int])
 _split_raw = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
+    """:func:`_object_key` of each id, without a Python call per id when none needs hashing."""
+    encoded = [i.encode() for i in ids]
+    if encoded and max(map(len, encoded)) + len(pid) > _MAX_KEY - 2:
+        return [_object_key(pid, i) for i in ids]
+    return [pid + raw for raw in encoded]
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -460,7 +471,8 @@ class LMDBBackend(Backend):
             else:
                 conflicts += 1
         index_cur = txn.cursor(self._index)
-        index = dict(index_cur.getmulti(sorted(added)))
+        added_sorted = sorted(added)
+        index = dict(index_cur.getmulti(added_sorted))
         new_digests = [d for d in added if d not in index]
         missing = [unique[d] for d in new_digests if d not in frames]
         if missing:  # a dictionary was due, or another writer deleted what we saw
@@ -481,7 +493,7 @@ class LMDBBackend(Backend):
             (locations[d][:_PLACE], closure_values[d]) for d in new_digests if unique[d].closure
         ]
         index_rows = []
-        for digest in sorted(added):
+        for digest in added_sorted:
             prev_ref = index.get(digest)
             count = _REF.unpack_from(prev_ref)[0] if prev_ref else 0
             head = _REF.pack(count + added[digest], len(unique[digest].data))
@@ -630,6 +642,25 @@ class LMDBBackend(Backend):
         if chunk:
             yield from self._get_chunk(project, chunk)
 
+    def read_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
+        if len(ids) <= CHUNK:
+            return self._get_chunk(project, ids)
+        out: list[tuple[str, bytes]] = []
+        for start in range(0, len(ids), CHUNK):
+            out += self._get_chunk(project, ids[start : start + CHUNK])
+        return out
+
+    def _fast_decoder(self, txn: Any) -> Callable[[Any], bytes] | None:
+        """The current dictionary's bare-frame decompress (loading it if needed), or None."""
+        dict_id = self._current_dict(txn)
+        if not dict_id:
+            return None
+        try:
+            return self._codec.dict_frame_decoder(dict_id)
+        except MissingDictionary:
+            self._load_dict(txn, dict_id)
+            return self._codec.dict_frame_decoder(dict_id)
+
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         txn = self._begin_read(buffers=True)  # packs are sliced in place, never copied whole
         try:
@@ -641,51 +672,54 @@ class LMDBBackend(Backend):
                 if row is None:
                     return []
                 return [(ids[0], self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, ids[0]))]
-            keys = {_object_key(pid, i): i for i in ids}
-            row_of_id = {keys[k]: v for k, v in txn.cursor(self._objects).getmulti(sorted(keys))}
+            keys = _object_keys(pid, ids)
+            rows = dict(txn.cursor(self._objects).getmulti(sorted(keys)))
             out = []
             packs: dict[int, Any] = {}
             get, packs_db, pack_key = txn.get, self._packs, _U64.pack
             unpack = _ROW.unpack
             decode = self._codec.decoder()
+            # Frames of the current dictionary skip the tag parsing. A frame that is not one
+            # (another dictionary: zstd refuses it) or any damage fails the checksum or raises,
+            # and the careful path then reads the whole chunk again and names the object.
+            fast = self._fast_decoder(txn)
+            fast_tag = ZSTD_DICT if fast is not None else -1
             checksum = xxhash.xxh3_128_digest
-            for object_id in ids:
-                row = row_of_id.get(object_id)
-                if row is None:
-                    continue
-                try:
+            try:
+                for object_id, key in zip(ids, keys, strict=True):
+                    row = rows.get(key)
+                    if row is None:
+                        continue
                     digest, number, offset, length = unpack(row)
-                except struct.error:
-                    detail = "malformed object row"
-                    raise errors.CorruptObject(
-                        bytes(row[:_DIGEST]).hex(), detail, object_id
-                    ) from None
-                pack = packs.get(number)
-                if pack is None:
-                    pack = packs[number] = get(pack_key(number), db=packs_db)
+                    pack = packs.get(number)
                     if pack is None:
-                        return self._slow_chunk(txn, ids, row_of_id)
-                frame = pack[offset : offset + length]
-                try:
-                    data = decode(frame)
-                except CodecError:  # unloaded dictionary, or damage: the slow path says which
-                    data = self._read_frame(txn, digest, row, _DIGEST, object_id)
-                if checksum(data) != digest or len(frame) != length:
-                    return self._slow_chunk(txn, ids, row_of_id)
-                out.append((object_id, data))
+                        pack = packs[number] = get(pack_key(number), db=packs_db)
+                        if pack is None:
+                            raise CodecError(f"pack {number} is missing")
+                    if pack[offset] == fast_tag:
+                        data = fast(pack[offset + DICT_TAG_SIZE : offset + length])  # type: ignore[misc]
+                    else:
+                        data = decode(pack[offset : offset + length])
+                    if checksum(data) != digest:
+                        raise CodecError("checksum mismatch")
+                    out.append((object_id, data))
+            except (CodecError, ZstdError, struct.error, IndexError):
+                return self._slow_chunk(txn, ids, keys, rows)
             return out
         finally:
             self._end_read(txn)
 
     def _slow_chunk(
-        self, txn: Any, ids: list[str], row_of_id: dict[str, Any]
+        self, txn: Any, ids: list[str], keys: list[bytes], rows: dict[bytes, Any]
     ) -> list[tuple[str, bytes]]:
         """The careful path, taken on damage: raises CorruptObject naming the object."""
         out = []
-        for object_id in ids:
-            row = row_of_id.get(object_id)
+        for object_id, key in zip(ids, keys, strict=True):
+            row = rows.get(key)
             if row is not None:
                 digest = bytes(row[:_DIGEST])
+                if len(row) != _ROW.size:
+                    raise errors.CorruptObject(digest.hex(), "malformed object row", object_id)
                 out.append((object_id, self._read_frame(txn, digest, row, _DIGEST, object_id)))
         return out
 

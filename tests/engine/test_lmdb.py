@@ -10,6 +10,7 @@ import pytest
 import objstore
 from objstore import errors, graphgen
 from objstore.codec import digest_of
+from objstore.compression import ZSTD_DICT
 from objstore.engine.lmdb import _LOC, _U64, LMDBBackend, _pack_frames
 
 
@@ -194,3 +195,49 @@ def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
         with pytest.raises(errors.CorruptObject, match="'a'"):
             list(store.get_many("p", ["b", "a"]))
         assert store.get("p", "b") == b'{"id":"b","v":2}'
+
+
+def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
+    g = graphgen.generate(3000, seed=5)
+    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
+        for batch in graphgen.batches(g.objects, max_objects=1000):
+            store.put("p", batch)
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        victim_id, victim = g.objects[len(g.objects) // 2]
+        digest = digest_of(victim)
+        assert backend._frame(digest)[0] == ZSTD_DICT  # the kind of frame bulk reads fast-path
+        backend._corrupt(digest)
+        with pytest.raises(errors.CorruptObject, match=victim_id):
+            list(store.iter_with_children("p", g.root_id))
+        with pytest.raises(errors.CorruptObject, match=victim_id):
+            list(store.get_many("p", [i for i, _ in g.objects]))
+        others = {i: d for i, d in g.objects if i != victim_id}
+        assert dict(store.get_many("p", list(others))) == others
+
+
+def test_bulk_reads_find_a_missing_pack(tmp_path):
+    g = graphgen.generate(3000, seed=6)
+    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
+        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        with backend._write() as txn:
+            txn.delete(_U64.pack(2), db=backend._packs)
+        with pytest.raises(errors.CorruptObject, match="pack 2 is missing"):
+            list(store.iter_with_children("p", g.root_id))
+
+
+def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
+    g = graphgen.generate(3000, seed=7)
+    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
+        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        (victim_id, victim), (_, other) = g.objects[100], g.objects[101]
+        swapped = backend._frame(digest_of(other))  # decodes cleanly, to the wrong bytes
+        assert swapped[0] == ZSTD_DICT
+        backend._replace_frame(digest_of(victim), swapped)
+        with pytest.raises(errors.CorruptObject, match="checksum mismatch") as info:
+            list(store.iter_with_children("p", g.root_id))
+        assert victim_id in str(info.value)
