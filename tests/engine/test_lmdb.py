@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -197,16 +198,22 @@ def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
         assert store.get("p", "b") == b'{"id":"b","v":2}'
 
 
-def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
-    g = graphgen.generate(3000, seed=5)
+@contextlib.contextmanager
+def _dictionary_store(tmp_path, seed):
+    """A store whose objects are dictionary frames (what bulk reads decode on their fast path)."""
+    g = graphgen.generate(3000, seed=seed)
     with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
-        for batch in graphgen.batches(g.objects, max_objects=1000):
-            store.put("p", batch)
+        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
+        yield store, backend, g
+
+
+def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
+    with _dictionary_store(tmp_path, 5) as (store, backend, g):
         victim_id, victim = g.objects[len(g.objects) // 2]
         digest = digest_of(victim)
-        assert backend._frame(digest)[0] == ZSTD_DICT  # the kind of frame bulk reads fast-path
+        assert backend._frame(digest)[0] == ZSTD_DICT
         backend._corrupt(digest)
         with pytest.raises(errors.CorruptObject, match=victim_id):
             list(store.iter_with_children("p", g.root_id))
@@ -217,11 +224,7 @@ def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
 
 
 def test_bulk_reads_find_a_missing_pack(tmp_path):
-    g = graphgen.generate(3000, seed=6)
-    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
-        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
-        backend = store.backend
-        assert isinstance(backend, LMDBBackend)
+    with _dictionary_store(tmp_path, 6) as (store, backend, g):
         with backend._write() as txn:
             txn.delete(_U64.pack(2), db=backend._packs)
         with pytest.raises(errors.CorruptObject, match="pack 2 is missing"):
@@ -229,11 +232,7 @@ def test_bulk_reads_find_a_missing_pack(tmp_path):
 
 
 def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
-    g = graphgen.generate(3000, seed=7)
-    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
-        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
-        backend = store.backend
-        assert isinstance(backend, LMDBBackend)
+    with _dictionary_store(tmp_path, 7) as (store, backend, g):
         (victim_id, victim), (_, other) = g.objects[100], g.objects[101]
         swapped = backend._frame(digest_of(other))  # decodes cleanly, to the wrong bytes
         assert swapped[0] == ZSTD_DICT
