@@ -112,7 +112,13 @@ class Codec:
         return dec
 
     def decoder(self) -> Callable[[bytes], bytes]:
-        """A decompress function bound to this thread's contexts: for loops over many blobs."""
+        """A decompress function bound to this thread's contexts (made once per thread)."""
+        decode: Callable[[bytes], bytes] | None = getattr(self._local, "decode", None)
+        if decode is None:
+            decode = self._local.decode = self._make_decoder()
+        return decode
+
+    def _make_decoder(self) -> Callable[[bytes], bytes]:
         plain = self._decompressor(0).decompress
         by_dict: dict[int, Callable[[Any], bytes]] = {}
         unpack = _DICT_HEADER.unpack_from

@@ -94,9 +94,7 @@ class Store:
     def get(self, project: str, object_id: str) -> bytes | None:
         """The object's bytes exactly as sent, or None when the project does not hold it."""
         check_project(project)
-        for _, data in self.backend.get_many(project, [object_id]):
-            return data
-        return None
+        return self.backend.get(project, object_id)
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """(id, bytes) for each id the project holds, in request order; absent ids left out."""

@@ -661,6 +661,20 @@ class LMDBBackend(Backend):
             self._load_dict(txn, dict_id)
             return self._codec.dict_frame_decoder(dict_id)
 
+    def get(self, project: str, object_id: str) -> bytes | None:
+        txn = self._begin_read(buffers=True)
+        try:
+            pid = self._pid_of(txn, project)
+            return None if pid is None else self._get_one(txn, pid, object_id)
+        finally:
+            self._end_read(txn)
+
+    def _get_one(self, txn: Any, pid: bytes, object_id: str) -> bytes | None:
+        row = txn.get(_object_key(pid, object_id), db=self._objects)
+        if row is None:
+            return None
+        return self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, object_id)
+
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         txn = self._begin_read(buffers=True)  # packs are sliced in place, never copied whole
         try:
@@ -668,10 +682,8 @@ class LMDBBackend(Backend):
             if pid is None:
                 return []
             if len(ids) == 1:
-                row = txn.get(_object_key(pid, ids[0]), db=self._objects)
-                if row is None:
-                    return []
-                return [(ids[0], self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, ids[0]))]
+                data = self._get_one(txn, pid, ids[0])
+                return [] if data is None else [(ids[0], data)]
             keys = _object_keys(pid, ids)
             rows = dict(txn.cursor(self._objects).getmulti(sorted(keys)))
             out = []
