@@ -454,7 +454,7 @@ class LMDBBackend(Backend):
             txn.put(_META_NEXT_PID, _U64.pack(number), db=self._meta)
             pid = _U32.pack(number)
             txn.put(project.encode(), pid, db=self._projects)
-        keys = [_object_key(pid, r.id) for r in records]
+        keys = _object_keys(pid, [r.id for r in records])
         existing = dict(txn.cursor(self._objects).getmulti(sorted(set(keys))))
         new_rows: dict[bytes, bytes] = {}
         added: dict[bytes, int] = {}  # in arrival order, so packs keep children near parents
@@ -627,7 +627,7 @@ class LMDBBackend(Backend):
                 if pid is None:
                     out.extend([False] * len(chunk))
                     continue
-                keys = [_object_key(pid, i) for i in chunk]
+                keys = _object_keys(pid, list(chunk))
                 found = {k for k, _ in txn.cursor(self._objects).getmulti(sorted(keys))}
             out.extend(k in found for k in keys)
         return out
