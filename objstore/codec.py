@@ -70,7 +70,7 @@ def check_id(value: object) -> str | None:
         return f"id must be a string, got {type(value).__name__}"
     if not 1 <= len(value) <= ID_MAX_CHARS:
         return f"id must be 1-{ID_MAX_CHARS} characters, got {len(value)}"
-    if _BAD_ID_CHAR.search(value):
+    if _has_bad_id_char(value):
         return "id must not contain whitespace or control characters"
     return None
 
@@ -175,7 +175,7 @@ def decode_record(raw: bytes, index: int, limits: Limits, head: _Head | None = N
                 str(exc), index=index, object_id=_guess_id(raw[:4096])
             ) from None
     closure = head.closure or None
-    if closure and _BAD_ID_CHAR.search("".join(closure)):
+    if closure and _has_bad_id_char("".join(closure)):
         raise errors.InvalidClosure(
             "__closure keys must not contain whitespace or control characters",
             index=index,
