@@ -81,7 +81,7 @@ def run_objstore(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
 def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> dict[str, Any]:
     import lmdb
 
-    env = lmdb.open(str(workdir / "raw"), map_size=1 << 40, readahead=False)
+    env = lmdb.open(str(workdir / "raw"), map_size=1 << 40)
     ids = [i for i, _ in objects]
     encoded = [(i.encode(), d) for i, d in objects]
     out: dict[str, Any] = {}

@@ -91,7 +91,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
-        """The object's ``__closure`` ids in chunks (sorted), or None if the object is absent."""
+        """The object's ``__closure`` ids in chunks, in the order the object lists them (clients
+        list them as they send them, so reads follow storage order); None if it is absent."""
 
     @abc.abstractmethod
     def closure(self, project: str, object_id: str) -> dict[str, int] | None:

@@ -101,22 +101,20 @@ _JSON_CLOSURE_MAX = 64 * 1024 // 40  # closures of up to this many ids keep thei
 
 
 def _encode_big_closure(closure: dict[str, int], compress: Callable[[bytes], bytes]) -> bytes:
-    """A closure too big for JSON rows: sorted, newline-joined ids and their depths, so
-    children stream without building a dict of them."""
-    ids = sorted(closure)
-    joined = "\n".join(ids).encode()
-    depths = struct.pack(f">{len(ids)}I", *map(closure.__getitem__, ids))
-    return b"\x01" + compress(_CLOSURE_HEAD.pack(len(ids), len(joined)) + joined + depths)
+    """A closure too big for JSON rows: newline-joined ids and their depths, so children
+    stream without building a dict of them. Ids keep the order the object listed them in."""
+    joined = "\n".join(closure).encode()
+    depths = struct.pack(f">{len(closure)}I", *closure.values())
+    return b"\x01" + compress(_CLOSURE_HEAD.pack(len(closure), len(joined)) + joined + depths)
 
 
 def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
     if value[:1] in (b"\x02", b"\x03"):
         text = value[1:] if value[:1] == b"\x02" else codec.decompress(value[1:])
         closure = _json_closure.decode(text)
-        ids = sorted(closure)
-        joined = "\n".join(ids).encode()
-        depths = struct.pack(f">{len(ids)}I", *map(closure.__getitem__, ids))
-        return len(ids), joined, depths
+        joined = "\n".join(closure).encode()
+        depths = struct.pack(f">{len(closure)}I", *closure.values())
+        return len(closure), joined, depths
     payload = value[1:] if value[:1] == b"\x00" else codec.decompress_plain(value[1:])
     count, length = _CLOSURE_HEAD.unpack_from(payload)
     start = _CLOSURE_HEAD.size
@@ -187,6 +185,7 @@ class LMDBBackend(Backend):
         compression_level: int = 1,
         dictionary_threshold: int = 4096,
         readonly: bool = False,
+        readahead: bool = True,
     ) -> None:
         self.path = Path(path)
         if not readonly:
@@ -199,7 +198,7 @@ class LMDBBackend(Backend):
             map_size=size,
             max_dbs=8,
             max_readers=1024,
-            readahead=False,
+            readahead=readahead,
             readonly=readonly,
             subdir=True,
         )
@@ -736,7 +735,7 @@ class LMDBBackend(Backend):
         return out
 
     def _closure_parts(self, project: str, object_id: str) -> tuple[int, bytes, bytes] | None:
-        """(count, newline-joined sorted ids, depths) of an object's closure; None if absent."""
+        """(count, newline-joined ids, depths) of an object's closure; None if absent."""
         with self._read() as txn:
             pid = self._pid_of(txn, project)
             if pid is None:

@@ -87,7 +87,7 @@ class MemoryBackend(Backend):
         closure = self.closure(project, object_id)
         if closure is None:
             return None
-        ids = sorted(closure)
+        ids = list(closure)  # in the order the object listed them, as the LMDB backend
         return iter([ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)])
 
     def projects(self) -> list[str]:

@@ -185,6 +185,15 @@ def test_readonly_open_reads_everything_and_refuses_writes(tmp_path):
         assert store.count("p") == len(g)
 
 
+def test_readahead_is_on_by_default_and_can_be_turned_off(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a"}]')
+        assert store.backend._env.flags()["readahead"] is True  # type: ignore[attr-defined]
+    with objstore.open(tmp_path / "s", readahead=False) as store:
+        assert store.backend._env.flags()["readahead"] is False  # type: ignore[attr-defined]
+        assert store.get("p", "a") == b'{"id":"a"}'
+
+
 def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
     with objstore.open(tmp_path / "s") as store:
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')

@@ -83,6 +83,19 @@ def test_iter_with_children_root_first_then_each_descendant_once(store):
     assert stream.found == 2
 
 
+@pytest.mark.parametrize("count", [5, 3000])  # a small closure and one past the JSON-row size
+def test_children_follow_the_order_the_closure_lists(store, count):
+    """Clients list a closure as they serialized it, so reading in that order reads storage
+    in order; ids here run against sort order to catch any sorting."""
+    ids = [f"c{count - i:05d}" for i in range(count)]
+    children = [json.dumps({"id": i}).encode() for i in ids]
+    closure = {i: 1 + n % 3 for n, i in enumerate(ids)}
+    root = json.dumps({"id": "top", "__closure": closure}).encode()
+    store.put("p1", arr(*children, root))
+    assert [i for i, _ in store.iter_with_children("p1", "top")] == ["top", *ids]
+    assert list(store.closure("p1", "top").items()) == list(closure.items())
+
+
 def test_iter_with_children_of_leaf_and_absent_root(store):
     store.put("p1", arr(A))
     assert list(store.iter_with_children("p1", "a")) == [("a", A)]
