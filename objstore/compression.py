@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import zstandard
 
@@ -83,17 +83,15 @@ class Codec:
         if self.threads > 1 and len(items) >= _MULTI_MIN:
             # zstd's own thread pool, outside the GIL: both cores compress
             packed_all = comp.multi_compress_to_buffer(list(items), threads=self.threads)
-            frames = [packed_all[i].tobytes() for i in range(len(packed_all))]
+            frames = list(map(bytes, cast(Any, packed_all)))  # a sequence of buffers
         else:
-            frames = [comp.compress(data) for data in items]
+            frames = list(map(comp.compress, items))
         raw_tag = bytes([RAW])
-        out: list[bytes] = []
-        for data, packed in zip(items, frames, strict=True):
-            if len(packed) + len(tag) < len(data):
-                out.append(tag + packed)
-            else:
-                out.append(raw_tag + data)
-        return out
+        room = len(tag)
+        return [
+            tag + packed if len(packed) + room < len(data) else raw_tag + data
+            for data, packed in zip(items, frames, strict=True)
+        ]
 
     def _decompressor(self, dict_id: int) -> zstandard.ZstdDecompressor:
         cache: dict[int, zstandard.ZstdDecompressor] | None = getattr(self._local, "d", None)

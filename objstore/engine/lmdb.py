@@ -415,9 +415,8 @@ class LMDBBackend(Backend):
         bytes_received = sum(len(r.data) for r in records)
         if not records:
             return PutResult(0, 0, 0, 0, 0, 0)
-        unique: dict[bytes, Record] = {}
-        for rec in records:
-            unique.setdefault(rec.digest, rec)
+        # one record per byte string (duplicates carry the same bytes, so any one will do)
+        unique = dict(zip([r.digest for r in records], records, strict=True))
         # Outside the write lock: learn which byte strings are new, and compress those.
         with self._read() as txn:
             known = {k for k, _ in txn.cursor(self._index).getmulti(sorted(unique))}
@@ -454,21 +453,29 @@ class LMDBBackend(Backend):
             pid = _U32.pack(number)
             txn.put(project.encode(), pid, db=self._projects)
         keys = _object_keys(pid, [r.id for r in records])
-        existing = dict(txn.cursor(self._objects).getmulti(sorted(set(keys))))
-        new_rows: dict[bytes, bytes] = {}
-        added: dict[bytes, int] = {}  # in arrival order, so packs keep children near parents
-        stored = duplicates = conflicts = 0
-        for rec, key in zip(records, keys, strict=True):
-            prev = existing.get(key)
-            prev_digest = prev[:_DIGEST] if prev is not None else new_rows.get(key)
-            if prev_digest is None:
-                new_rows[key] = rec.digest
-                added[rec.digest] = added.get(rec.digest, 0) + 1
-                stored += 1
-            elif prev_digest == rec.digest:
-                duplicates += 1
-            else:
-                conflicts += 1
+        key_set = set(keys)
+        existing = dict(txn.cursor(self._objects).getmulti(sorted(key_set)))
+        new_rows: dict[bytes, bytes]
+        added: dict[bytes, int]  # in arrival order, so packs keep children near parents
+        if not existing and len(key_set) == len(keys) == len(unique):
+            # every id new and once, every byte string once: no per-record decisions
+            new_rows = dict(zip(keys, unique, strict=True))
+            added = dict.fromkeys(unique, 1)
+            stored, duplicates, conflicts = len(keys), 0, 0
+        else:
+            new_rows, added = {}, {}
+            stored = duplicates = conflicts = 0
+            for rec, key in zip(records, keys, strict=True):
+                prev = existing.get(key)
+                prev_digest = prev[:_DIGEST] if prev is not None else new_rows.get(key)
+                if prev_digest is None:
+                    new_rows[key] = rec.digest
+                    added[rec.digest] = added.get(rec.digest, 0) + 1
+                    stored += 1
+                elif prev_digest == rec.digest:
+                    duplicates += 1
+                else:
+                    conflicts += 1
         index_cur = txn.cursor(self._index)
         added_sorted = sorted(added)
         index = dict(index_cur.getmulti(added_sorted))
@@ -491,12 +498,11 @@ class LMDBBackend(Backend):
         closures = [
             (locations[d][:_PLACE], closure_values[d]) for d in new_digests if unique[d].closure
         ]
-        index_rows = []
-        for digest in added_sorted:
-            prev_ref = index.get(digest)
-            count = _REF.unpack_from(prev_ref)[0] if prev_ref else 0
-            head = _REF.pack(count + added[digest], len(unique[digest].data))
-            index_rows.append((digest, head + locations[digest]))
+        counts = {d: _REF.unpack_from(row)[0] for d, row in index.items()}
+        index_rows = [
+            (d, _REF.pack(counts.get(d, 0) + added[d], len(unique[d].data)) + locations[d])
+            for d in added_sorted
+        ]
         txn.cursor(self._objects).putmulti(
             [(key, digest + locations[digest]) for key, digest in sorted(new_rows.items())]
         )
