@@ -29,7 +29,23 @@ RANDOM_GETS = 20_000
 MB = 1e6
 
 
-def _timed(fn: Callable[[], int]) -> tuple[float, int]:
+COLD = False  # set in a worker by --cold
+
+
+def drop_page_cache() -> None:
+    """Write back and drop the OS page cache, so the next read comes from disk (needs root).
+
+    Pages a process still maps stay: callers close their store first and reopen it after.
+    """
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def _timed(fn: Callable[[], int], reopen: Callable[[], None] | None = None) -> tuple[float, int]:
+    """Time ``fn``. Under --cold, ``reopen`` first closes the peer's store, drops the page
+    cache and opens the store again, so the workload reads from disk as after a restart."""
+    if COLD and reopen is not None:
+        reopen()
     start = time.perf_counter()
     count = fn()
     return time.perf_counter() - start, count
@@ -55,7 +71,15 @@ def run_objstore(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
     total = sum(len(d) for _, d in objects)
     ids = [i for i, _ in objects]
     # A 1M-object model's root lists every descendant and passes 10 MB: raise the limits here.
-    store = objstore.open(workdir / "objstore", limits=Limits(1 << 30, 1 << 31))
+    limits = Limits(1 << 30, 1 << 31)
+    store = objstore.open(workdir / "objstore", limits=limits)
+
+    def reopen() -> None:
+        nonlocal store
+        store.close()
+        drop_page_cache()
+        store = objstore.open(workdir / "objstore", limits=limits)
+
     bodies = list(batches(objects, max_objects=BATCH_OBJECTS))
     out: dict[str, Any] = {}
     out["ingest"] = _timed(lambda: sum(store.put("bench", b).stored for b in bodies))
@@ -63,13 +87,18 @@ def run_objstore(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
     out["has"] = _timed(
         lambda: sum(
             sum(store.has("bench", ids[i : i + 1000]).values()) for i in range(0, len(ids), 1000)
-        )
+        ),
+        reopen,
     )
     sample = random.Random(1).sample(ids, min(RANDOM_GETS, len(ids)))
-    out["random get"] = _timed(lambda: sum(1 for i in sample if store.get("bench", i) is not None))
+    out["random get"] = _timed(
+        lambda: sum(1 for i in sample if store.get("bench", i) is not None), reopen
+    )
     shuffled = random.Random(2).sample(ids, len(ids))
-    out["get_many"] = _timed(lambda: sum(1 for _ in store.get_many("bench", shuffled)))
-    out["object+children"] = _timed(lambda: sum(1 for _ in store.iter_with_children("bench", root)))
+    out["get_many"] = _timed(lambda: sum(1 for _ in store.get_many("bench", shuffled)), reopen)
+    out["object+children"] = _timed(
+        lambda: sum(1 for _ in store.iter_with_children("bench", root)), reopen
+    )
     stats = store.stats()
     out["stored_bytes"] = stats.stored_bytes
     out["file_bytes"] = stats.file_bytes
@@ -82,6 +111,13 @@ def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
     import lmdb
 
     env = lmdb.open(str(workdir / "raw"), map_size=1 << 40)
+
+    def reopen() -> None:
+        nonlocal env
+        env.close()
+        drop_page_cache()
+        env = lmdb.open(str(workdir / "raw"), map_size=1 << 40)
+
     ids = [i for i, _ in objects]
     encoded = [(i.encode(), d) for i, d in objects]
     out: dict[str, Any] = {}
@@ -103,7 +139,7 @@ def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
                 n += len(txn.cursor().getmulti(keys))
         return n
 
-    out["has"] = _timed(has)
+    out["has"] = _timed(has, reopen)
     sample = random.Random(1).sample(ids, min(RANDOM_GETS, len(ids)))
 
     def random_get() -> int:
@@ -113,7 +149,7 @@ def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
                 n += txn.get(i.encode()) is not None
         return n
 
-    out["random get"] = _timed(random_get)
+    out["random get"] = _timed(random_get, reopen)
     shuffled = random.Random(2).sample(ids, len(ids))
 
     def get_many() -> int:
@@ -125,7 +161,7 @@ def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
                 )
         return n
 
-    out["get_many"] = _timed(get_many)
+    out["get_many"] = _timed(get_many, reopen)
     children = _closure_ids(objects, root)
 
     def with_children() -> int:
@@ -137,7 +173,7 @@ def run_lmdb_raw(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> 
                 n += len(cur.getmulti(keys))
         return n
 
-    out["object+children"] = _timed(with_children)
+    out["object+children"] = _timed(with_children, reopen)
     out["stored_bytes"] = env.info()["last_pgno"] * env.stat()["psize"]
     out["file_bytes"] = (workdir / "raw" / "data.mdb").stat().st_size
     out["raw_bytes"] = sum(len(d) for _, d in objects)
@@ -150,6 +186,13 @@ def run_sqlite(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> di
     from specklepy.transports.sqlite import SQLiteTransport
 
     transport = SQLiteTransport(base_path=str(workdir / "sqlite"), scope="bench")
+
+    def reopen() -> None:
+        nonlocal transport
+        transport.close()
+        drop_page_cache()
+        transport = SQLiteTransport(base_path=str(workdir / "sqlite"), scope="bench")
+
     texts = [(i, d.decode()) for i, d in objects]
     ids = [i for i, _ in objects]
     out: dict[str, Any] = {}
@@ -165,12 +208,17 @@ def run_sqlite(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> di
     out["has"] = _timed(
         lambda: sum(
             sum(transport.has_objects(ids[i : i + 1000]).values()) for i in range(0, len(ids), 1000)
-        )
+        ),
+        reopen,
     )
     sample = random.Random(1).sample(ids, min(RANDOM_GETS, len(ids)))
-    out["random get"] = _timed(lambda: sum(transport.get_object(i) is not None for i in sample))
+    out["random get"] = _timed(
+        lambda: sum(transport.get_object(i) is not None for i in sample), reopen
+    )
     shuffled = random.Random(2).sample(ids, len(ids))
-    out["get_many"] = _timed(lambda: sum(transport.get_object(i) is not None for i in shuffled))
+    out["get_many"] = _timed(
+        lambda: sum(transport.get_object(i) is not None for i in shuffled), reopen
+    )
 
     def with_children() -> int:
         # what specklepy does: read the root, parse its __closure, fetch each child
@@ -179,7 +227,7 @@ def run_sqlite(objects: list[tuple[str, bytes]], root: str, workdir: Path) -> di
         closure = json.loads(root_text).get("__closure", {})
         return 1 + sum(transport.get_object(c) is not None for c in closure)
 
-    out["object+children"] = _timed(with_children)
+    out["object+children"] = _timed(with_children, reopen)
     db = workdir / "sqlite" / "bench.db"
     out["stored_bytes"] = db.stat().st_size
     out["file_bytes"] = db.stat().st_size
@@ -195,12 +243,15 @@ RUNNERS: dict[str, Callable[[list[tuple[str, bytes]], str, Path], dict[str, Any]
 }
 
 
-def worker(peer: str, dump: Path) -> None:
+def worker(peer: str, dump: Path, cold: bool) -> None:
+    global COLD
+    COLD = cold
     objects, root = _load(dump)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory(prefix=f"bench-{peer}-") as tmp:
         result = RUNNERS[peer](objects, root, Path(tmp))
     result["objects"] = len(objects)
+    result["cold"] = cold
     result["children"] = len(_closure_ids(objects, root)) + 1
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["rss_after_load_mb"] = rss_loaded / 1024
@@ -268,14 +319,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objects", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the OS page cache before each read workload (root only): reads from disk, "
+        "as after a restart",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--from-json", type=Path, help="re-print the table of a saved run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.dump)
+        worker(args.worker, args.dump, args.cold)
         return
+    if args.cold and not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        parser.error("--cold drops the page cache through /proc/sys/vm/drop_caches: run as root")
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         print(render(saved))
@@ -293,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
         f"(generated in {time.perf_counter() - start:.1f}s)",
         flush=True,
     )
+    if args.cold:
+        print("reads start from a dropped page cache (--cold)", flush=True)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         dump = Path(tmp) / "graph.dump"
@@ -308,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                     peer,
                     "--dump",
                     str(dump),
+                    *(["--cold"] if args.cold else []),
                 ],
                 capture_output=True,
                 text=True,
