@@ -41,7 +41,7 @@ import xxhash
 from zstandard import ZstdError
 
 from objstore import errors
-from objstore.codec import Record, digest_of
+from objstore.codec import Record, digest_of, split_array
 from objstore.compression import (
     DICT_MAX_SAMPLE_BYTES,
     DICT_MAX_SAMPLES,
@@ -78,7 +78,6 @@ _DICT_PREFIX = b"dict:id:"
 
 DEFAULT_MAP_SIZE = 1 << 30
 _json_closure = msgspec.json.Decoder(dict[str, int])
-_split_raw = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
@@ -536,7 +535,7 @@ class LMDBBackend(Backend):
             return values
         # every small closure's JSON in one encode, cut back apart in one decode
         encoded = msgspec.json.encode([r.closure for r in small])
-        texts = list(map(bytes, _split_raw.decode(encoded)))
+        texts = list(map(bytes, split_array(encoded)))
         rows = list(map(b"\x02".__add__, texts))
         medium = [i for i, text in enumerate(texts) if len(text) > 128]
         if medium:
