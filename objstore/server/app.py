@@ -239,7 +239,9 @@ def create_app(
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn (each worker process opens the store itself, after it starts)."""
     settings = Settings.from_env()
-    store = objstore.open(settings.data / "objects", limits=settings.limits)
+    store = objstore.open(
+        settings.data / "objects", limits=settings.limits, readahead=settings.readahead
+    )
     auth = AuthStore(settings.data / "auth")
 
     @contextlib.asynccontextmanager

@@ -1,0 +1,29 @@
+"""Server settings read from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from objstore.server import Settings
+from objstore.server.app import create_app_from_env
+
+
+def test_readahead_follows_the_environment_into_the_store(monkeypatch, tmp_path):
+    monkeypatch.setenv("OBJSTORE_DATA", str(tmp_path))
+    monkeypatch.delenv("OBJSTORE_READAHEAD", raising=False)
+    assert Settings.from_env().readahead is True
+    monkeypatch.setenv("OBJSTORE_READAHEAD", "off")
+    assert Settings.from_env().readahead is False
+    app = create_app_from_env()
+    store = app.state.routes.store
+    try:
+        assert store.backend._env.flags()["readahead"] is False
+    finally:
+        store.close()
+        app.state.auth.close()
+
+
+def test_a_bad_readahead_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("OBJSTORE_READAHEAD", "maybe")
+    with pytest.raises(ValueError, match="OBJSTORE_READAHEAD must be"):
+        Settings.from_env()
