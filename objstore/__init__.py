@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from objstore import errors
-from objstore.engine.base import PutResult, Stats, VerifyReport
+from objstore.engine.base import CompactReport, PutResult, Stats, VerifyReport
 from objstore.errors import (
     BatchTooLarge,
     CorruptObject,
@@ -55,6 +55,7 @@ def receive(*args: Any, **kwargs: Any) -> ReceiveResult:
 __all__ = [
     "BatchTooLarge",
     "ChildrenStream",
+    "CompactReport",
     "CorruptObject",
     "InvalidBatch",
     "InvalidClosure",

@@ -224,6 +224,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    if not 0 < args.min_dead <= 1:
+        print("error: --min-dead must be more than 0 and at most 1", file=sys.stderr)
+        return 2
+    with _open(args) as store:
+        before = store.stats().stored_bytes
+        report = store.compact(args.min_dead)
+    print(
+        f"rewrote {report.packs_rewritten:,} packs into {report.packs_written:,}, moved "
+        f"{report.frames_moved:,} objects, freed {report.bytes_freed / 1e6:,.1f} MB of "
+        f"{before / 1e6:,.1f} MB stored"
+    )
+    return 0
+
+
 def _cache_dir(args: argparse.Namespace) -> Path:
     if args.cache:
         return Path(args.cache)
@@ -433,6 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--project", default="demo")
     add("stats", cmd_stats, "print store statistics")
     add("verify", cmd_verify, "re-check every checksum and reference")
+    compact = add(
+        "compact",
+        cmd_compact,
+        "give back the space deleted projects left among objects other projects still use",
+    )
+    compact.add_argument(
+        "--min-dead",
+        type=float,
+        default=0.25,
+        help="rewrite packs at least this share dead (default 0.25)",
+    )
 
     serve = add("serve", cmd_serve, "serve Speckle's object REST routes over HTTP")
     serve.add_argument("--host", default=os.environ.get("OBJSTORE_HOST", "127.0.0.1"))

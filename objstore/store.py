@@ -7,7 +7,7 @@ from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 
 from objstore import codec, errors
-from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
+from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
 from objstore.limits import Limits
 
 Batch = bytes | bytearray | memoryview | Iterable[bytes]
@@ -134,6 +134,11 @@ class Store:
         """Remove a project; bytes still used by other projects stay. Returns objects removed."""
         check_project(project)
         return self.backend.delete_project(project)
+
+    def compact(self, min_dead: float = 0.25) -> CompactReport:
+        """Give back space that deleted projects left among objects other projects still use:
+        every pack at least ``min_dead`` dead is rewritten. Writers wait while it runs."""
+        return self.backend.compact(min_dead)
 
     def stats(self) -> Stats:
         return self.backend.stats()

@@ -69,6 +69,25 @@ def test_demo_stats_verify(tmp_path, capsys):
     assert code == 0 and out.strip().endswith("ok")
 
 
+def test_compact_reports_what_it_freed(tmp_path, capsys):
+    import objstore
+
+    data = tmp_path / "d"
+    shared = json.dumps({"id": "shared", "v": 1}).encode()
+    own = [json.dumps({"id": f"o{i}", "pad": f"x{i}" * 200}).encode() for i in range(100)]
+    with objstore.open(data / "objects") as store:
+        store.put("a", b"[" + b",".join([*own, shared]) + b"]")
+        store.put("b", b"[" + shared + b"]")
+        store.delete_project("a")
+    code, out, _ = run(capsys, "compact", "--data", str(data))
+    assert code == 0 and out.startswith("rewrote 1 packs into 1, moved 1 objects, freed ")
+    code, out, _ = run(capsys, "compact", "--data", str(data))
+    assert code == 0 and out.startswith("rewrote 0 packs into 0, moved 0 objects, freed 0.0 MB")
+    code, _, err = run(capsys, "compact", "--min-dead", "2", "--data", str(data))
+    assert code == 2 and "--min-dead" in err
+    assert run(capsys, "verify", "--data", str(data))[0] == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -60,6 +60,16 @@ class VerifyReport:
         return not self.problems
 
 
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What :meth:`Backend.compact` did: sparse packs rewritten into fewer, and the bytes freed."""
+
+    packs_rewritten: int = 0
+    packs_written: int = 0
+    frames_moved: int = 0
+    bytes_freed: int = 0
+
+
 class Backend(abc.ABC):
     """Storage behind :class:`objstore.Store`. Thread-safe; ids and projects already validated."""
 
@@ -109,6 +119,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete_project(self, project: str) -> int:
         """Drop a project and every byte string no other project uses; return objects dropped."""
+
+    def compact(self, min_dead: float = 0.25) -> CompactReport:
+        """Give back the space of deleted objects that still sits among live ones; a backend
+        that frees each object on its own (the memory one) has nothing to do."""
+        return CompactReport()
 
     @abc.abstractmethod
     def stats(self) -> Stats:

@@ -17,8 +17,9 @@ Layout (named databases in one environment):
 Packing many small frames into one value saves a B-tree lookup and a copy per object on
 reads (an object's location rides in its ``objects`` row) and many page writes at ingest,
 while every object stays separately decompressible, so a single ``get`` decodes one frame.
-A pack is freed when its last entry goes; frames of deleted objects inside a live pack stay
-until the pack empties.
+A pack is freed when its last entry goes; frames of deleted objects inside a live pack (one
+whose other objects another project still uses) stay until :meth:`LMDBBackend.compact`
+rewrites it.
 
 One batch is one write transaction (fsync'd on commit), so a returned ``write`` survives
 ``kill -9`` and readers never see half a batch. Compression runs before the write transaction
@@ -52,7 +53,7 @@ from objstore.compression import (
     MissingDictionary,
     train_dictionary,
 )
-from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
+from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
 
 FORMAT_VERSION = 2
 CHUNK = 2048
@@ -620,6 +621,91 @@ class LMDBBackend(Backend):
         removed_rows: int = self._write_retrying(drop)
         return removed_rows
 
+    def compact(self, min_dead: float = 0.25) -> CompactReport:
+        """Rewrite every pack whose dead frames (left by :meth:`delete_project` when other
+        projects still use some of its objects) take at least ``min_dead`` of it, moving its
+        live frames, in order, into new packs. One write transaction: readers keep their
+        snapshot, writers wait, and an interruption leaves the store as it was."""
+        if not 0 < min_dead <= 1:
+            raise ValueError(f"min_dead must be in (0, 1], got {min_dead}")
+        txn = self._begin_read(buffers=True)  # pack sizes only: no pack is copied out
+        try:
+            sizes = {bytes(k): len(v) for k, v in txn.cursor(self._packs)}
+        finally:
+            self._end_read(txn)
+
+        def run(txn: Any) -> CompactReport:
+            # a pack never changes size once written, so the sizes read above hold here
+            live: dict[bytes, int] = {}
+            for _, row in txn.cursor(self._index):
+                pack_key = row[_REF.size : _REF.size + 8]
+                live[pack_key] = live.get(pack_key, 0) + _LOC.unpack_from(row, _REF.size)[2]
+            sparse = sorted(
+                key
+                for key, used in live.items()
+                if key in sizes and sizes[key] - used >= min_dead * sizes[key]
+            )
+            if not sparse:
+                return CompactReport()
+            wanted = set(sparse)
+            entries: dict[bytes, list[tuple[int, int, bytes, bytes]]] = {k: [] for k in sparse}
+            for digest, row in txn.cursor(self._index):
+                pack_key = row[_REF.size : _REF.size + 8]
+                if pack_key in wanted:
+                    _, offset, length = _LOC.unpack_from(row, _REF.size)
+                    entries[pack_key].append((offset, length, digest, row[: _REF.size]))
+            locations: dict[bytes, bytes] = {}  # digest -> its new location
+            written = 0
+            for start in range(0, len(sparse), 256):  # about 16 MB of packs in memory at once
+                frames: dict[bytes, bytes] = {}
+                heads: dict[bytes, bytes] = {}
+                closures: dict[bytes, bytes] = {}
+                for pack_key in sparse[start : start + 256]:
+                    pack = txn.get(pack_key, db=self._packs)
+                    for offset, length, digest, head in sorted(entries.pop(pack_key)):
+                        frame = pack[offset : offset + length] if pack is not None else b""
+                        if len(frame) != length:
+                            number = _U64.unpack(pack_key)[0]
+                            raise errors.CorruptObject(
+                                digest.hex(), f"frame outside pack {number}", None
+                            )
+                        frames[digest] = frame
+                        heads[digest] = head
+                        closure = txn.pop(pack_key + _U32.pack(offset), db=self._closures)
+                        if closure is not None:
+                            closures[digest] = closure
+                    txn.delete(pack_key, db=self._packs)
+                    txn.delete(pack_key, db=self._packrefs)
+                first = self._counter(txn, _META_NEXT_PACK) + 1
+                packs, counts, placed = _pack_frames(list(frames), frames, first)
+                txn.cursor(self._packs).putmulti(packs)
+                txn.cursor(self._packrefs).putmulti(counts)
+                txn.put(_META_NEXT_PACK, _U64.pack(first + len(packs) - 1), db=self._meta)
+                txn.cursor(self._index).putmulti(sorted((d, heads[d] + placed[d]) for d in placed))
+                txn.cursor(self._closures).putmulti(
+                    [(placed[d][:_PLACE], value) for d, value in closures.items()]
+                )
+                locations.update(placed)
+                written += len(packs)
+            rows = []
+            for key, row in txn.cursor(self._objects):
+                if row[_DIGEST : _DIGEST + 8] in wanted:
+                    place = locations.get(row[:_DIGEST])
+                    if place is None:
+                        raise errors.CorruptObject(
+                            row[:_DIGEST].hex(), "object row points into a pack its blob is not in"
+                        )
+                    rows.append((key, row[:_DIGEST] + place))
+            txn.cursor(self._objects).putmulti(rows)
+            freed = sum(sizes[k] for k in sparse) - sum(
+                _LOC.unpack_from(place)[2] for place in locations.values()
+            )
+            self._add_counter(txn, _META_STORED, -freed)
+            return CompactReport(len(sparse), written, len(locations), freed)
+
+        report: CompactReport = self._write_retrying(run)
+        return report
+
     # -- reads ---------------------------------------------------------------------------------
 
     def has(self, project: str, ids: Sequence[str]) -> list[bool]:
@@ -859,6 +945,15 @@ class LMDBBackend(Backend):
                     f"pack {number}: counted {live.get(pack_key)} live entries, "
                     f"found {per_pack.get(pack_key, 0)}"
                 )
+        txn = self._begin_read(buffers=True)  # keys only: no pack is copied out
+        try:
+            stored = [bytes(k) for k in txn.cursor(self._packs).iternext(keys=True, values=False)]
+        finally:
+            self._end_read(txn)
+        for pack_key in stored:
+            if pack_key not in per_pack:
+                number = _U64.unpack(pack_key)[0]
+                report.problems.append(f"pack {number}: stored but no object is in it")
         return report
 
     def _scan(self, db: Any, fn: Any, *, with_txn: bool = False) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 
 import pytest
 
@@ -249,3 +250,78 @@ def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
         with pytest.raises(errors.CorruptObject, match="checksum mismatch") as info:
             list(store.iter_with_children("p", g.root_id))
         assert victim_id in str(info.value)
+
+
+def _padded(object_id: str, rng: random.Random, **extra: object) -> bytes:
+    """An object of about 1 KB that compresses poorly, so a few hundred fill several packs."""
+    body = {"id": object_id, "pad": rng.randbytes(400).hex(), **extra}
+    return json.dumps(body).encode()
+
+
+def test_compact_gives_back_what_a_deleted_project_left_and_moves_closures(tmp_path):
+    rng = random.Random(5)
+    kids = [_padded(f"kid{i}", rng) for i in range(2)]
+    parent = _padded("parent", rng, __closure={"kid0": 1, "kid1": 2})
+    filler = [_padded(f"fill{i}", rng) for i in range(300)]
+    shared = [*kids, parent]
+    with objstore.open(tmp_path / "s") as store:
+        store.put("a", b"[" + b",".join(filler[:150] + shared + filler[150:]) + b"]")
+        own = [_padded(f"own{i}", rng) for i in range(20)]
+        store.put("b", b"[" + b",".join(own + shared) + b"]")  # shares a's frames
+        store.delete_project("a")
+        before = store.stats()
+        report = store.compact()
+        assert report.packs_rewritten == 1  # the one pack of a's holding the shared frames
+        assert report.frames_moved == 3 and report.packs_written == 1
+        assert report.bytes_freed > 40_000  # most of a 64 KB pack was a's alone
+        assert store.stats().stored_bytes == before.stored_bytes - report.bytes_freed
+        assert store.compact() == objstore.CompactReport()  # nothing left to do
+        assert store.verify().ok  # among others: no pack left that nothing is in
+    with objstore.open(tmp_path / "s") as store:
+        assert store.verify().ok
+        assert list(store.iter_with_children("b", "parent")) == [
+            ("parent", parent),
+            ("kid0", kids[0]),
+            ("kid1", kids[1]),
+        ]
+        assert store.closure("b", "parent") == {"kid0": 1, "kid1": 2}
+        ids = [f"own{i}" for i in range(20)] + ["kid0", "kid1", "parent"]
+        assert [d for _, d in store.get_many("b", ids)] == own + shared
+        assert store.get("a", "fill0") is None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_compact_after_random_deletes_reads_like_the_reference_model(tmp_path, seed):
+    rng = random.Random(seed)
+    pool = [_padded(f"o{i}", rng) for i in range(400)]
+    ops: list[tuple[str, list[bytes]]] = []
+    for n in range(6):
+        picked = rng.sample(pool, rng.randint(50, 200))
+        ops.append((f"p{n}", picked))
+    doomed = rng.sample([name for name, _ in ops], 3)
+    model = objstore.open_memory()
+    with objstore.open(tmp_path / "s") as store:
+        for target in (store, model):
+            for name, objs in ops:
+                target.put(name, b"[" + b",".join(objs) + b"]")
+            for name in doomed:
+                target.delete_project(name)
+        report = store.compact(min_dead=0.1)
+        assert report.packs_rewritten > 0
+        assert store.verify().ok
+        for name, objs in ops:
+            ids = [json.loads(o)["id"] for o in objs]
+            assert list(store.get_many(name, ids)) == list(model.get_many(name, ids))
+        assert store.stats().objects == model.stats().objects
+
+
+def test_verify_reports_a_pack_nothing_is_in(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a"}]')
+        store.backend._raw_put("packs", _U64.pack(999), b"stray")  # type: ignore[attr-defined]
+        assert "pack 999: stored but no object is in it" in store.verify().problems
+
+
+def test_compact_refuses_a_threshold_outside_0_to_1(tmp_path):
+    with objstore.open(tmp_path / "s") as store, pytest.raises(ValueError, match="min_dead"):
+        store.compact(min_dead=0)

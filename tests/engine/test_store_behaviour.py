@@ -164,6 +164,21 @@ def test_delete_project_keeps_shared_bytes(store):
     assert store.verify().ok
 
 
+def test_compact_after_delete_keeps_what_other_projects_use(store):
+    store.put("p1", arr(A, B, ROOT))
+    store.put("p2", arr(A, ROOT))
+    store.delete_project("p1")
+    before = store.stats()
+    report = store.compact(min_dead=0.01)
+    assert store.get("p2", "a") == A
+    assert list(store.iter_with_children("p2", "root")) == [("root", ROOT), ("a", A)]
+    assert store.get("p1", "b") is None
+    after = store.stats()
+    assert after.stored_bytes == before.stored_bytes - report.bytes_freed
+    assert (after.objects, after.blobs, after.closures) == (2, 2, 1)
+    assert store.verify().ok
+
+
 def test_project_recreated_after_delete_is_empty(store):
     store.put("p1", arr(A))
     store.delete_project("p1")
