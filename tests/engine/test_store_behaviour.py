@@ -83,7 +83,7 @@ def test_iter_with_children_root_first_then_each_descendant_once(store):
     assert stream.found == 2
 
 
-@pytest.mark.parametrize("count", [5, 3000])  # a small closure and one past the JSON-row size
+@pytest.mark.parametrize("count", [5, 50, 3000])  # closure rows: plain JSON, zstd JSON, id list
 def test_children_follow_the_order_the_closure_lists(store, count):
     """Clients list a closure as they serialized it, so reading in that order reads storage
     in order; ids here run against sort order to catch any sorting."""
