@@ -525,7 +525,7 @@ class LMDBBackend(Backend):
         )
 
     def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
-        """Closure rows for records: JSON (zstd'd with the store codec) or sorted id lists."""
+        """Closure rows for records: JSON (zstd'd with the store codec) or id lists (big ones)."""
         small = [r for r in records if r.closure and len(r.closure) <= _JSON_CLOSURE_MAX]
         values = {
             r.digest: _encode_big_closure(r.closure, self._codec.compress_plain)
