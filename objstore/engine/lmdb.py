@@ -33,6 +33,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,16 @@ def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
     if encoded and max(map(len, encoded)) + len(pid) > _MAX_KEY - 2:
         return [_object_key(pid, i) for i in ids]
     return [pid + raw for raw in encoded]
+
+
+def _rows_by_key(cursor: Any, keys: list[bytes]) -> dict[bytes, Any]:
+    """{key: row} for the sorted ``keys`` found. In a buffers transaction getmulti returns
+    its keys as memoryviews too, which hash several times slower than bytes: when every key
+    is found (children streams, nearly always) the dict takes the caller's bytes keys."""
+    found = cursor.getmulti(keys)
+    if len(found) == len(keys):
+        return dict(zip(keys, map(itemgetter(1), found), strict=True))
+    return {bytes(key): row for key, row in found}
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -775,7 +786,7 @@ class LMDBBackend(Backend):
                 data = self._get_one(txn, pid, ids[0])
                 return [] if data is None else [(ids[0], data)]
             keys = _object_keys(pid, ids)
-            rows = dict(txn.cursor(self._objects).getmulti(sorted(keys)))
+            rows = _rows_by_key(txn.cursor(self._objects), sorted(keys))
             out = []
             packs: dict[int, Any] = {}
             get, packs_db, pack_key = txn.get, self._packs, _U64.pack
