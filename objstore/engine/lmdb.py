@@ -90,14 +90,18 @@ def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
     return [pid + raw for raw in encoded]
 
 
-def _rows_by_key(cursor: Any, keys: list[bytes]) -> dict[bytes, Any]:
-    """{key: row} for the sorted ``keys`` found. In a buffers transaction getmulti returns
-    its keys as memoryviews too, which hash several times slower than bytes: when every key
-    is found (children streams, nearly always) the dict takes the caller's bytes keys."""
+def _rows_by_key(cursor: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, int, int, int]]:
+    """{key: (digest, pack, offset, length)} for the sorted ``keys`` found, unpacked in one
+    C loop. A buffers transaction returns getmulti's keys and rows as memoryviews, slow to
+    hash and to unpack one by one; the rows are joined and iter_unpack'd, and the dict takes
+    the caller's bytes keys when all were found. A row of the wrong size raises CodecError
+    (or misreads, which the frame's checksum then catches): the careful path takes over."""
     found = cursor.getmulti(keys)
-    if len(found) == len(keys):
-        return dict(zip(keys, map(itemgetter(1), found), strict=True))
-    return {bytes(key): row for key, row in found}
+    joined = b"".join(map(itemgetter(1), found))
+    if len(joined) != _ROW.size * len(found):
+        raise CodecError("malformed object row")
+    found_keys = keys if len(found) == len(keys) else [bytes(key) for key, _ in found]
+    return dict(zip(found_keys, _ROW.iter_unpack(joined), strict=True))
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -786,11 +790,9 @@ class LMDBBackend(Backend):
                 data = self._get_one(txn, pid, ids[0])
                 return [] if data is None else [(ids[0], data)]
             keys = _object_keys(pid, ids)
-            rows = _rows_by_key(txn.cursor(self._objects), sorted(keys))
             out = []
             packs: dict[int, Any] = {}
             get, packs_db, pack_key = txn.get, self._packs, _U64.pack
-            unpack = _ROW.unpack
             decode = self._codec.decoder()
             # Frames of the current dictionary skip the tag parsing. A frame that is not one
             # (another dictionary: zstd refuses it) or any damage fails the checksum or raises,
@@ -799,11 +801,12 @@ class LMDBBackend(Backend):
             fast_tag = ZSTD_DICT if fast is not None else -1
             checksum = xxhash.xxh3_128_digest
             try:
+                rows = _rows_by_key(txn.cursor(self._objects), sorted(keys))
                 for object_id, key in zip(ids, keys, strict=True):
                     row = rows.get(key)
                     if row is None:
                         continue
-                    digest, number, offset, length = unpack(row)
+                    digest, number, offset, length = row
                     pack = packs.get(number)
                     if pack is None:
                         pack = packs[number] = get(pack_key(number), db=packs_db)
@@ -817,7 +820,8 @@ class LMDBBackend(Backend):
                         raise CodecError("checksum mismatch")
                     out.append((object_id, data))
             except (CodecError, ZstdError, struct.error, IndexError):
-                return self._slow_chunk(txn, ids, keys, rows)
+                raw = txn.cursor(self._objects).getmulti(sorted(keys))
+                return self._slow_chunk(txn, ids, keys, {bytes(k): v for k, v in raw})
             return out
         finally:
             self._end_read(txn)

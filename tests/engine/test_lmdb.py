@@ -208,6 +208,22 @@ def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
         assert store.get("p", "b") == b'{"id":"b","v":2}'
 
 
+def test_object_rows_of_wrong_sizes_that_add_up_are_still_caught(tmp_path):
+    """Bulk reads unpack rows joined end to end; a short row next to a long one must not
+    shift the others into a plausible read."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        with backend._read() as txn:
+            row_a = bytes(txn.get(b"\x00\x00\x00\x01a", db=backend._objects))
+            row_b = bytes(txn.get(b"\x00\x00\x00\x01b", db=backend._objects))
+        backend._raw_put("objects", b"\x00\x00\x00\x01a", row_a[:-1])
+        backend._raw_put("objects", b"\x00\x00\x00\x01b", row_b + b"\x00")
+        with pytest.raises(errors.CorruptObject, match="'a'"):
+            list(store.get_many("p", ["a", "b"]))
+
+
 @contextlib.contextmanager
 def _dictionary_store(tmp_path, seed):
     """A store whose objects are dictionary frames (what bulk reads decode on their fast path)."""
