@@ -434,7 +434,7 @@ class LMDBBackend(Backend):
         unique = dict(zip([r.digest for r in records], records, strict=True))
         # Outside the write lock: learn which byte strings are new, and compress those.
         with self._read() as txn:
-            known = {k for k, _ in txn.cursor(self._index).getmulti(sorted(unique))}
+            known = set(txn.cursor(self._index).getmulti(sorted(unique), values=False))
             dict_id = self._current_dict(txn)
             blob_count = txn.stat(self._index)["entries"]
         fresh = [rec for d, rec in unique.items() if d not in known]
@@ -733,7 +733,7 @@ class LMDBBackend(Backend):
                     out.extend([False] * len(chunk))
                     continue
                 keys = _object_keys(pid, list(chunk))
-                found = {k for k, _ in txn.cursor(self._objects).getmulti(sorted(keys))}
+                found = set(txn.cursor(self._objects).getmulti(sorted(keys), values=False))
             out.extend(k in found for k in keys)
         return out
 
