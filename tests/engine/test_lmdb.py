@@ -331,6 +331,37 @@ def test_compact_after_random_deletes_reads_like_the_reference_model(tmp_path, s
         assert store.stats().objects == model.stats().objects
 
 
+def test_readers_see_every_object_byte_exact_while_compaction_runs(tmp_path):
+    import threading
+
+    rng = random.Random(8)
+    objs = [_padded(f"o{i}", rng) for i in range(600)]
+    kept = objs[::7]
+    with objstore.open(tmp_path / "s") as store:
+        store.put("a", b"[" + b",".join(objs) + b"]")
+        store.put("b", b"[" + b",".join(kept) + b"]")
+        store.delete_project("a")
+        ids = [json.loads(o)["id"] for o in kept]
+        expected = list(zip(ids, kept, strict=True))
+        stop = threading.Event()
+        rounds: list[bool] = []
+
+        def read() -> None:
+            while not stop.is_set() and len(rounds) < 10_000:
+                rounds.append(list(store.get_many("b", ids)) == expected)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            report = store.compact()
+        finally:
+            stop.set()
+            reader.join(timeout=30)
+        assert report.frames_moved == len(kept)
+        assert rounds and all(rounds)
+        assert list(store.get_many("b", ids)) == expected
+
+
 def test_verify_reports_a_pack_nothing_is_in(tmp_path):
     with objstore.open(tmp_path / "s") as store:
         store.put("p", b'[{"id":"a"}]')
