@@ -49,13 +49,10 @@ def _blocks(
     size = 0
     n = 0
     for object_id, data in objects:
-        if stop.is_set():
-            counted[0] += n
-            return
         if text:
             if b"\n" in data or b"\r" in data:
                 data = _one_line(data)
-            parts.append(b"%s\t%s\n" % (object_id.encode(), data))
+            parts += (object_id.encode(), b"\t", data, b"\n")  # one copy, in the join
         else:
             if n:
                 parts.append(b",")
@@ -66,6 +63,9 @@ def _blocks(
             yield b"".join(parts)
             parts.clear()
             size = 0
+            if stop.is_set():  # checked per block: the reader stops within one more block
+                counted[0] += n
+                return
     counted[0] += n
     if not text:
         parts.append(b"]")
