@@ -554,6 +554,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COMMAND_EXTRA = {"serve": "server", "push": "client", "pull": "client", "cp": "client"}
+_MODULE_EXTRA = {
+    "httpx": "client",
+    "rich": "client",
+    "platformdirs": "client",
+    "isal": "client",
+    "starlette": "server",
+    "uvicorn": "server",
+    "multipart": "server",
+    "python_multipart": "server",
+    "matplotlib": "bench",
+    "specklepy": "specklepy",
+}
+
+
+def _missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The install line for the optional extra a command lacks, or None if that is not it."""
+    module = (exc.name or "").split(".")[0]
+    if module not in _MODULE_EXTRA:
+        return None
+    extra = _COMMAND_EXTRA.get(command) or _MODULE_EXTRA[module]
+    return (
+        f"objstore {command} needs {module}, from the {extra!r} extra: "
+        f"pip install 'objstore[{extra}]'"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -565,6 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("token revoke needs the token or its id")
     try:
         code: int = args.func(args)
+    except ModuleNotFoundError as exc:
+        hint = _missing_extra(args.command, exc)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
+        return 2
     except (objstore.ObjstoreError, ValueError, OSError) as exc:
         print(f"objstore: {exc}", file=sys.stderr)
         return 2

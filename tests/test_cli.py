@@ -88,6 +88,22 @@ def test_compact_reports_what_it_freed(tmp_path, capsys):
     assert run(capsys, "verify", "--data", str(data))[0] == 0
 
 
+def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
+    for name in list(sys.modules):
+        if name == "httpx" or name.startswith(("httpx.", "objstore.client")):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "httpx", None)  # what an install without the extra sees
+    doc = tmp_path / "doc.json"
+    doc.write_text('{"name": "x"}')
+    code, _, err = run(
+        capsys, "push", str(doc), "--url", "http://127.0.0.1:9", "--project", "p", "--token", "t"
+    )
+    assert code == 2
+    assert err.strip() == (
+        "objstore push needs httpx, from the 'client' extra: pip install 'objstore[client]'"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
