@@ -554,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMAND_EXTRA = {"serve": "server", "push": "client", "pull": "client", "cp": "client"}
+_COMMAND_EXTRA = {
+    "serve": "server",
+    "push": "client",
+    "pull": "client",
+    "cp": "client",
+    "bench": "bench",
+}
 _MODULE_EXTRA = {
     "httpx": "client",
     "rich": "client",
