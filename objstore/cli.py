@@ -598,6 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("token revoke needs the token or its id")
     try:
         code: int = args.func(args)
+    except BrokenPipeError:  # output piped into head & co.: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ModuleNotFoundError as exc:
         hint = _missing_extra(args.command, exc)
         if hint is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import signal
@@ -102,6 +103,23 @@ def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkey
     assert err.strip() == (
         "objstore push needs httpx, from the 'client' extra: pip install 'objstore[client]'"
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, capsys, monkeypatch):
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return 99
+
+    redirected: list[int] = []
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    monkeypatch.setattr(os, "open", lambda *a: 98)
+    monkeypatch.setattr(os, "dup2", lambda fd, onto: redirected.append(onto))
+    assert cli.main(["stats", "--data", str(tmp_path)]) == 1
+    assert redirected == [99]  # stdout pointed at /dev/null, so exit flushes raise nothing
+    assert capsys.readouterr().err == ""
 
 
 def _free_port() -> int:
