@@ -138,6 +138,8 @@ class Store:
     def compact(self, min_dead: float = 0.25) -> CompactReport:
         """Give back space that deleted projects left among objects other projects still use:
         every pack at least ``min_dead`` dead is rewritten. Writers wait while it runs."""
+        if not 0 < min_dead <= 1:
+            raise ValueError(f"min_dead must be in (0, 1], got {min_dead}")
         return self.backend.compact(min_dead)
 
     def stats(self) -> Stats:

@@ -177,6 +177,8 @@ def test_compact_after_delete_keeps_what_other_projects_use(store):
     assert after.stored_bytes == before.stored_bytes - report.bytes_freed
     assert (after.objects, after.blobs, after.closures) == (2, 2, 1)
     assert store.verify().ok
+    with pytest.raises(ValueError, match="min_dead"):
+        store.compact(min_dead=1.5)
 
 
 def test_project_recreated_after_delete_is_empty(store):
