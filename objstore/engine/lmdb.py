@@ -115,21 +115,23 @@ def _object_key(pid: bytes, object_id: str) -> bytes:
 _JSON_CLOSURE_MAX = 64 * 1024 // 40  # closures of up to this many ids keep their JSON text
 
 
-def _encode_big_closure(closure: dict[str, int], compress: Callable[[bytes], bytes]) -> bytes:
-    """A closure too big for JSON rows: newline-joined ids and their depths, so children
-    stream without building a dict of them. Ids keep the order the object listed them in."""
+def _closure_columns(closure: dict[str, int]) -> tuple[int, bytes, bytes]:
+    """(count, newline-joined ids, big-endian u32 depths) of a closure, ids in the order the
+    object listed them: the form children streams read without building a dict."""
     joined = "\n".join(closure).encode()
-    depths = struct.pack(f">{len(closure)}I", *closure.values())
-    return b"\x01" + compress(_CLOSURE_HEAD.pack(len(closure), len(joined)) + joined + depths)
+    return len(closure), joined, struct.pack(f">{len(closure)}I", *closure.values())
+
+
+def _encode_big_closure(closure: dict[str, int], compress: Callable[[bytes], bytes]) -> bytes:
+    """A closure too big for JSON rows, stored as its :func:`_closure_columns`."""
+    count, joined, depths = _closure_columns(closure)
+    return b"\x01" + compress(_CLOSURE_HEAD.pack(count, len(joined)) + joined + depths)
 
 
 def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
     if value[:1] in (b"\x02", b"\x03"):
         text = value[1:] if value[:1] == b"\x02" else codec.decompress(value[1:])
-        closure = _json_closure.decode(text)
-        joined = "\n".join(closure).encode()
-        depths = struct.pack(f">{len(closure)}I", *closure.values())
-        return len(closure), joined, depths
+        return _closure_columns(_json_closure.decode(text))
     payload = value[1:] if value[:1] == b"\x00" else codec.decompress_plain(value[1:])
     count, length = _CLOSURE_HEAD.unpack_from(payload)
     start = _CLOSURE_HEAD.size
@@ -640,9 +642,8 @@ class LMDBBackend(Backend):
         """Rewrite every pack whose dead frames (left by :meth:`delete_project` when other
         projects still use some of its objects) take at least ``min_dead`` of it, moving its
         live frames, in order, into new packs. One write transaction: readers keep their
-        snapshot, writers wait, and an interruption leaves the store as it was."""
-        if not 0 < min_dead <= 1:
-            raise ValueError(f"min_dead must be in (0, 1], got {min_dead}")
+        snapshot, writers wait, and an interruption leaves the store as it was. ``min_dead``
+        is checked by :meth:`objstore.Store.compact`."""
         txn = self._begin_read(buffers=True)  # pack sizes only: no pack is copied out
         try:
             sizes = {bytes(k): len(v) for k, v in txn.cursor(self._packs)}
