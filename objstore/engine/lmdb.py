@@ -33,7 +33,6 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +89,23 @@ def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
     return [pid + raw for raw in encoded]
 
 
-def _rows_by_key(cursor: Any, keys: list[bytes]) -> dict[bytes, tuple[bytes, int, int, int]]:
-    """{key: (digest, pack, offset, length)} for the sorted ``keys`` found, unpacked in one
-    C loop. A buffers transaction returns getmulti's keys and rows as memoryviews, slow to
-    hash and to unpack one by one; the rows are joined and iter_unpack'd, and the dict takes
-    the caller's bytes keys when all were found. A row of the wrong size raises CodecError
-    (or misreads, which the frame's checksum then catches): the careful path takes over."""
-    found = cursor.getmulti(keys)
-    joined = b"".join(map(itemgetter(1), found))
-    if len(joined) != _ROW.size * len(found):
+def _present_rows(
+    get: Callable[..., Any], db: Any, ids: list[str], keys: list[bytes]
+) -> tuple[list[str], Iterator[tuple[bytes, int, int, int]]]:
+    """The ids found and their rows, unpacked in one C loop as (digest, pack, offset, length).
+
+    One ``get`` per key in request order beats a sorted getmulti here (1.1 vs 1.9 us a key
+    on the 200k graph): a buffers transaction makes getmulti build a memoryview pair per key.
+    A row of the wrong size raises CodecError (or misreads, which the frame's checksum then
+    catches): the careful path takes over."""
+    rows = [get(key, db=db) for key in keys]
+    if None in rows:  # absent ids are left out
+        ids = [i for i, row in zip(ids, rows, strict=True) if row is not None]
+        rows = [row for row in rows if row is not None]
+    joined = b"".join(rows)
+    if len(joined) != _ROW.size * len(rows):
         raise CodecError("malformed object row")
-    found_keys = keys if len(found) == len(keys) else [bytes(key) for key, _ in found]
-    return dict(zip(found_keys, _ROW.iter_unpack(joined), strict=True))
+    return ids, _ROW.iter_unpack(joined)
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -802,12 +806,8 @@ class LMDBBackend(Backend):
             fast_tag = ZSTD_DICT if fast is not None else -1
             checksum = xxhash.xxh3_128_digest
             try:
-                rows = _rows_by_key(txn.cursor(self._objects), sorted(keys))
-                for object_id, key in zip(ids, keys, strict=True):
-                    row = rows.get(key)
-                    if row is None:
-                        continue
-                    digest, number, offset, length = row
+                found, rows = _present_rows(get, self._objects, ids, keys)
+                for object_id, (digest, number, offset, length) in zip(found, rows, strict=True):
                     pack = packs.get(number)
                     if pack is None:
                         pack = packs[number] = get(pack_key(number), db=packs_db)
@@ -821,19 +821,16 @@ class LMDBBackend(Backend):
                         raise CodecError("checksum mismatch")
                     out.append((object_id, data))
             except (CodecError, ZstdError, struct.error, IndexError):
-                raw = txn.cursor(self._objects).getmulti(sorted(keys))
-                return self._slow_chunk(txn, ids, keys, {bytes(k): v for k, v in raw})
+                return self._slow_chunk(txn, ids, keys)
             return out
         finally:
             self._end_read(txn)
 
-    def _slow_chunk(
-        self, txn: Any, ids: list[str], keys: list[bytes], rows: dict[bytes, Any]
-    ) -> list[tuple[str, bytes]]:
+    def _slow_chunk(self, txn: Any, ids: list[str], keys: list[bytes]) -> list[tuple[str, bytes]]:
         """The careful path, taken on damage: raises CorruptObject naming the object."""
         out = []
         for object_id, key in zip(ids, keys, strict=True):
-            row = rows.get(key)
+            row = txn.get(key, db=self._objects)
             if row is not None:
                 digest = bytes(row[:_DIGEST])
                 if len(row) != _ROW.size:
