@@ -4,7 +4,7 @@
 
 One run, one generated graph, one store:
   1. upload over HTTP (gzip multipart batches, 4 uploads in flight), with a plain httpx client;
-  2. download object+children over HTTP (text lines, gzip) and the same read in-process
+  2. download object+children over HTTP (text lines, zstd as objstore's client asks) and the same read in-process
      (the ceiling for the HTTP layer);
   3. getobjects in 25k-id batches;
   4. specklepy's ServerTransport against the same server: save_object/end_write (its send path)
@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from objstore.bench.targets import SpawnedServer
-from objstore.client.remote import iter_decoded
+from objstore.client.remote import ACCEPT_ENCODING, iter_decoded
 
 MB = 1e6
 
@@ -96,7 +96,7 @@ def download(url: str, token: str, project: str, root: str) -> tuple[int, int]:
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "text/plain",
-        "Accept-Encoding": "gzip",
+        "Accept-Encoding": ACCEPT_ENCODING,
     }
     count = nbytes = 0
     with (
@@ -105,7 +105,7 @@ def download(url: str, token: str, project: str, root: str) -> tuple[int, int]:
     ):
         if r.status_code != 200:
             raise RuntimeError(f"download failed: {r.status_code}")
-        for chunk in iter_decoded(r):  # gunzip as objstore's client does (ISA-L)
+        for chunk in iter_decoded(r):  # decoded as objstore's client does (zstd or gzip)
             count += chunk.count(b"\n")
             nbytes += len(chunk)
     return count, nbytes
@@ -115,7 +115,7 @@ def getobjects(url: str, token: str, project: str, ids: list[str]) -> tuple[int,
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "text/plain",
-        "Accept-Encoding": "gzip",
+        "Accept-Encoding": ACCEPT_ENCODING,
     }
     count = nbytes = 0
     with httpx.Client(timeout=600) as c:

@@ -150,3 +150,7 @@ class RemoteNotFound(RemoteError):
 
 class RemoteRejected(RemoteError):
     """The server refused the input (HTTP 400 or 413); retrying would not help."""
+
+
+class UnreadableResponse(RemoteError):
+    """The server's response body cannot be decoded (a content coding we did not ask for)."""

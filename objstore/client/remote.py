@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import zstandard
 from isal import igzip, isal_zlib
 
 from objstore import errors
@@ -83,19 +84,37 @@ def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
     return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
 
 
+def _gzip_inflater() -> Any:
+    return isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
+
+
+def _zstd_inflater() -> Any:
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
+_INFLATERS: dict[str, Callable[[], Any]] = {"gzip": _gzip_inflater, "zstd": _zstd_inflater}
+ACCEPT_ENCODING = "zstd, gzip"  # what the streamed reads below can decode
+
+
 def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
-    """The body of a streamed response, gunzipped with ISA-L (~3x zlib) when it is gzip'd."""
-    if response.headers.get("content-encoding", "").lower() == "gzip":
-        inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
-        for chunk in response.iter_raw(1 << 20):
-            yield inflater.decompress(chunk)
-            while inflater.eof and inflater.unused_data:  # concatenated gzip members
-                rest = inflater.unused_data
-                inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
-                yield inflater.decompress(rest)
-        yield inflater.flush()
-    else:
+    """The body of a streamed response, decoded when it is zstd or gzip (ISA-L, ~3x zlib)."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    make = _INFLATERS.get(coding)
+    if make is None:
+        if coding not in ("", "identity"):
+            raise errors.UnreadableResponse(
+                f"the server answered in a coding we did not ask for: {coding!r}"
+            )
         yield from response.iter_raw(1 << 20)
+        return
+    inflater = make()
+    for chunk in response.iter_raw(1 << 20):
+        yield inflater.decompress(chunk)
+        while inflater.eof and inflater.unused_data:  # concatenated gzip members / zstd frames
+            rest = inflater.unused_data
+            inflater = make()
+            yield inflater.decompress(rest)
+    yield inflater.flush()
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
@@ -143,7 +162,7 @@ class Remote:
         self.max_backoff = max_backoff
         self.batch_bytes = batch_bytes
         self.batch_objects = batch_objects
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"}
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         limits = httpx.Limits(max_connections=self.concurrency + 2)

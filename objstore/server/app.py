@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from isal import igzip
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -18,6 +17,7 @@ from starlette.routing import Route
 import objstore
 from objstore import errors
 from objstore.auth import Access, AuthStore, Token
+from objstore.server import encoding
 from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids, read_capped
 from objstore.server.settings import Settings
 from objstore.server.streaming import StreamStats, stream_objects
@@ -45,8 +45,8 @@ _ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def _accepts_gzip(request: Request) -> bool:
-    return "gzip" in request.headers.get("accept-encoding", "").lower()
+def _coding(request: Request) -> encoding.Coding | None:
+    return encoding.pick(request.headers.get("accept-encoding", ""))
 
 
 def _wants_text(request: Request) -> bool:
@@ -123,11 +123,13 @@ class ObjectRoutes:
         data = await run_in_threadpool(self.store.get, project, object_id)
         if data is None:
             raise errors.ObjectNotFound(project, object_id)
-        if _accepts_gzip(request) and len(data) > 1024:
+        coding = _coding(request)
+        if coding is not None and len(data) > 1024:
+            levels = self._levels()
             return Response(
-                igzip.compress(data, self.settings.gzip_level),
+                encoding.compress(data, coding, **levels),
                 media_type="application/json",
-                headers={"content-encoding": "gzip", "vary": "accept-encoding"},
+                headers={"content-encoding": coding, "vary": "accept-encoding"},
             )
         return Response(data, media_type="application/json")
 
@@ -170,21 +172,24 @@ class ObjectRoutes:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def _levels(self) -> dict[str, int]:
+        return {"gzip_level": self.settings.gzip_level, "zstd_level": self.settings.zstd_level}
+
     async def _ids(self, request: Request) -> list[str]:
         body = await read_capped(request.stream(), self.settings.max_ids_body_bytes, "id list")
         return parse_ids(body, request.headers.get("content-type", ""), self.settings.max_ids)
 
     def _stream(self, request: Request, make: Any) -> Response:
         text = _wants_text(request)
-        gz = _accepts_gzip(request)
+        coding = _coding(request)
         headers = {"vary": "accept-encoding"}
-        if gz:
-            headers["content-encoding"] = "gzip"
+        if coding is not None:
+            headers["content-encoding"] = coding
         return StreamingResponse(
             stream_objects(
                 make,
                 text=text,
-                gzip_level=self.settings.gzip_level if gz else None,
+                encoder=encoding.encoder(coding, **self._levels()) if coding else None,
                 block_bytes=self.settings.block_bytes,
                 stats=self.streams,
             ),

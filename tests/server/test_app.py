@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+import zstandard
 
 from .conftest import Running
 
@@ -111,6 +112,29 @@ def test_getobjects_text_and_json(server, loaded):
         )
         assert js.status_code == 200
         assert [o["id"] for o in js.json()] == ids[:10]
+
+
+def test_streams_and_single_answer_in_zstd_when_the_client_lists_it(server, loaded):
+    url = f"{server.url}/objects/priv/root"
+
+    def headers(coding: str) -> dict[str, str]:
+        return server.headers("alice", Accept="text/plain", **{"Accept-Encoding": coding})
+
+    with httpx.Client(timeout=60) as c:
+        plain = c.get(url, headers=headers("identity"))
+        assert "content-encoding" not in plain.headers
+        with c.stream("GET", url, headers=headers("gzip, zstd")) as r:
+            assert r.headers["content-encoding"] == "zstd"
+            assert r.headers["vary"] == "accept-encoding"
+            raw = b"".join(r.iter_raw())
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(raw) == plain.content
+        assert len(raw) < len(plain.content) // 3
+        refused = c.get(url, headers=headers("zstd;q=0, gzip"))
+        assert refused.headers["content-encoding"] == "gzip"
+        assert refused.content == plain.content  # httpx gunzips
+        single = c.get(f"{url}/single", headers=headers("zstd"))
+        assert single.headers["content-encoding"] == "zstd"
+        assert single.content == loaded["root"][0]  # httpx decodes zstd
 
 
 def test_object_and_children_root_first_both_formats(server, loaded):

@@ -27,3 +27,11 @@ def test_a_bad_readahead_value_names_the_variable(monkeypatch):
     monkeypatch.setenv("OBJSTORE_READAHEAD", "maybe")
     with pytest.raises(ValueError, match="OBJSTORE_READAHEAD must be"):
         Settings.from_env()
+
+
+def test_zstd_level_follows_the_environment_and_is_checked(monkeypatch):
+    monkeypatch.setenv("OBJSTORE_ZSTD_LEVEL", "5")
+    assert Settings.from_env().zstd_level == 5
+    monkeypatch.setenv("OBJSTORE_ZSTD_LEVEL", "40")
+    with pytest.raises(ValueError, match="zstd level must be -7 to 19"):
+        Settings.from_env()
