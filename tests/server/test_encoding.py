@@ -60,6 +60,7 @@ def test_whole_body_compression_round_trips(coding):
     data = BLOCKS[0]
     packed = encoding.compress(data, coding, gzip_level=1, zstd_level=3)
     assert len(packed) < len(data) // 3
+    assert encoding.compress(data, coding, gzip_level=1, zstd_level=3) == packed  # reused context
     if coding == "zstd":
         assert zstandard.ZstdDecompressor().decompress(packed) == data
     else:
