@@ -4,8 +4,8 @@
 
 One run, one generated graph, one store:
   1. upload over HTTP (gzip multipart batches, 4 uploads in flight), with a plain httpx client;
-  2. download object+children over HTTP (text lines, zstd as objstore's client asks) and the same read in-process
-     (the ceiling for the HTTP layer);
+  2. download object+children over HTTP (text lines, zstd as objstore's client asks) and the
+     same read in-process (the ceiling for the HTTP layer);
   3. getobjects in 25k-id batches;
   4. specklepy's ServerTransport against the same server: save_object/end_write (its send path)
      into a second project and copy_object_and_children into a SQLiteTransport (its receive path).
