@@ -118,7 +118,10 @@ def test_streams_and_single_answer_in_zstd_when_the_client_lists_it(server, load
     url = f"{server.url}/objects/priv/root"
 
     def headers(coding: str) -> dict[str, str]:
-        return server.headers("alice", Accept="text/plain", **{"Accept-Encoding": coding})
+        sent: dict[str, str] = server.headers(
+            "alice", Accept="text/plain", **{"Accept-Encoding": coding}
+        )
+        return sent
 
     with httpx.Client(timeout=60) as c:
         plain = c.get(url, headers=headers("identity"))
