@@ -140,6 +140,25 @@ def test_streams_and_single_answer_in_zstd_when_the_client_lists_it(server, load
         assert single.content == loaded["root"][0]  # httpx decodes zstd
 
 
+@pytest.mark.parametrize("coding", ["zstd", "gzip"])
+def test_a_big_single_object_comes_back_exact_in_either_coding(server, coding):
+    big = b'{"id":"big-%s","data":[%s]}' % (
+        coding.encode(),
+        b",".join(b"%d.%03d" % (i, i % 997) for i in range(150_000)),
+    )
+    assert len(big) > 1 << 20  # compressed off the event loop
+    r = upload(server, "other", [("b", array([big]), "application/json")])
+    assert r.status_code == 201, r.text
+    with httpx.Client(timeout=60) as c:
+        got = c.get(
+            f"{server.url}/objects/other/big-{coding}/single",
+            headers=server.headers("alice", **{"Accept-Encoding": coding}),
+        )
+    assert got.headers["content-encoding"] == coding
+    assert int(got.headers["content-length"]) < len(big) // 2
+    assert got.content == big
+
+
 def test_object_and_children_root_first_both_formats(server, loaded):
     with httpx.Client(timeout=60) as c:
         text = c.get(
