@@ -92,8 +92,8 @@ def _zstd_inflater() -> Any:
     return zstandard.ZstdDecompressor().decompressobj()
 
 
-_INFLATERS: dict[str, Callable[[], Any]] = {"gzip": _gzip_inflater, "zstd": _zstd_inflater}
-ACCEPT_ENCODING = "zstd, gzip"  # what the streamed reads below can decode
+_INFLATERS: dict[str, Callable[[], Any]] = {"zstd": _zstd_inflater, "gzip": _gzip_inflater}
+ACCEPT_ENCODING = ", ".join(_INFLATERS)  # what the streamed reads below can decode
 
 
 def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
