@@ -32,9 +32,13 @@ import contextlib
 import os
 import struct
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from itertools import accumulate, repeat
+from operator import itemgetter, sub
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 import msgspec
@@ -160,39 +164,56 @@ def _id_chunks(joined: bytes, chunk: int) -> Iterator[list[str]]:
 
 
 def _pack_frames(
-    digests: Iterable[bytes], frames: dict[bytes, bytes], first: int, limit: int = PACK_BYTES
+    digests: Sequence[bytes], frames: dict[bytes, bytes], first: int, limit: int = PACK_BYTES
 ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], dict[bytes, bytes]]:
     """Lay frames end to end in packs of about ``limit`` bytes, numbered from ``first``.
 
     Returns the pack rows, their live-entry counts and each digest's packed location. A frame
-    bigger than ``limit`` gets a pack of its own.
+    bigger than ``limit`` gets a pack of its own. Python loops once per pack, not per frame.
     """
+    blobs = list(map(frames.__getitem__, digests))
+    sizes = list(map(len, blobs))
+    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
     packs: list[tuple[bytes, bytes]] = []
     counts: list[tuple[bytes, bytes]] = []
-    locations: dict[bytes, bytes] = {}
-    parts: list[bytes] = []
-    size = 0
+    numbers: list[int] = []
+    bases: list[int] = []  # where each frame's pack starts, on the same scale as ``ends``
+    start = base = 0
     number = first
-    for digest in digests:
-        frame = frames[digest]
-        if parts and size + len(frame) > limit:
-            packs.append((_U64.pack(number), b"".join(parts)))
-            counts.append((_U64.pack(number), _U32.pack(len(parts))))
-            number += 1
-            parts = []
-            size = 0
-        locations[digest] = _LOC.pack(number, size, len(frame))
-        parts.append(frame)
-        size += len(frame)
-    if parts:
-        packs.append((_U64.pack(number), b"".join(parts)))
-        counts.append((_U64.pack(number), _U32.pack(len(parts))))
-    return packs, counts, locations
+    while start < len(blobs):
+        stop = max(bisect_right(ends, base + limit, start), start + 1)
+        key = _U64.pack(number)
+        packs.append((key, b"".join(blobs[start:stop])))
+        counts.append((key, _U32.pack(stop - start)))
+        numbers.extend(repeat(number, stop - start))
+        bases.extend(repeat(base, stop - start))
+        base = ends[stop - 1]
+        start = stop
+        number += 1
+    offsets = map(sub, map(sub, ends, sizes), bases)
+    return packs, counts, dict(zip(digests, map(_LOC.pack, numbers, offsets, sizes), strict=True))
 
 
 def _place(key: bytes) -> tuple[int, int]:
     number, offset = _U64.unpack_from(key)[0], _U32.unpack_from(key, 8)[0]
     return number, offset
+
+
+_ID = itemgetter(0)  # Record fields, read in C loops
+_DATA = itemgetter(1)
+_DIGEST_OF = itemgetter(2)
+
+
+class _Seen(NamedTuple):
+    """What a write's read phase saw: its transaction id and the index rows of the batch's
+    byte strings that were stored already."""
+
+    txn_id: int
+    index_rows: dict[bytes, bytes]
+
+
+class _IdTaken(Exception):
+    """An optimistic write found one of its ids stored: roll back and decide per record."""
 
 
 class LMDBBackend(Backend):
@@ -433,28 +454,37 @@ class LMDBBackend(Backend):
     # -- writes --------------------------------------------------------------------------------
 
     def write(self, project: str, records: Sequence[Record]) -> PutResult:
-        bytes_received = sum(len(r.data) for r in records)
+        bytes_received = sum(map(len, map(_DATA, records)))
         if not records:
             return PutResult(0, 0, 0, 0, 0, 0)
         # one record per byte string (duplicates carry the same bytes, so any one will do)
-        unique = dict(zip([r.digest for r in records], records, strict=True))
+        unique = dict(zip(map(_DIGEST_OF, records), records, strict=True))
         # Outside the write lock: learn which byte strings are new, and compress those.
         with self._read() as txn:
-            known = set(txn.cursor(self._index).getmulti(sorted(unique), values=False))
+            seen = _Seen(txn.id(), dict(txn.cursor(self._index).getmulti(sorted(unique))))
             dict_id = self._current_dict(txn)
             blob_count = txn.stat(self._index)["entries"]
-        fresh = [rec for d, rec in unique.items() if d not in known]
+        fresh = [rec for d, rec in unique.items() if d not in seen.index_rows]
         frames: dict[bytes, bytes] = {}
         closures: dict[bytes, bytes] = {}
         if dict_id or blob_count + len(fresh) < self._dict_threshold:
-            compressed = self._codec.compress_many([r.data for r in fresh], dict_id)
-            frames = {r.digest: b for r, b in zip(fresh, compressed, strict=True)}
+            compressed = self._codec.compress_many(list(map(_DATA, fresh)), dict_id)
+            frames = dict(zip(map(_DIGEST_OF, fresh), compressed, strict=True))
             closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
+        # Nothing of this batch is stored yet and its ids are distinct: put the rows on the
+        # guess that no id is taken either, checked by the put itself (a lookup fewer per id).
+        optimistic = not seen.index_rows and len(unique) == len(records)
 
         def apply(txn: Any) -> PutResult:
-            return self._apply(txn, project, records, unique, frames, closures, bytes_received)
+            return self._apply(
+                txn, project, records, unique, frames, closures, bytes_received, seen, optimistic
+            )
 
-        result: PutResult = self._write_retrying(apply)
+        try:
+            result: PutResult = self._write_retrying(apply)
+        except _IdTaken:  # rolled back: decide record by record
+            optimistic = False
+            result = self._write_retrying(apply)
         return result
 
     def _apply(
@@ -466,6 +496,8 @@ class LMDBBackend(Backend):
         frames: dict[bytes, bytes],
         closure_values: dict[bytes, bytes],
         bytes_received: int,
+        seen: _Seen,
+        optimistic: bool,
     ) -> PutResult:
         pid = self._pid_of(txn, project)
         if pid is None:
@@ -473,12 +505,13 @@ class LMDBBackend(Backend):
             txn.put(_META_NEXT_PID, _U64.pack(number), db=self._meta)
             pid = _U32.pack(number)
             txn.put(project.encode(), pid, db=self._projects)
-        keys = _object_keys(pid, [r.id for r in records])
-        key_set = set(keys)
-        existing = dict(txn.cursor(self._objects).getmulti(sorted(key_set)))
+        keys = _object_keys(pid, list(map(_ID, records)))
         new_rows: dict[bytes, bytes]
         added: dict[bytes, int]  # in arrival order, so packs keep children near parents
-        if not existing and len(key_set) == len(keys) == len(unique):
+        existing: dict[bytes, bytes] = {}
+        if not optimistic:
+            existing = dict(txn.cursor(self._objects).getmulti(sorted(set(keys))))
+        if not existing and len(set(keys)) == len(keys) == len(unique):
             # every id new and once, every byte string once: no per-record decisions
             new_rows = dict(zip(keys, unique, strict=True))
             added = dict.fromkeys(unique, 1)
@@ -499,13 +532,16 @@ class LMDBBackend(Backend):
                     conflicts += 1
         index_cur = txn.cursor(self._index)
         added_sorted = sorted(added)
-        index = dict(index_cur.getmulti(added_sorted))
+        if txn.id() == seen.txn_id + 1:  # no commit since the read phase: its rows still hold
+            index = {d: seen.index_rows[d] for d in added_sorted if d in seen.index_rows}
+        else:
+            index = dict(index_cur.getmulti(added_sorted))
         new_digests = [d for d in added if d not in index]
         missing = [unique[d] for d in new_digests if d not in frames]
         if missing:  # a dictionary was due, or another writer deleted what we saw
             dict_id = self._current_dict(txn) or self._maybe_train(txn, missing)
-            compressed = self._codec.compress_many([r.data for r in missing], dict_id)
-            frames = frames | {r.digest: b for r, b in zip(missing, compressed, strict=True)}
+            compressed = self._codec.compress_many(list(map(_DATA, missing)), dict_id)
+            frames = frames | dict(zip(map(_DIGEST_OF, missing), compressed, strict=True))
             closure_values = closure_values | self._encode_closures(
                 [r for r in missing if r.closure], dict_id
             )
@@ -513,20 +549,29 @@ class LMDBBackend(Backend):
         packs, pack_counts, locations = _pack_frames(new_digests, frames, first_pack)
         for digest, row in index.items():
             locations[digest] = row[_REF.size :]
-        raw_added = sum(len(unique[d].data) for d in new_digests)
+        at = partial(map, locations.__getitem__)  # each digest's location, in a C loop
+        raw_added = sum(map(len, map(_DATA, map(unique.__getitem__, new_digests))))
         stored_added = sum(len(value) for _, value in packs)
         # keyed by pack and offset: new closures land at the end of the tree, not all over it
         closures = [
-            (locations[d][:_PLACE], closure_values[d]) for d in new_digests if unique[d].closure
+            (locations[d][:_PLACE], closure_values[d]) for d in new_digests if d in closure_values
         ]
-        counts = {d: _REF.unpack_from(row)[0] for d, row in index.items()}
-        index_rows = [
-            (d, _REF.pack(counts.get(d, 0) + added[d], len(unique[d].data)) + locations[d])
-            for d in added_sorted
-        ]
-        txn.cursor(self._objects).putmulti(
-            [(key, digest + locations[digest]) for key, digest in sorted(new_rows.items())]
-        )
+        counts = list(map(added.__getitem__, added_sorted))
+        if index:
+            counts = [
+                n + _REF.unpack_from(index[d])[0] if d in index else n
+                for d, n in zip(added_sorted, counts, strict=True)
+            ]
+        raw_lengths = map(len, map(_DATA, map(unique.__getitem__, added_sorted)))
+        index_values = map(bytes.__add__, map(_REF.pack, counts, raw_lengths), at(added_sorted))
+        index_rows = list(zip(added_sorted, index_values, strict=True))
+        row_keys = sorted(new_rows)
+        row_digests = list(map(new_rows.__getitem__, row_keys))
+        row_values = map(bytes.__add__, row_digests, at(row_digests))
+        rows = list(zip(row_keys, row_values, strict=True))
+        put = txn.cursor(self._objects).putmulti(rows, overwrite=not optimistic)[1]
+        if optimistic and put != len(rows):
+            raise _IdTaken  # another writer stored one of these ids since the read phase
         if packs:
             txn.cursor(self._packs).putmulti(packs)
             txn.cursor(self._packrefs).putmulti(pack_counts)

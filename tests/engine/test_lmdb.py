@@ -8,6 +8,8 @@ import os
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import objstore
 from objstore import errors, graphgen
@@ -135,6 +137,68 @@ def test_pack_frames_fill_packs_in_order_and_give_big_frames_their_own():
     assert [int.from_bytes(c, "big") for _, c in counts] == [2, 1, 1]
     assert locations[b"d"] == _LOC.pack(1, 40, 10)
     assert locations[b"c"] == _LOC.pack(3, 0, 100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 400))
+def test_pack_frames_packs_like_the_greedy_loop(sizes, limit):
+    digests = [i.to_bytes(4, "big") for i in range(len(sizes))]
+    frames = {d: bytes([i % 251]) * n for i, (d, n) in enumerate(zip(digests, sizes, strict=True))}
+    expected: list[list[bytes]] = []
+    for d in digests:  # the reference: start a new pack when the next frame would not fit
+        if not expected or (expected[-1] and sum(map(len, expected[-1])) + len(frames[d]) > limit):
+            expected.append([])
+        expected[-1].append(frames[d])
+    packs, counts, locations = _pack_frames(digests, frames, 5, limit=limit)
+    assert [v for _, v in packs] == [b"".join(p) for p in expected]
+    assert [_U64.unpack(k)[0] for k, _ in packs] == list(range(5, 5 + len(expected)))
+    assert [int.from_bytes(c, "big") for _, c in counts] == list(map(len, expected))
+    for d in digests:
+        number, offset, length = _LOC.unpack(locations[d])
+        assert packs[number - 5][1][offset : offset + length] == frames[d]
+
+
+def _between_phases(monkeypatch, backend: LMDBBackend, other_write) -> None:
+    """Run ``other_write`` once, after the next write's read phase and before its transaction
+    (where another thread or process could commit)."""
+    compress = backend._codec.compress_many
+    pending = [other_write]
+
+    def hooked(items, dict_id=0):
+        if pending:
+            pending.pop()()
+        return compress(items, dict_id)
+
+    monkeypatch.setattr(backend._codec, "compress_many", hooked)
+
+
+def test_bytes_stored_by_a_racing_writer_are_shared_not_stored_twice(tmp_path, monkeypatch):
+    x, y = b'{"id":"x","v":1}', b'{"id":"y","v":2}'
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        _between_phases(monkeypatch, backend, lambda: store.put("p2", [x]))
+        res = store.put("p1", [x, y])
+        assert (res.stored, res.new_blobs) == (2, 1)
+        assert store.stats().blobs == 2
+        store.delete_project("p1")
+        assert store.get("p2", "x") == x
+        assert store.verify().ok
+        store.delete_project("p2")
+        assert _entries(backend, "packs") == 0
+
+
+def test_an_id_taken_by_a_racing_writer_keeps_its_first_body(tmp_path, monkeypatch):
+    first, later, y = b'{"id":"x","v":0}', b'{"id":"x","v":1}', b'{"id":"y"}'
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        _between_phases(monkeypatch, backend, lambda: store.put("p", [first]))
+        res = store.put("p", [later, y])
+        assert (res.stored, res.duplicates, res.conflicts) == (1, 0, 1)
+        assert store.get("p", "x") == first
+        assert store.stats().blobs == 2
+        assert store.verify().ok
 
 
 def _entries(backend: LMDBBackend, db_name: str) -> int:
