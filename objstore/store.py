@@ -172,12 +172,16 @@ def open(
     dictionary_threshold: int = 4096,
     readonly: bool = False,
     readahead: bool = True,
+    writemap: bool = True,
 ) -> Store:
     """Open (creating if needed) an LMDB-backed store in directory ``path``.
 
     ``readahead`` lets the OS read neighbouring pages on a page fault: reads from a store
     that is not yet in the page cache run several times faster with it (packs hold objects
     in arrival order). Turn it off only for a store much larger than RAM read at random.
+    ``writemap`` lets writes go straight into LMDB's memory map (faster commits; the data
+    file then shows the whole map size, as a sparse file); every process that writes one
+    store must use the same setting.
     """
     from objstore.engine.lmdb import LMDBBackend
 
@@ -188,6 +192,7 @@ def open(
         dictionary_threshold=dictionary_threshold,
         readonly=readonly,
         readahead=readahead,
+        writemap=writemap,
     )
     return Store(backend, limits)
 
