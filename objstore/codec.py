@@ -315,9 +315,16 @@ def prepare(
         return records
     if isinstance(batch, str):
         raise errors.InvalidBatch("batch must be bytes (UTF-8 JSON), not str")
+    given = list(batch)
+    if all(type(item) is bytes for item in given):  # the common case, checked a list at a time
+        stripped = list(map(bytes.strip, given))
+        if sum(map(len, stripped)) <= limits.max_batch_bytes:
+            clean = _clean_items(stripped, limits)
+            if clean is not None:
+                return clean
     items: list[bytes] = []
     total = 0
-    for index, item in enumerate(batch):
+    for index, item in enumerate(given):
         if isinstance(item, msgspec.Raw):
             raw = bytes(item)
         elif isinstance(item, bytes | bytearray | memoryview):

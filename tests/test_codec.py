@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -160,6 +161,20 @@ def test_separate_items_must_each_be_exactly_one_object():
         ("a", b'{"id":"a"}'),
         ("b", b'{"id":"b","v":"\xc3\xa9"}'),
     ]
+
+
+def test_separate_items_of_any_bytes_kind_and_the_batch_limit_named_where_it_passes():
+    items = [b'{"id":"a"}', bytearray(b' {"id":"b"}'), msgspec.Raw(b'{"id":"c"}')]
+    records = codec.prepare(iter(items), Limits())
+    assert [(r.id, r.data) for r in records] == [
+        ("a", b'{"id":"a"}'),
+        ("b", b'{"id":"b"}'),
+        ("c", b'{"id":"c"}'),
+    ]
+    items = [b'{"id":"%d","p":"xxxxxxxx"}' % i for i in range(10)]  # 25 bytes each
+    with pytest.raises(errors.BatchTooLarge) as info:
+        codec.prepare(items, Limits(max_batch_bytes=60))
+    assert info.value.index == 2
 
 
 @settings(max_examples=300, deadline=None)
