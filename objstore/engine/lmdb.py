@@ -248,7 +248,12 @@ class LMDBBackend(Backend):
         self.path = Path(path)
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
-        size = map_size or max(DEFAULT_MAP_SIZE, _allocated(self.path / "data.mdb") * 2)
+        data_file = self.path / "data.mdb"
+        size = map_size or max(DEFAULT_MAP_SIZE, _allocated(data_file) * 2)
+        if writemap and not readonly and data_file.exists():
+            # LMDB truncates a writable map's file to the map size: a smaller map here would cut
+            # the file under another process's bigger map, and its next write there faults.
+            size = max(size, data_file.stat().st_size)
         self._env = lmdb.open(
             str(self.path),
             map_size=size,

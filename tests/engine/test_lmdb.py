@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -59,6 +61,37 @@ def test_writable_map_file_size_is_not_taken_for_data(tmp_path):
         with objstore.open(tmp_path / "s") as store:
             assert _map_size(store) == first_map
             assert store.get("p", "o199") == objs[199]
+
+
+def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_path):
+    # LMDB truncates a writable map's file to the map size; had the second process done so,
+    # the first one's next writes past the cut would kill it with SIGBUS.
+    path = tmp_path / "s"
+    with objstore.open(path, map_size=64 << 20) as store:
+        store.put("p", [b'{"id":"a"}'])
+        size = (path / "data.mdb").stat().st_size
+        assert size == 64 << 20
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, objstore\n"
+                "with objstore.open(sys.argv[1], map_size=1 << 20) as s:\n"
+                "    s.put('q', [b'{\"id\":\"b\"}'])\n"
+                "    print(s.backend._env.info()['map_size'])",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert int(other.stdout) == size
+        assert (path / "data.mdb").stat().st_size == size
+        pad = "x" * 4000
+        store.put("p", [f'{{"id":"o{i}","p":"{pad}{i}"}}'.encode() for i in range(5000)])
+        assert store.get("q", "b") == b'{"id":"b"}'
+        assert store.verify().ok
 
 
 def test_stores_written_with_and_without_writemap_read_alike(tmp_path):
