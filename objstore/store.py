@@ -172,7 +172,7 @@ def open(
     dictionary_threshold: int = 4096,
     readonly: bool = False,
     readahead: bool = True,
-    writemap: bool = True,
+    writemap: bool | None = None,
 ) -> Store:
     """Open (creating if needed) an LMDB-backed store in directory ``path``.
 
@@ -180,7 +180,8 @@ def open(
     that is not yet in the page cache run several times faster with it (packs hold objects
     in arrival order). Turn it off only for a store much larger than RAM read at random.
     ``writemap`` lets writes go straight into LMDB's memory map (faster commits; the data
-    file then shows the whole map size, as a sparse file); every process that writes one
+    file then shows the whole map size, as a sparse file). None means on for Linux, whose
+    filesystems keep the unused part a hole, and off elsewhere. Every process that writes one
     store must use the same setting.
     """
     from objstore.engine.lmdb import LMDBBackend

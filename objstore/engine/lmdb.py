@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import sys
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -82,6 +83,9 @@ _META_DICT_NEXT_TRY = b"dict:next_try"
 _DICT_PREFIX = b"dict:id:"
 
 DEFAULT_MAP_SIZE = 1 << 30
+# A writable map sizes the data file to the whole map. Linux filesystems leave the unused part
+# a hole; elsewhere (NTFS, HFS+) it could take the map's full size on disk from the start.
+WRITEMAP_DEFAULT = sys.platform.startswith("linux")
 _json_closure = msgspec.json.Decoder(dict[str, int])
 
 
@@ -229,9 +233,10 @@ def _allocated(data_file: Path) -> int:
 class LMDBBackend(Backend):
     """Objects in one LMDB environment under ``path`` (a directory).
 
-    Writers use a writable memory map (``writemap``): a commit syncs pages the transaction
-    wrote in place instead of one ``pwrite`` per dirty page, which at a million objects is
-    thousands of calls per batch. Every process writing one store must use the same setting.
+    On Linux writers use a writable memory map (``writemap``): a commit syncs pages the
+    transaction wrote in place instead of one ``pwrite`` per dirty page, which at a million
+    objects is thousands of calls per batch. Every process writing one store must use the
+    same setting.
     """
 
     def __init__(
@@ -243,9 +248,11 @@ class LMDBBackend(Backend):
         dictionary_threshold: int = 4096,
         readonly: bool = False,
         readahead: bool = True,
-        writemap: bool = True,
+        writemap: bool | None = None,
     ) -> None:
         self.path = Path(path)
+        if writemap is None:
+            writemap = WRITEMAP_DEFAULT
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
         data_file = self.path / "data.mdb"

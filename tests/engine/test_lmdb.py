@@ -51,14 +51,14 @@ def test_writable_map_file_size_is_not_taken_for_data(tmp_path):
     # With writemap the data file is as long as the map: a hole past the data. Stats and the
     # next open must look at what is allocated, or each reopen would double the map.
     objs = [json.dumps({"id": f"o{i}", "pad": "x" * 500}).encode() for i in range(200)]
-    with objstore.open(tmp_path / "s") as store:
+    with objstore.open(tmp_path / "s", writemap=True) as store:
         assert store.backend._env.flags()["writemap"]  # type: ignore[attr-defined]
         store.put("p", objs)
         first_map = _map_size(store)
         assert store.stats().file_bytes < first_map // 8
     assert (tmp_path / "s" / "data.mdb").stat().st_size == first_map
     for _ in range(3):
-        with objstore.open(tmp_path / "s") as store:
+        with objstore.open(tmp_path / "s", writemap=True) as store:
             assert _map_size(store) == first_map
             assert store.get("p", "o199") == objs[199]
 
@@ -67,7 +67,7 @@ def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_pa
     # LMDB truncates a writable map's file to the map size; had the second process done so,
     # the first one's next writes past the cut would kill it with SIGBUS.
     path = tmp_path / "s"
-    with objstore.open(path, map_size=64 << 20) as store:
+    with objstore.open(path, map_size=64 << 20, writemap=True) as store:
         store.put("p", [b'{"id":"a"}'])
         size = (path / "data.mdb").stat().st_size
         assert size == 64 << 20
@@ -76,7 +76,7 @@ def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_pa
                 sys.executable,
                 "-c",
                 "import sys, objstore\n"
-                "with objstore.open(sys.argv[1], map_size=1 << 20) as s:\n"
+                "with objstore.open(sys.argv[1], map_size=1 << 20, writemap=True) as s:\n"
                 "    s.put('q', [b'{\"id\":\"b\"}'])\n"
                 "    print(s.backend._env.info()['map_size'])",
                 str(path),
@@ -92,6 +92,19 @@ def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_pa
         store.put("p", [f'{{"id":"o{i}","p":"{pad}{i}"}}'.encode() for i in range(5000)])
         assert store.get("q", "b") == b'{"id":"b"}'
         assert store.verify().ok
+
+
+def test_writemap_is_on_by_default_only_on_linux(tmp_path, monkeypatch):
+    from objstore.engine import lmdb as lmdb_backend
+
+    with objstore.open(tmp_path / "a") as store:
+        on = store.backend._env.flags()["writemap"]  # type: ignore[attr-defined]
+        assert on is sys.platform.startswith("linux")
+    monkeypatch.setattr(lmdb_backend, "WRITEMAP_DEFAULT", False)
+    with objstore.open(tmp_path / "b") as store:
+        assert store.backend._env.flags()["writemap"] is False  # type: ignore[attr-defined]
+    with objstore.open(tmp_path / "b", readonly=True, writemap=True) as store:
+        assert store.backend._env.flags()["writemap"] is False  # type: ignore[attr-defined]
 
 
 def test_stores_written_with_and_without_writemap_read_alike(tmp_path):
