@@ -498,7 +498,7 @@ class LMDBBackend(Backend):
             compressed = self._codec.compress_many(list(map(_DATA, fresh)), dict_id)
             frames = dict(zip(map(_DIGEST_OF, fresh), compressed, strict=True))
             closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
-        # Nothing of this batch is stored yet and its ids are distinct: put the rows on the
+        # None of this batch's byte strings is stored yet and none repeats: put the rows on the
         # guess that no id is taken either, checked by the put itself (a lookup fewer per id).
         optimistic = not seen.index_rows and len(unique) == len(records)
 
@@ -535,10 +535,11 @@ class LMDBBackend(Backend):
         keys = _object_keys(pid, list(map(_ID, records)))
         new_rows: dict[bytes, bytes]
         added: dict[bytes, int]  # in arrival order, so packs keep children near parents
+        key_set = set(keys)
         existing: dict[bytes, bytes] = {}
         if not optimistic:
-            existing = dict(txn.cursor(self._objects).getmulti(sorted(set(keys))))
-        if not existing and len(set(keys)) == len(keys) == len(unique):
+            existing = dict(txn.cursor(self._objects).getmulti(sorted(key_set)))
+        if not existing and len(key_set) == len(keys) == len(unique):
             # every id new and once, every byte string once: no per-record decisions
             new_rows = dict(zip(keys, unique, strict=True))
             added = dict.fromkeys(unique, 1)

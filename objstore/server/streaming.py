@@ -140,7 +140,7 @@ def stream_objects(
                 yield encoder.flush()
             done = True
         finally:
-            stop.set()  # the producer notices within one object or 0.1 s, then exits
+            stop.set()  # the producer notices within one block or 0.1 s, then exits
             stats.add(**({"finished": 1} if done else {"aborted": 1}))
 
     return body()
