@@ -411,6 +411,40 @@ def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
         assert victim_id in str(info.value)
 
 
+def test_bulk_reads_copy_nearby_packs_and_view_scattered_ones(tmp_path, monkeypatch):
+    with _dictionary_store(tmp_path, 8) as (store, backend, g):
+        viewed = []
+        views_of = backend._views_of
+
+        def counting(txn):
+            viewed.append(txn)
+            return views_of(txn)
+
+        monkeypatch.setattr(backend, "_views_of", counting)
+        near = g.objects[:400]  # stored together: a few packs
+        assert dict(store.get_many("p", [i for i, _ in near])) == dict(near)
+        assert not viewed
+        scattered = g.objects[::150]  # about one object per pack
+        assert dict(store.get_many("p", [i for i, _ in scattered])) == dict(scattered)
+        assert viewed
+
+
+def test_views_are_only_taken_on_the_same_snapshot(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"a"}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        txn = backend._begin_read()
+        try:
+            views = backend._views_of(txn)
+            assert views is not None and views.id() == txn.id()
+            views.abort()
+            store.put("p", [b'{"id":"b"}'])  # a commit after ``txn`` began
+            assert backend._views_of(txn) is None
+        finally:
+            backend._end_read(txn)
+
+
 def _padded(object_id: str, rng: random.Random, **extra: object) -> bytes:
     """An object of about 1 KB that compresses poorly, so a few hundred fill several packs."""
     body = {"id": object_id, "pad": rng.randbytes(400).hex(), **extra}
