@@ -148,6 +148,23 @@ class Codec:
         tag already cut off): the hot path of bulk reads. Raises MissingDictionary."""
         return self._decompressor(dict_id).decompress
 
+    def decompress_segments(
+        self, dict_id: int, runs: Sequence[tuple[Any, bytes]]
+    ) -> zstandard.BufferWithSegmentsCollection:
+        """Decompress bare ``dict_id`` frames cut out of buffers, in one call that holds no GIL
+        while zstd works: bulk reads run it on a helper thread while they read the next chunk.
+
+        ``runs`` pairs a buffer with its frames' segments, native-endian (offset, length) u64
+        pairs. Raises CodecError (MissingDictionary when ``dict_id`` is not loaded)."""
+        dec = self._decompressor(dict_id)
+        try:
+            frames = cast(Any, zstandard.BufferWithSegmentsCollection)(  # untyped in stubs
+                *(zstandard.BufferWithSegments(buffer, segments) for buffer, segments in runs)
+            )
+            return dec.multi_decompress_to_buffer(frames, threads=1)
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise CodecError(str(exc)) from None
+
     def decompress(self, blob: bytes) -> bytes:
         """Inverse of :meth:`compress_many` for one blob."""
         return self.decoder()(blob)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 
@@ -46,12 +47,24 @@ class ChildrenStream(Iterator[tuple[str, bytes]]):
         self, root: tuple[str, bytes], chunks: Iterator[list[str]]
     ) -> Generator[tuple[str, bytes]]:
         yield root
-        for chunk in chunks:
-            ids = [i for i in chunk if i != self.root_id]
-            pairs = self._backend.read_chunk(self._project, ids)
-            self.found += len(pairs)
-            self.missing += len(ids) - len(pairs)
-            yield from pairs
+        sizes: deque[int] = deque()  # of the chunks asked for, read ahead of those yielded
+
+        def requested() -> Iterator[list[str]]:
+            for chunk in chunks:
+                if self.root_id in chunk:
+                    chunk = [i for i in chunk if i != self.root_id]
+                sizes.append(len(chunk))
+                yield chunk
+
+        reader = self._backend.read_chunks(self._project, requested())
+        try:
+            for pairs in reader:
+                self.found += len(pairs)
+                self.missing += sizes.popleft() - len(pairs)
+                yield from pairs
+        finally:
+            if isinstance(reader, Generator):
+                reader.close()
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         return self._iter  # a for loop runs the generator itself, no method call per object

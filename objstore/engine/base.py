@@ -99,6 +99,14 @@ class Backend(abc.ABC):
         loops (children streams) instead of one generator step per object."""
         return list(self.get_many(project, ids))
 
+    def read_chunks(
+        self, project: str, chunks: Iterable[list[str]]
+    ) -> Iterator[list[tuple[str, bytes]]]:
+        """:meth:`read_chunk` of each chunk in turn. A backend may read ahead; closing the
+        iterator early releases what it holds."""
+        for ids in chunks:
+            yield self.read_chunk(project, ids)
+
     @abc.abstractmethod
     def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
         """The object's ``__closure`` ids in chunks, in the order the object lists them (clients

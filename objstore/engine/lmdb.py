@@ -35,9 +35,10 @@ import sys
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent import futures
 from functools import partial
-from itertools import accumulate, repeat
-from operator import itemgetter, sub
+from itertools import accumulate, groupby, repeat
+from operator import add, itemgetter, sub
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -208,7 +209,37 @@ _ID = itemgetter(0)  # Record fields, read in C loops
 _DATA = itemgetter(1)
 _DIGEST_OF = itemgetter(2)
 _PACK_OF = itemgetter(1)  # of an unpacked objects row
+_DIGEST_OF_ROW = itemgetter(0)
 _NEAR = 8  # a chunk averaging this many objects per pack copies its packs
+_HELPER_MIN = 256  # smaller chunks are not worth a hand-off to the helper thread
+
+
+def _near(rows: list[tuple[bytes, int, int, int]]) -> bool:
+    """Whether a chunk's objects lie close together: on average ``_NEAR`` or more a pack."""
+    return len(set(map(_PACK_OF, rows))) * _NEAR <= len(rows)
+
+
+def _chunked(ids: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for object_id in ids:
+        chunk.append(object_id)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Decoding(NamedTuple):
+    """A chunk whose frames the helper thread is decompressing, from packs copied out of the
+    map: no transaction stays open while the chunk waits, so a consumer that writes to the
+    store between chunks (and grows its map) never waits on a reader it holds itself."""
+
+    project: str
+    ids: list[str]
+    found: list[str]
+    digests: list[bytes]
+    frames: futures.Future[Any]
 
 
 class _Seen(NamedTuple):
@@ -279,6 +310,7 @@ class LMDBBackend(Backend):
         self._readonly = readonly
         self._write_lock = threading.Lock()
         self._gate_lock = threading.Lock()
+        self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
         self._gate = threading.Condition(threading.Lock())
         self._active = 0
         self._resizing = False
@@ -835,22 +867,39 @@ class LMDBBackend(Backend):
         return out
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        chunk: list[str] = []
-        for object_id in ids:
-            chunk.append(object_id)
-            if len(chunk) >= CHUNK:
-                yield from self._get_chunk(project, chunk)
-                chunk = []
-        if chunk:
-            yield from self._get_chunk(project, chunk)
+        for pairs in self.read_chunks(project, _chunked(ids, CHUNK)):
+            yield from pairs
 
     def read_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         if len(ids) <= CHUNK:
             return self._get_chunk(project, ids)
         out: list[tuple[str, bytes]] = []
-        for start in range(0, len(ids), CHUNK):
-            out += self._get_chunk(project, ids[start : start + CHUNK])
+        for pairs in self.read_chunks(project, _chunked(ids, CHUNK)):
+            out += pairs
         return out
+
+    def read_chunks(
+        self, project: str, chunks: Iterable[list[str]]
+    ) -> Iterator[list[tuple[str, bytes]]]:
+        """Each chunk's pairs in turn. While the helper thread decompresses one chunk, this
+        thread reads the next one's rows: zstd and Python work then run on two cores."""
+        pending: _Decoding | None = None
+        try:
+            for ids in chunks:
+                started = self._start_chunk(project, ids)
+                done, pending = pending, None
+                if isinstance(started, _Decoding):
+                    pending = started
+                if done is not None:
+                    yield self._finish_chunk(done)
+                if not isinstance(started, _Decoding):
+                    yield started
+            if pending is not None:
+                done, pending = pending, None
+                yield self._finish_chunk(done)
+        finally:
+            if pending is not None:  # the consumer stopped early
+                pending.frames.cancel()
 
     def _fast_decoder(self, txn: Any) -> Callable[[Any], bytes] | None:
         """The current dictionary's bare-frame decompress (loading it if needed), or None."""
@@ -881,16 +930,112 @@ class LMDBBackend(Backend):
         if len(ids) == 1:
             data = self.get(project, ids[0])
             return [] if data is None else [(ids[0], data)]
-        # Rows, and the packs of a chunk whose objects lie close together (a children stream),
-        # are copied: small bytes slice and decompress faster than views. Packs of a scattered
-        # chunk are read through views of the same snapshot, never copied whole for one frame.
         txn = self._begin_read(db=self._objects)
-        views = None
         try:
             pid = self._pid_of(txn, project)
             if pid is None:
                 return []
             keys = _object_keys(pid, ids)
+            try:
+                found, rows = _present_rows(txn.get, ids, keys)
+            except CodecError:
+                return self._slow_chunk(txn, ids, keys)
+            return self._decode_chunk(txn, ids, keys, found, rows, near=_near(rows))
+        finally:
+            self._end_read(txn)
+
+    def _start_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]] | _Decoding:
+        """Read a chunk's rows and hand its frames to the helper thread when they are
+        current-dictionary frames lying close together (finish it with :meth:`_finish_chunk`);
+        otherwise decode the chunk here."""
+        if len(ids) < _HELPER_MIN:
+            return self._get_chunk(project, ids)
+        txn = self._begin_read(db=self._objects)
+        try:
+            pid = self._pid_of(txn, project)
+            if pid is None:
+                return []
+            keys = _object_keys(pid, ids)
+            try:
+                found, rows = _present_rows(txn.get, ids, keys)
+            except CodecError:
+                return self._slow_chunk(txn, ids, keys)
+            dict_id = self._current_dict(txn)
+            near = _near(rows)
+            runs = self._frame_runs(txn, rows) if dict_id and near else None
+            if runs is None:
+                return self._decode_chunk(txn, ids, keys, found, rows, near=near)
+        finally:
+            self._end_read(txn)
+        frames = self._helper().submit(self._codec.decompress_segments, dict_id, runs)
+        return _Decoding(project, ids, found, list(map(_DIGEST_OF_ROW, rows)), frames)
+
+    def _frame_runs(self, txn: Any, rows: list[tuple[bytes, int, int, int]]) -> list[Any] | None:
+        """(pack, segments of its frames) for each run of rows in one pack, the codec tag cut
+        off each frame; packs are copied, so the helper reads no map. None when a frame is
+        not a dictionary frame (decoding here handles it) or a pack is missing or a frame is
+        shorter than its tag (decoding here then names the object). Python loops once per
+        run, not per frame."""
+        _, numbers, offsets, lengths = zip(*rows, strict=True)
+        segments = [0] * (2 * len(rows))
+        segments[0::2] = map(add, offsets, repeat(DICT_TAG_SIZE))
+        segments[1::2] = map(sub, lengths, repeat(DICT_TAG_SIZE))
+        try:
+            packed = struct.pack(f"={len(segments)}Q", *segments)
+        except struct.error:
+            return None
+        runs = []
+        packs: dict[int, bytes | None] = {}
+        start = 0
+        for number, run in groupby(numbers):
+            stop = start + len(list(run))
+            pack = packs.get(number)
+            if pack is None:
+                pack = packs[number] = txn.get(_U64.pack(number), db=self._packs)
+                if pack is None:
+                    return None
+            tags = bytes(map(pack.__getitem__, offsets[start:stop]))
+            if tags.count(ZSTD_DICT) != len(tags):  # raw or plain frames: decode here
+                return None
+            runs.append((pack, packed[16 * start : 16 * stop]))
+            start = stop
+        return runs
+
+    def _finish_chunk(self, done: _Decoding) -> list[tuple[str, bytes]]:
+        """The pairs of a chunk the helper decompressed, checked against their digests; on any
+        failure the chunk is read again here, frame by frame, which names the damage."""
+        try:
+            datas = list(map(bytes, done.frames.result()))
+        except CodecError:
+            return self._get_chunk(done.project, done.ids)
+        if list(map(xxhash.xxh3_128_digest, datas)) != done.digests:
+            return self._get_chunk(done.project, done.ids)
+        return list(zip(done.found, datas, strict=True))
+
+    def _helper(self) -> futures.ThreadPoolExecutor:
+        with self._gate_lock:
+            if self._helpers is None:
+                self._helpers = futures.ThreadPoolExecutor(
+                    os.cpu_count() or 2, thread_name_prefix="objstore-decompress"
+                )
+            return self._helpers
+
+    def _decode_chunk(
+        self,
+        txn: Any,
+        ids: list[str],
+        keys: list[bytes],
+        found: list[str],
+        rows: list[tuple[bytes, int, int, int]],
+        *,
+        near: bool,
+    ) -> list[tuple[str, bytes]]:
+        """Decode a chunk's frames one by one. Packs of a chunk whose objects lie close
+        together (a children stream) are copied: small bytes slice and decompress faster than
+        views. Packs of a scattered chunk are read through views of the same snapshot, never
+        copied whole for one frame."""
+        views = None if near else self._views_of(txn)
+        try:
             out = []
             packs: dict[int, Any] = {}
             decode = self._codec.decoder()
@@ -900,14 +1045,9 @@ class LMDBBackend(Backend):
             fast = self._fast_decoder(txn)
             fast_tag = ZSTD_DICT if fast is not None else -1
             checksum = xxhash.xxh3_128_digest
+            get = txn.get if views is None else views.get
+            packs_db, pack_key = self._packs, _U64.pack
             try:
-                found, rows = _present_rows(txn.get, ids, keys)
-                get = txn.get
-                if len(set(map(_PACK_OF, rows))) * _NEAR > len(rows):
-                    views = self._views_of(txn)
-                    if views is not None:
-                        get = views.get
-                packs_db, pack_key = self._packs, _U64.pack
                 for object_id, (digest, number, offset, length) in zip(found, rows, strict=True):
                     pack = packs.get(number)
                     if pack is None:
@@ -927,7 +1067,6 @@ class LMDBBackend(Backend):
         finally:
             if views is not None:
                 views.abort()
-            self._end_read(txn)
 
     def _slow_chunk(self, txn: Any, ids: list[str], keys: list[bytes]) -> list[tuple[str, bytes]]:
         """The careful path, taken on damage: raises CorruptObject naming the object."""
@@ -1144,4 +1283,6 @@ class LMDBBackend(Backend):
         if not self._closed:
             self._closed = True
             if os.getpid() == self._pid:
+                if self._helpers is not None:  # no helper may read the map once it is gone
+                    self._helpers.shutdown(wait=True)
                 self._env.close()

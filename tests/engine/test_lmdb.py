@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -411,22 +412,67 @@ def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
         assert victim_id in str(info.value)
 
 
-def test_bulk_reads_copy_nearby_packs_and_view_scattered_ones(tmp_path, monkeypatch):
+def _spy(monkeypatch, owner, name):
+    """Record each call of ``owner.name`` and let it run."""
+    calls = []
+    real = getattr(owner, name)
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def test_bulk_reads_choose_helper_copies_or_views_by_where_objects_lie(tmp_path, monkeypatch):
     with _dictionary_store(tmp_path, 8) as (store, backend, g):
-        viewed = []
-        views_of = backend._views_of
-
-        def counting(txn):
-            viewed.append(txn)
-            return views_of(txn)
-
-        monkeypatch.setattr(backend, "_views_of", counting)
-        near = g.objects[:400]  # stored together: a few packs
+        helped = _spy(monkeypatch, backend._codec, "decompress_segments")
+        viewed = _spy(monkeypatch, backend, "_views_of")
+        near = g.objects[:400]  # stored together: a few packs, a chunk worth a hand-off
         assert dict(store.get_many("p", [i for i, _ in near])) == dict(near)
-        assert not viewed
-        scattered = g.objects[::150]  # about one object per pack
+        assert (len(helped), len(viewed)) == (1, 0)  # the helper gets copied packs
+        small = g.objects[:100]  # near, but too few to hand off: decoded here from copies
+        assert dict(store.get_many("p", [i for i, _ in small])) == dict(small)
+        assert (len(helped), len(viewed)) == (1, 0)
+        scattered = g.objects[::150]  # about one object a pack: decoded here, through views
         assert dict(store.get_many("p", [i for i, _ in scattered])) == dict(scattered)
-        assert viewed
+        assert (len(helped), len(viewed)) == (1, 1)
+
+
+def test_a_consumer_can_grow_the_map_between_chunks_of_a_stream(tmp_path):
+    """A chunk read ahead holds no transaction: a write that must grow the map (which waits
+    for every reader of this process) goes through while the stream is suspended."""
+    g = graphgen.generate(3000, seed=9)
+    rng = random.Random(9)
+    big = [_padded(f"big{i}", rng) for i in range(3000)]  # about 3 MB, poorly compressible
+    with objstore.open(tmp_path / "s", dictionary_threshold=500, map_size=4 << 20) as store:
+        store.put("p", b"[" + b",".join(d for _, d in g.objects) + b"]")
+        size = _map_size(store)
+        stream = store.iter_with_children("p", g.root_id)
+        got = [next(stream) for _ in range(1500)]  # into the first chunk; the next is read
+        writer = threading.Thread(target=store.put, args=("q", big), daemon=True)
+        writer.start()
+        writer.join(timeout=30)
+        assert not writer.is_alive(), "the write waited on the suspended stream"
+        assert _map_size(store) > size
+        got += list(stream)
+        assert got == _children_in_order(g)
+        assert store.count("q") == len(big)
+
+
+def test_objects_stored_before_the_dictionary_stream_through_the_fallback(tmp_path):
+    g = graphgen.generate(3000, seed=10)
+    with objstore.open(tmp_path / "s", dictionary_threshold=1500) as store:
+        store.put("p", b"[" + b",".join(d for _, d in g.objects[:1000]) + b"]")  # no dict yet
+        store.put("p", b"[" + b",".join(d for _, d in g.objects[1000:]) + b"]")
+        assert list(store.iter_with_children("p", g.root_id)) == _children_in_order(g)
+
+
+def _children_in_order(g):
+    by_id = dict(g.objects)
+    closure = json.loads(by_id[g.root_id])["__closure"]
+    return [(g.root_id, by_id[g.root_id])] + [(i, by_id[i]) for i in closure if i in by_id]
 
 
 def test_views_are_only_taken_on_the_same_snapshot(tmp_path):
