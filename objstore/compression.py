@@ -148,20 +148,20 @@ class Codec:
         tag already cut off): the hot path of bulk reads. Raises MissingDictionary."""
         return self._decompressor(dict_id).decompress
 
-    def decompress_segments(
-        self, dict_id: int, runs: Sequence[tuple[Any, bytes]]
-    ) -> zstandard.BufferWithSegmentsCollection:
-        """Decompress bare ``dict_id`` frames cut out of buffers, in one call that holds no GIL
-        while zstd works: bulk reads run it on a helper thread while they read the next chunk.
+    def decompress_segments(self, dict_id: int, runs: Sequence[tuple[Any, bytes]]) -> list[Any]:
+        """Decompress bare ``dict_id`` frames cut out of buffers, a buffer at a time, in calls
+        that hold no GIL while zstd works: bulk reads run this on a helper thread while they
+        read the next chunk. Returns one sequence of decompressed segments per buffer.
 
         ``runs`` pairs a buffer with its frames' segments, native-endian (offset, length) u64
-        pairs. Raises CodecError (MissingDictionary when ``dict_id`` is not loaded)."""
-        dec = self._decompressor(dict_id)
+        pairs. A buffer at a time keeps each output allocation near a pack's size: one output
+        of a whole chunk (megabytes, freed at once) made glibc raise its mmap threshold and
+        keep the heap it then grew, 100 MB more with each 1M-object stream read.
+        Raises CodecError (MissingDictionary when ``dict_id`` is not loaded)."""
+        multi = self._decompressor(dict_id).multi_decompress_to_buffer
+        segments = zstandard.BufferWithSegments
         try:
-            frames = cast(Any, zstandard.BufferWithSegmentsCollection)(  # untyped in stubs
-                *(zstandard.BufferWithSegments(buffer, segments) for buffer, segments in runs)
-            )
-            return dec.multi_decompress_to_buffer(frames, threads=1)
+            return [multi(segments(buffer, offsets), threads=1) for buffer, offsets in runs]
         except (zstandard.ZstdError, ValueError) as exc:
             raise CodecError(str(exc)) from None
 

@@ -37,7 +37,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from functools import partial
-from itertools import accumulate, groupby, repeat
+from itertools import accumulate, chain, groupby, repeat
 from operator import add, itemgetter, sub
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -891,12 +891,16 @@ class LMDBBackend(Backend):
                 if isinstance(started, _Decoding):
                     pending = started
                 if done is not None:
-                    yield self._finish_chunk(done)
+                    pairs = self._finish_chunk(done)
+                    done = None  # its decompressed buffers go before the consumer runs
+                    yield pairs
                 if not isinstance(started, _Decoding):
                     yield started
             if pending is not None:
                 done, pending = pending, None
-                yield self._finish_chunk(done)
+                pairs = self._finish_chunk(done)
+                done = None
+                yield pairs
         finally:
             if pending is not None:  # the consumer stopped early
                 pending.frames.cancel()
@@ -1005,7 +1009,7 @@ class LMDBBackend(Backend):
         """The pairs of a chunk the helper decompressed, checked against their digests; on any
         failure the chunk is read again here, frame by frame, which names the damage."""
         try:
-            datas = list(map(bytes, done.frames.result()))
+            datas = list(map(bytes, chain.from_iterable(done.frames.result())))
         except CodecError:
             return self._get_chunk(done.project, done.ids)
         if list(map(xxhash.xxh3_128_digest, datas)) != done.digests:
