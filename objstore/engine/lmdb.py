@@ -966,20 +966,23 @@ class LMDBBackend(Backend):
                 return self._slow_chunk(txn, ids, keys)
             dict_id = self._current_dict(txn)
             near = _near(rows)
-            runs = self._frame_runs(txn, rows) if dict_id and near else None
+            runs = self._frame_runs(txn, rows) if dict_id and rows and near else None
             if runs is None:
                 return self._decode_chunk(txn, ids, keys, found, rows, near=near)
         finally:
             self._end_read(txn)
-        frames = self._helper().submit(self._codec.decompress_segments, dict_id, runs)
+        try:
+            frames = self._helper().submit(self._codec.decompress_segments, dict_id, runs)
+        except RuntimeError:  # closed by another thread since the rows were read
+            raise errors.StoreClosed("the store is closed") from None
         return _Decoding(project, ids, found, list(map(_DIGEST_OF_ROW, rows)), frames)
 
     def _frame_runs(self, txn: Any, rows: list[tuple[bytes, int, int, int]]) -> list[Any] | None:
         """(pack, segments of its frames) for each run of rows in one pack, the codec tag cut
         off each frame; packs are copied, so the helper reads no map. None when a frame is
-        not a dictionary frame (decoding here handles it) or a pack is missing or a frame is
-        shorter than its tag (decoding here then names the object). Python loops once per
-        run, not per frame."""
+        not a dictionary frame (decoding here handles it), or a pack is missing or a frame is
+        shorter than its tag or starts outside its pack (decoding here then names the
+        object). Python loops once per run, not per frame."""
         _, numbers, offsets, lengths = zip(*rows, strict=True)
         segments = [0] * (2 * len(rows))
         segments[0::2] = map(add, offsets, repeat(DICT_TAG_SIZE))
@@ -998,7 +1001,10 @@ class LMDBBackend(Backend):
                 pack = packs[number] = txn.get(_U64.pack(number), db=self._packs)
                 if pack is None:
                     return None
-            tags = bytes(map(pack.__getitem__, offsets[start:stop]))
+            try:
+                tags = bytes(map(pack.__getitem__, offsets[start:stop]))
+            except IndexError:  # a frame outside its pack
+                return None
             if tags.count(ZSTD_DICT) != len(tags):  # raw or plain frames: decode here
                 return None
             runs.append((pack, packed[16 * start : 16 * stop]))

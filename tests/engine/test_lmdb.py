@@ -461,6 +461,26 @@ def test_a_consumer_can_grow_the_map_between_chunks_of_a_stream(tmp_path):
         assert store.count("q") == len(big)
 
 
+def test_bulk_reads_of_only_absent_ids_in_a_dictionary_store_return_nothing(tmp_path):
+    with _dictionary_store(tmp_path, 11) as (store, _, g):
+        assert list(store.get_many("p", [f"absent{i}" for i in range(600)])) == []
+        present = g.objects[:300]
+        asked = [i for i, _ in present] + [f"absent{i}" for i in range(300)]
+        assert dict(store.get_many("p", asked)) == dict(present)
+
+
+def test_bulk_reads_name_an_object_whose_row_points_outside_its_pack(tmp_path):
+    with _dictionary_store(tmp_path, 12) as (store, backend, g):
+        victim_id = g.objects[50][0]
+        with backend._write() as txn:
+            key = b"\x00\x00\x00\x01" + victim_id.encode()
+            row = bytes(txn.get(key, db=backend._objects))
+            number = _LOC.unpack_from(row, 16)[0]
+            txn.put(key, row[:16] + _LOC.pack(number, 1 << 20, 100), db=backend._objects)
+        with pytest.raises(errors.CorruptObject, match=victim_id):
+            list(store.get_many("p", [i for i, _ in g.objects[:400]]))
+
+
 def test_objects_stored_before_the_dictionary_stream_through_the_fallback(tmp_path):
     g = graphgen.generate(3000, seed=10)
     with objstore.open(tmp_path / "s", dictionary_threshold=1500) as store:
