@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from objstore import graphgen
-from objstore.compression import Codec, CodecError, MissingDictionary, train_dictionary
+from objstore.compression import (
+    _GROUP_BYTES,
+    DICT_TAG_SIZE,
+    Codec,
+    CodecError,
+    MissingDictionary,
+    train_dictionary,
+)
 
 
 def test_roundtrip_with_and_without_dictionary():
@@ -35,3 +44,34 @@ def test_unknown_dictionary_and_damage():
         writer.decompress(blob[:8] + b"garbage")
     with pytest.raises(CodecError):
         writer.decompress(b"\x09abc")
+
+
+def _segments(frames: list[bytes]) -> tuple[bytes, bytes]:
+    """One buffer holding ``frames`` behind a 5-byte tag each, and their segments."""
+    buffer = b""
+    pairs = []
+    for frame in frames:
+        buffer += frame[:DICT_TAG_SIZE]
+        pairs.append(struct.pack("=QQ", len(buffer), len(frame) - DICT_TAG_SIZE))
+        buffer += frame[DICT_TAG_SIZE:]
+    return buffer, b"".join(pairs)
+
+
+def test_decompress_segments_returns_every_frame_in_order_across_groups():
+    samples = [d for _, d in graphgen.generate(3000, seed=4).objects if len(d) < 4096]
+    trained = train_dictionary(samples)
+    assert trained is not None
+    codec = Codec()
+    codec.add_dictionary(1, trained)
+    blobs = codec.compress_many(samples, 1)
+    runs = [_segments(blobs[i : i + 40]) for i in range(0, len(blobs), 40)]
+    assert sum(len(buffer) for buffer, _ in runs) > 3 * _GROUP_BYTES  # several calls
+    out = codec.decompress_segments(1, runs)
+    assert len(out) > 1
+    assert [bytes(s) for group in out for s in group] == samples
+    buffer, segments = runs[0]
+    damaged = buffer[:DICT_TAG_SIZE] + b"\x00" * 4 + buffer[DICT_TAG_SIZE + 4 :]  # no magic
+    with pytest.raises(CodecError):
+        codec.decompress_segments(1, [(damaged, segments)])
+    with pytest.raises(MissingDictionary):
+        Codec().decompress_segments(1, runs)
