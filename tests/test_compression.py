@@ -17,12 +17,18 @@ from objstore.compression import (
 )
 
 
-def test_roundtrip_with_and_without_dictionary():
-    samples = [d for _, d in graphgen.generate(3000, seed=9).objects if len(d) < 4096]
+def _trained_codec(seed: int, dict_id: int) -> tuple[Codec, list[bytes]]:
+    """A codec holding a dictionary trained on a generated graph's small objects, and them."""
+    samples = [d for _, d in graphgen.generate(3000, seed=seed).objects if len(d) < 4096]
     trained = train_dictionary(samples)
     assert trained is not None
     codec = Codec()
-    codec.add_dictionary(7, trained)
+    codec.add_dictionary(dict_id, trained)
+    return codec, samples
+
+
+def test_roundtrip_with_and_without_dictionary():
+    codec, samples = _trained_codec(9, 7)
     for dict_id in (0, 7):
         blobs = codec.compress_many(samples[:200], dict_id)  # multi-threaded path
         assert [codec.decompress(b) for b in blobs] == samples[:200]
@@ -58,11 +64,7 @@ def _segments(frames: list[bytes]) -> tuple[bytes, bytes]:
 
 
 def test_decompress_segments_returns_every_frame_in_order_across_groups():
-    samples = [d for _, d in graphgen.generate(3000, seed=4).objects if len(d) < 4096]
-    trained = train_dictionary(samples)
-    assert trained is not None
-    codec = Codec()
-    codec.add_dictionary(1, trained)
+    codec, samples = _trained_codec(4, 1)
     blobs = codec.compress_many(samples, 1)
     runs = [_segments(blobs[i : i + 40]) for i in range(0, len(blobs), 40)]
     assert sum(len(buffer) for buffer, _ in runs) > 3 * _GROUP_BYTES  # several calls

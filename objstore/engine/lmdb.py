@@ -931,9 +931,21 @@ class LMDBBackend(Backend):
         return self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, object_id)
 
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
+        """A chunk's pairs, decoded on this thread."""
+        pairs = self._start_chunk(project, ids, hand_off=False)
+        assert not isinstance(pairs, _Decoding)
+        return pairs
+
+    def _start_chunk(
+        self, project: str, ids: list[str], *, hand_off: bool = True
+    ) -> list[tuple[str, bytes]] | _Decoding:
+        """Read a chunk's rows and, with ``hand_off``, give its frames to the helper thread
+        when they are current-dictionary frames lying close together (finish it with
+        :meth:`_finish_chunk`); otherwise decode the chunk here."""
         if len(ids) == 1:
             data = self.get(project, ids[0])
             return [] if data is None else [(ids[0], data)]
+        hand_off = hand_off and len(ids) >= _HELPER_MIN
         txn = self._begin_read(db=self._objects)
         try:
             pid = self._pid_of(txn, project)
@@ -944,29 +956,9 @@ class LMDBBackend(Backend):
                 found, rows = _present_rows(txn.get, ids, keys)
             except CodecError:
                 return self._slow_chunk(txn, ids, keys)
-            return self._decode_chunk(txn, ids, keys, found, rows, near=_near(rows))
-        finally:
-            self._end_read(txn)
-
-    def _start_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]] | _Decoding:
-        """Read a chunk's rows and hand its frames to the helper thread when they are
-        current-dictionary frames lying close together (finish it with :meth:`_finish_chunk`);
-        otherwise decode the chunk here."""
-        if len(ids) < _HELPER_MIN:
-            return self._get_chunk(project, ids)
-        txn = self._begin_read(db=self._objects)
-        try:
-            pid = self._pid_of(txn, project)
-            if pid is None:
-                return []
-            keys = _object_keys(pid, ids)
-            try:
-                found, rows = _present_rows(txn.get, ids, keys)
-            except CodecError:
-                return self._slow_chunk(txn, ids, keys)
-            dict_id = self._current_dict(txn)
             near = _near(rows)
-            runs = self._frame_runs(txn, rows) if dict_id and rows and near else None
+            dict_id = self._current_dict(txn) if hand_off and rows and near else 0
+            runs = self._frame_runs(txn, rows) if dict_id else None
             if runs is None:
                 return self._decode_chunk(txn, ids, keys, found, rows, near=near)
         finally:
