@@ -79,14 +79,28 @@ class Codec:
 
     def compress_many(self, items: Sequence[bytes], dict_id: int = 0) -> list[bytes]:
         """Encode each item as a tagged blob."""
+        return self.tag_frames(items, dict_id, self.compress_frames(items, dict_id))
+
+    def compress_frames(
+        self, items: Sequence[bytes], dict_id: int = 0, threads: int | None = None
+    ) -> Sequence[Any]:
+        """The bare zstd frame of each item (a buffer), for :meth:`tag_frames`: the part of
+        :meth:`compress_many` that holds no GIL for long, so a writer's helper thread can run it
+        beside the thread that writes rows. ``threads`` defaults to the codec's."""
         comp = self._compressor(dict_id)
+        threads = self.threads if threads is None else threads
+        if len(items) >= _MULTI_MIN:  # in zstd's own threads, outside the GIL
+            multi: Any = comp.multi_compress_to_buffer
+            frames: Sequence[Any] = multi(list(items), threads=max(threads, 1))
+            return frames
+        return list(map(comp.compress, items))
+
+    def tag_frames(
+        self, items: Sequence[bytes], dict_id: int, frames: Sequence[Any]
+    ) -> list[bytes]:
+        """Tagged blobs from :meth:`compress_frames`' output; an item zstd cannot shrink is
+        kept raw."""
         tag = _DICT_HEADER.pack(ZSTD_DICT, dict_id) if dict_id else bytes([ZSTD])
-        if self.threads > 1 and len(items) >= _MULTI_MIN:
-            # zstd's own thread pool, outside the GIL: both cores compress
-            packed_all = comp.multi_compress_to_buffer(list(items), threads=self.threads)
-            frames = list(map(bytes, cast(Any, packed_all)))  # a sequence of buffers
-        else:
-            frames = list(map(comp.compress, items))
         raw_tag = bytes([RAW])
         room = len(tag)
         return [

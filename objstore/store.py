@@ -90,6 +90,41 @@ class Store:
         records = codec.prepare(batch, self.limits)
         return self.backend.write(project, records)
 
+    def put_many(self, project: str, batches: Iterable[Batch]) -> PutResult:
+        """Store batches in order, each atomically as :meth:`put` would; the next batch is
+        checked and compressed while the last one commits. Returns the totals.
+
+        On an invalid batch, every batch before it is stored and its error is raised, its
+        message placing the object as "batch N object M".
+        """
+        received = stored = duplicates = conflicts = new_blobs = bytes_received = 0
+        for result in self.iter_put(project, batches):
+            received += result.received
+            stored += result.stored
+            duplicates += result.duplicates
+            conflicts += result.conflicts
+            new_blobs += result.new_blobs
+            bytes_received += result.bytes_received
+        return PutResult(received, stored, duplicates, conflicts, new_blobs, bytes_received)
+
+    def iter_put(self, project: str, batches: Iterable[Batch]) -> Iterator[PutResult]:
+        """:meth:`put_many`, yielding each batch's result once it is stored (for progress)."""
+        check_project(project)
+        limits = self.limits
+
+        def prepared() -> Iterator[list[codec.Record]]:
+            for number, batch in enumerate(batches):
+                try:
+                    records = codec.prepare(batch, limits)
+                except errors.InvalidObject as exc:
+                    index = "" if exc.index is None else f" object {exc.index}"
+                    raise exc.located(f"batch {number}{index}") from None
+                except errors.InvalidBatch as exc:
+                    raise errors.InvalidBatch(f"batch {number}: {exc}") from None
+                yield records
+
+        return self.backend.write_many(project, prepared())
+
     def put_arrays(
         self, project: str, arrays: Iterable[bytes | bytearray | memoryview]
     ) -> PutResult:

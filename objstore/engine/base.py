@@ -77,6 +77,13 @@ class Backend(abc.ABC):
     def write(self, project: str, records: Sequence[Record]) -> PutResult:
         """Store a batch atomically: all of it becomes visible at once, or none of it."""
 
+    def write_many(self, project: str, batches: Iterable[Sequence[Record]]) -> Iterator[PutResult]:
+        """:meth:`write` of each batch in order, yielding each result once the batch is stored.
+        A backend may prepare the next batch while it stores one; stopping early still lets
+        the batch being stored finish."""
+        for records in batches:
+            yield self.write(project, records)
+
     @abc.abstractmethod
     def has(self, project: str, ids: Sequence[str]) -> list[bool]:
         """For each id, whether the project holds it (same order)."""

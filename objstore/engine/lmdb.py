@@ -34,6 +34,7 @@ import struct
 import sys
 import threading
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from functools import partial
@@ -250,6 +251,26 @@ class _Seen(NamedTuple):
     index_rows: dict[bytes, bytes]
 
 
+def _set_event(event: threading.Event, _: object) -> None:
+    event.set()
+
+
+class _Staged(NamedTuple):
+    """A write prepared outside the write lock, ready for :meth:`LMDBBackend._commit`: the
+    byte strings it found new (``fresh``) and their frames, compressed or compressing."""
+
+    project: str
+    records: Sequence[Record]
+    unique: dict[bytes, Record]
+    fresh: list[bytes]
+    compressed: futures.Future[Sequence[Any]] | None
+    dict_id: int  # the dictionary they are compressed with
+    closures: dict[bytes, bytes]
+    bytes_received: int
+    seen: _Seen
+    optimistic: bool
+
+
 class _IdTaken(Exception):
     """An optimistic write found one of its ids stored: roll back and decide per record."""
 
@@ -311,6 +332,8 @@ class LMDBBackend(Backend):
         self._write_lock = threading.Lock()
         self._gate_lock = threading.Lock()
         self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
+        # (transaction id, byte strings whose index rows it wrote) of this process's last writes
+        self._commits: deque[tuple[int, list[bytes]]] = deque(maxlen=16)
         self._gate = threading.Condition(threading.Lock())
         self._active = 0
         self._resizing = False
@@ -459,17 +482,23 @@ class LMDBBackend(Backend):
         finally:
             self._leave()
 
-    def _write_retrying(self, fn: Any) -> Any:
-        """Run ``fn(txn)`` in a write transaction, growing the map and retrying when it is full."""
+    def _write_retrying(self, fn: Any, committed: Callable[[Any], None] | None = None) -> Any:
+        """Run ``fn(txn)`` in a write transaction, growing the map and retrying when it is full;
+        ``committed`` gets its result once the commit is done, before another write begins."""
         with self._write_lock:
             while True:
                 try:
                     with self._write() as txn:
-                        return fn(txn)
+                        out = fn(txn)
                 except lmdb.MapFullError:
                     self._resize(self._env.info()["map_size"] * 2)
+                    continue
                 except lmdb.MapResizedError:
                     self._resize(0)
+                    continue
+                if committed is not None:
+                    committed(out)
+                return out
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -532,51 +561,156 @@ class LMDBBackend(Backend):
     # -- writes --------------------------------------------------------------------------------
 
     def write(self, project: str, records: Sequence[Record]) -> PutResult:
+        return self._commit(self._stage(project, records))
+
+    def write_many(self, project: str, batches: Iterable[Sequence[Record]]) -> Iterator[PutResult]:
+        """Each batch's result once it is committed, three batches in flight: while one is
+        written and committed on a helper thread, the next one's frames compress (zstd,
+        outside the GIL) and, once its rows are in and only the disk is left, this thread
+        checks the one after. Python never runs on both sides at once: py-lmdb lets go of
+        the GIL for every row it puts, and a thread fighting for it then waits each time.
+
+        When ``batches`` raises, the batches it gave before are stored and yielded first."""
+        committing: futures.Future[PutResult] | None = None
+        staged: _Staged | None = None
+        failure: Exception | None = None
+        batches = iter(batches)
+        try:
+            while True:
+                try:
+                    following = self._stage(project, next(batches), self._helper())
+                except StopIteration:
+                    break
+                except Exception as exc:  # a bad batch: the ones before it are still stored
+                    failure = exc
+                    break
+                if committing is not None:
+                    done, committing = committing, None
+                    yield done.result()
+                if staged is not None:
+                    committing = self._commit_aside(staged)
+                staged = following
+            if committing is not None:
+                done, committing = committing, None
+                yield done.result()
+            if staged is not None:
+                committing = self._commit_aside(staged)
+                staged = None
+                done, committing = committing, None
+                yield done.result()
+        finally:
+            if staged is not None and staged.compressed is not None:
+                staged.compressed.cancel()
+            if committing is not None:  # stopped early or failed: the commit in flight completes
+                futures.wait([committing])
+        if failure is not None:
+            raise failure
+
+    def _commit_aside(self, staged: _Staged) -> futures.Future[PutResult]:
+        """Start :meth:`_commit` on a helper thread; return once its rows are put."""
+        applied = threading.Event()
+        try:
+            committing = self._helper().submit(self._commit, staged, applied)
+        except RuntimeError:  # shut down by close() on another thread
+            raise errors.StoreClosed("the store is closed") from None
+        committing.add_done_callback(partial(_set_event, applied))
+        applied.wait()
+        return committing
+
+    def _stage(
+        self,
+        project: str,
+        records: Sequence[Record],
+        helper: futures.Executor | None = None,
+    ) -> _Staged:
+        """A write's work outside the write lock: learn which byte strings are new and
+        compress those (on ``helper`` when given)."""
         bytes_received = sum(map(len, map(_DATA, records)))
-        if not records:
-            return PutResult(0, 0, 0, 0, 0, 0)
         # one record per byte string (duplicates carry the same bytes, so any one will do)
         unique = dict(zip(map(_DIGEST_OF, records), records, strict=True))
-        # Outside the write lock: learn which byte strings are new, and compress those.
+        if not records:
+            return _Staged(project, records, unique, [], None, 0, {}, 0, _Seen(0, {}), False)
         with self._read() as txn:
             seen = _Seen(txn.id(), dict(txn.cursor(self._index).getmulti(sorted(unique))))
             dict_id = self._current_dict(txn)
             blob_count = txn.stat(self._index)["entries"]
         fresh = [rec for d, rec in unique.items() if d not in seen.index_rows]
-        frames: dict[bytes, bytes] = {}
+        compressed: futures.Future[Sequence[Any]] | None = None
         closures: dict[bytes, bytes] = {}
         if dict_id or blob_count + len(fresh) < self._dict_threshold:
-            compressed = self._codec.compress_many(list(map(_DATA, fresh)), dict_id)
-            frames = dict(zip(map(_DIGEST_OF, fresh), compressed, strict=True))
+            datas = list(map(_DATA, fresh))
+            if helper is None:
+                compressed = futures.Future()
+                compressed.set_result(self._codec.compress_frames(datas, dict_id))
+            else:
+                try:  # one zstd thread: the other core writes the batch before
+                    compressed = helper.submit(self._codec.compress_frames, datas, dict_id, 1)
+                except RuntimeError:  # shut down by close() on another thread
+                    raise errors.StoreClosed("the store is closed") from None
             closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
         # None of this batch's byte strings is stored yet and none repeats: put the rows on the
         # guess that no id is taken either, checked by the put itself (a lookup fewer per id).
         optimistic = not seen.index_rows and len(unique) == len(records)
+        fresh_digests = list(map(_DIGEST_OF, fresh))
+        return _Staged(
+            project,
+            records,
+            unique,
+            fresh_digests,
+            compressed,
+            dict_id,
+            closures,
+            bytes_received,
+            seen,
+            optimistic,
+        )
 
-        def apply(txn: Any) -> PutResult:
-            return self._apply(
-                txn, project, records, unique, frames, closures, bytes_received, seen, optimistic
-            )
+    def _commit(self, staged: _Staged, applied: threading.Event | None = None) -> PutResult:
+        """Write a staged batch in one transaction and commit it; ``applied`` is set once the
+        rows are in and only the commit (the disk) is left."""
+        if not staged.records:
+            return PutResult(0, 0, 0, 0, 0, 0)
+        frames: dict[bytes, bytes] = {}
+        if staged.compressed is not None:
+            datas = map(_DATA, map(staged.unique.__getitem__, staged.fresh))
+            blobs = self._codec.tag_frames(list(datas), staged.dict_id, staged.compressed.result())
+            frames = dict(zip(staged.fresh, blobs, strict=True))
+        optimistic = staged.optimistic
+
+        def apply(txn: Any) -> tuple[PutResult, int, list[bytes]]:
+            result, touched = self._apply(txn, staged, frames, optimistic)
+            if applied is not None:
+                applied.set()
+            return result, txn.id(), touched
+
+        def log(done: tuple[PutResult, int, list[bytes]]) -> None:
+            self._commits.append(done[1:])
 
         try:
-            result: PutResult = self._write_retrying(apply)
+            done = self._write_retrying(apply, log)
         except _IdTaken:  # rolled back: decide record by record
             optimistic = False
-            result = self._write_retrying(apply)
+            done = self._write_retrying(apply, log)
+        result: PutResult = done[0]
         return result
 
+    def _touched_since(self, seen: int, now: int) -> set[bytes] | None:
+        """The byte strings whose index rows this process's writes changed in the commits
+        after transaction ``seen`` and before ``now``; None if any of those commits is not
+        one it logged (another process's, a delete, a compaction)."""
+        logged = dict(list(self._commits))
+        between = range(seen + 1, now)
+        if any(txn_id not in logged for txn_id in between):
+            return None
+        return set().union(*(logged[txn_id] for txn_id in between))
+
     def _apply(
-        self,
-        txn: Any,
-        project: str,
-        records: Sequence[Record],
-        unique: dict[bytes, Record],
-        frames: dict[bytes, bytes],
-        closure_values: dict[bytes, bytes],
-        bytes_received: int,
-        seen: _Seen,
-        optimistic: bool,
-    ) -> PutResult:
+        self, txn: Any, staged: _Staged, frames: dict[bytes, bytes], optimistic: bool
+    ) -> tuple[PutResult, list[bytes]]:
+        """Put a staged batch's rows in ``txn``; return the result and the byte strings whose
+        index rows it wrote."""
+        project, records, unique, seen = staged.project, staged.records, staged.unique, staged.seen
+        closure_values = staged.closures
         pid = self._pid_of(txn, project)
         if pid is None:
             number = self._counter(txn, _META_NEXT_PID) + 1
@@ -611,10 +745,19 @@ class LMDBBackend(Backend):
                     conflicts += 1
         index_cur = txn.cursor(self._index)
         added_sorted = sorted(added)
-        if txn.id() == seen.txn_id + 1:  # no commit since the read phase: its rows still hold
-            index = {d: seen.index_rows[d] for d in added_sorted if d in seen.index_rows}
-        else:
+        touched = (
+            set() if txn.id() == seen.txn_id + 1 else self._touched_since(seen.txn_id, txn.id())
+        )
+        if touched is None:  # commits not ours since the read phase: read the rows again
             index = dict(index_cur.getmulti(added_sorted))
+        else:  # the read phase's rows hold, but for those our own commits since then changed
+            index = {
+                d: seen.index_rows[d]
+                for d in added_sorted
+                if d in seen.index_rows and d not in touched
+            }
+            if touched:
+                index.update(index_cur.getmulti([d for d in added_sorted if d in touched]))
         new_digests = [d for d in added if d not in index]
         missing = [unique[d] for d in new_digests if d not in frames]
         if missing:  # a dictionary was due, or another writer deleted what we saw
@@ -660,14 +803,15 @@ class LMDBBackend(Backend):
             txn.cursor(self._closures).putmulti(closures)
         self._add_counter(txn, _META_RAW, raw_added)
         self._add_counter(txn, _META_STORED, stored_added)
-        return PutResult(
+        result = PutResult(
             received=len(records),
             stored=stored,
             duplicates=duplicates,
             conflicts=conflicts,
             new_blobs=len(new_digests),
-            bytes_received=bytes_received,
+            bytes_received=staged.bytes_received,
         )
+        return result, added_sorted
 
     def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
         """Closure rows for records: JSON (zstd'd with the store codec) or id lists (big ones)."""
@@ -1018,7 +1162,7 @@ class LMDBBackend(Backend):
         with self._gate_lock:
             if self._helpers is None:
                 self._helpers = futures.ThreadPoolExecutor(
-                    os.cpu_count() or 2, thread_name_prefix="objstore-decompress"
+                    os.cpu_count() or 2, thread_name_prefix="objstore-helper"
                 )
             return self._helpers
 

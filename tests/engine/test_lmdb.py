@@ -241,15 +241,15 @@ def test_pack_frames_packs_like_the_greedy_loop(sizes, limit):
 def _between_phases(monkeypatch, backend: LMDBBackend, other_write) -> None:
     """Run ``other_write`` once, after the next write's read phase and before its transaction
     (where another thread or process could commit)."""
-    compress = backend._codec.compress_many
+    compress = backend._codec.compress_frames
     pending = [other_write]
 
-    def hooked(items, dict_id=0):
+    def hooked(items, dict_id=0, threads=None):
         if pending:
             pending.pop()()
-        return compress(items, dict_id)
+        return compress(items, dict_id, threads)
 
-    monkeypatch.setattr(backend._codec, "compress_many", hooked)
+    monkeypatch.setattr(backend._codec, "compress_frames", hooked)
 
 
 def test_bytes_stored_by_a_racing_writer_are_shared_not_stored_twice(tmp_path, monkeypatch):
@@ -279,6 +279,82 @@ def test_an_id_taken_by_a_racing_writer_keeps_its_first_body(tmp_path, monkeypat
         assert store.get("p", "x") == first
         assert store.stats().blobs == 2
         assert store.verify().ok
+
+
+def test_a_delete_between_phases_makes_the_write_read_its_rows_again(tmp_path, monkeypatch):
+    x, y = b'{"id":"x","v":1}', b'{"id":"y","v":2}'
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("p2", [x])
+        # the read phase sees x stored; the delete (a commit no write logged) frees it
+        _between_phases(monkeypatch, backend, lambda: store.delete_project("p2"))
+        res = store.put("p1", [x, y])
+        assert (res.stored, res.new_blobs) == (2, 2)
+        assert store.get("p1", "x") == x
+        assert store.verify().ok
+        store.delete_project("p1")
+        assert (_entries(backend, "packs"), _entries(backend, "index")) == (0, 0)
+
+
+def test_pipelined_batches_sharing_bytes_count_every_reference(tmp_path, monkeypatch):
+    """put_many reads batch N+2's stored rows before N and N+1 commit: rows those commits
+    changed are read again, the rest trusted, and every refcount comes out exact."""
+    g = graphgen.generate(3000, seed=4)
+    objs = [d for _, d in g.objects]
+    overlapping = [objs[i : i + 300] for i in range(0, len(objs), 200)]  # 100 shared
+    with (
+        objstore.open(tmp_path / "one", dictionary_threshold=500) as one,
+        objstore.open(tmp_path / "many", dictionary_threshold=500) as many,
+    ):
+        backend = many.backend
+        assert isinstance(backend, LMDBBackend)
+        touched: list[set[bytes] | None] = []
+        real = backend._touched_since
+
+        def spy(seen: int, now: int) -> set[bytes] | None:
+            touched.append(real(seen, now))
+            return touched[-1]
+
+        monkeypatch.setattr(backend, "_touched_since", spy)
+        for store in (one, many):
+            for batch in overlapping[1::3]:
+                store.put("q", batch)
+        expected = [one.put("p", batch) for batch in overlapping]
+        assert list(many.iter_put("p", overlapping)) == expected
+        assert any(touched)  # the log served: some rows were read again, not all
+        assert dict(many.get_many("p", [i for i, _ in g.objects])) == dict(g.objects)
+        got, want = many.stats(), one.stats()
+        assert (got.objects, got.blobs, got.raw_bytes, got.stored_bytes) == (
+            want.objects,
+            want.blobs,
+            want.raw_bytes,
+            want.stored_bytes,
+        )
+        assert many.verify().ok
+        many.delete_project("q")
+        assert many.verify().ok
+        many.delete_project("p")
+        assert (_entries(backend, "packs"), _entries(backend, "index")) == (0, 0)
+
+
+def test_put_many_beside_another_writing_thread_keeps_counts_exact(tmp_path):
+    g = graphgen.generate(2000, seed=5)
+    objs = [d for _, d in g.objects]
+    with objstore.open(tmp_path / "s", dictionary_threshold=500) as store:
+        other = threading.Thread(
+            target=lambda: [store.put("r", objs[i : i + 150]) for i in range(0, len(objs), 150)]
+        )
+        other.start()
+        res = store.put_many("p", [objs[i : i + 250] for i in range(0, len(objs), 200)])
+        other.join()
+        assert res.stored == len(objs)
+        for project in ("p", "r"):
+            assert dict(store.get_many(project, [i for i, _ in g.objects])) == dict(g.objects)
+        assert store.verify().ok
+        store.delete_project("p")
+        store.delete_project("r")
+        assert _entries(store.backend, "packs") == 0  # type: ignore[arg-type]
 
 
 def _entries(backend: LMDBBackend, db_name: str) -> int:

@@ -188,3 +188,45 @@ def test_one_bad_object_leaves_store_unchanged(tmp_path_factory, good, bad, wher
 
 def test_tmp_path_factory_is_used(tmp_path: Path):
     assert tmp_path.exists()
+
+
+@SETTINGS
+@given(
+    pool=st.lists(st.tuples(ids, bodies), min_size=1, max_size=6, unique_by=lambda t: t[0]),
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["p", "q"]),
+            st.lists(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=5), max_size=5),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_put_many_equals_puts_one_at_a_time(tmp_path_factory, pool, calls):
+    """Batch results, reads, stats and refcounts (verify, then delete everything) match."""
+    variants = [
+        _serialize(pool, lambda d: json.dumps(d).encode()),
+        _serialize(pool, lambda d: json.dumps({**d, "variant": 2}).encode()),  # conflicts
+    ]
+    for kind in BACKENDS:
+        one = make_store(kind, tmp_path_factory.mktemp(kind))
+        many = make_store(kind, tmp_path_factory.mktemp(kind))
+        for project, batches in calls:
+            bodies = [
+                b"[" + b",".join(variants[v][i % len(pool)] for i, v in batch) + b"]"
+                for batch in batches
+            ]
+            expected = [one.put(project, body) for body in bodies]
+            assert list(many.iter_put(project, bodies)) == expected
+        for project in ("p", "q"):
+            for oid, _ in pool:
+                assert many.get(project, oid) == one.get(project, oid)
+        got, want = many.stats(), one.stats()
+        assert (got.objects, got.blobs, got.raw_bytes) == (want.objects, want.blobs, want.raw_bytes)
+        assert many.verify().ok
+        for project in ("p", "q"):
+            many.delete_project(project)
+        assert (many.stats().objects, many.stats().blobs) == (0, 0)
+        assert many.verify().ok
+        one.close()
+        many.close()

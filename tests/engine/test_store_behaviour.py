@@ -332,3 +332,48 @@ def test_threads_writing_and_reading_concurrently(store):
         assert got and all(expected[i] == d for i, d in got.items())
     assert store.count("t0") + store.count("t1") == len(g)
     assert store.verify().ok
+
+
+def test_put_many_stores_batches_in_order_with_totals(store):
+    other_a = b'{"id":"a","speckle_type":"Base","x":999}'
+    res = store.put_many("p1", [arr(A), arr(other_a, B), arr(B, ROOT)])
+    assert (res.received, res.stored, res.duplicates, res.conflicts) == (5, 3, 1, 1)
+    assert res.bytes_received == len(A) + len(other_a) + 2 * len(B) + len(ROOT)
+    assert store.get("p1", "a") == A  # the first write of an id wins, batch by batch
+    assert [i for i, _ in store.iter_with_children("p1", "root")] == ["root", "a", "b"]
+
+
+def test_iter_put_yields_each_batch_result(store):
+    results = list(store.iter_put("p1", [arr(A, B), arr(A), [ROOT]]))
+    assert [(r.received, r.stored, r.duplicates) for r in results] == [
+        (2, 2, 0),
+        (1, 0, 1),
+        (1, 1, 0),
+    ]
+
+
+def test_put_many_bad_batch_keeps_the_batches_before_it(store):
+    batches = [arr(A), arr(B), arr(b'{"id":"c"}', b'{"id":"bad id"}'), arr(ROOT)]
+    with pytest.raises(errors.InvalidId) as info:
+        store.put_many("p1", batches)
+    assert str(info.value).startswith("batch 2 object 1 id 'bad id': ")
+    assert store.get("p1", "a") == A
+    assert store.get("p1", "b") == B
+    assert store.has("p1", ["c", "root"]) == {"c": False, "root": False}
+    with pytest.raises(errors.InvalidBatch, match=r"^batch 1: batch must be bytes"):
+        store.put_many("p2", [arr(A), "not bytes"])
+    assert store.get("p2", "a") == A
+
+
+def test_iter_put_stopped_early_stores_only_what_it_yielded(store):
+    batches = [arr(A), arr(B), arr(ROOT), arr(b'{"id":"c"}')]
+    results = store.iter_put("p1", batches)
+    assert next(results).stored == 1
+    results.close()
+    assert store.has("p1", ["a", "b", "root", "c"]) == {
+        "a": True,
+        "b": False,
+        "root": False,
+        "c": False,
+    }
+    assert store.stats().objects == 1
