@@ -176,9 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     with _open(args) as store:
         start = time.perf_counter()
-        stored = 0
-        for batch in graphgen.batches(graph.objects):
-            stored += store.put(args.project, batch).stored
+        stored = store.put_many(args.project, graphgen.batches(graph.objects)).stored
         took = time.perf_counter() - start
         print(
             f"ingested into {args.data!s}/ project {args.project!r}: {stored:,} new objects "

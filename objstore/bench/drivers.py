@@ -57,7 +57,7 @@ class EngineDriver(Driver):
         self.project = project
 
     def cold_send(self, objects: Objects) -> int:
-        return sum(self.store.put(self.project, b).received for b in batches(objects))
+        return self.store.put_many(self.project, batches(objects)).received
 
     def resend(self, objects: Objects) -> int:
         return len(self.store.has(self.project, [i for i, _ in objects]))

@@ -136,9 +136,9 @@ def send(
 
 
 class _CacheWriter:
-    """Writes batches to the cache in order on a second thread, so storing (zstd, fsync: both
-    outside the GIL) overlaps the network. The first failure is raised by ``put`` or ``close``;
-    batches after it are dropped."""
+    """Writes batches to the cache in order on a second thread, so storing overlaps the
+    network; the cache's ``iter_put`` in turn commits one batch while it checks the next.
+    The first failure is raised by ``put`` or ``close``; batches after it are dropped."""
 
     def __init__(self, cache: objstore.Store, project: str, tick: object = None) -> None:
         self._cache = cache
@@ -150,16 +150,20 @@ class _CacheWriter:
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _batches(self) -> Iterator[bytes | list[bytes]]:
         while (batch := self._queue.get()) is not None:
-            if self._failure:
-                continue
-            try:
-                self.stored += self._cache.put(self._project, batch).stored
+            yield batch
+
+    def _run(self) -> None:
+        try:
+            for result in self._cache.iter_put(self._project, self._batches()):
+                self.stored += result.stored
                 if self._tick is not None:
-                    self._tick(len(batch))  # type: ignore[operator]
-            except BaseException as exc:
-                self._failure.append(exc)
+                    self._tick(result.received)  # type: ignore[operator]
+        except BaseException as exc:
+            self._failure.append(exc)
+            for _ in self._batches():  # drop the rest: put() must not block on a full queue
+                pass
 
     def _check(self) -> None:
         if self._failure:
