@@ -29,7 +29,7 @@ Depth = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 ClosureKey = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
 
 
-class _Head(msgspec.Struct):
+class _Head(msgspec.Struct, gc=False):
     id: str | msgspec.UnsetType = msgspec.UNSET
     closure: dict[ClosureKey, Depth] | msgspec.UnsetType | None = msgspec.field(
         default=msgspec.UNSET, name="__closure"

@@ -786,19 +786,20 @@ class LMDBBackend(Backend):
             ]
         raw_lengths = map(len, map(_DATA, map(unique.__getitem__, added_sorted)))
         index_values = map(bytes.__add__, map(_REF.pack, counts, raw_lengths), at(added_sorted))
-        index_rows = list(zip(added_sorted, index_values, strict=True))
         row_keys = sorted(new_rows)
         row_digests = list(map(new_rows.__getitem__, row_keys))
         row_values = map(bytes.__add__, row_digests, at(row_digests))
-        rows = list(zip(row_keys, row_values, strict=True))
+        # Rows go to putmulti as zips, which reuse one tuple: no list of 10k pairs per table
+        # for the cyclic GC to count (it then scans the whole heap less often).
+        rows = zip(row_keys, row_values, strict=True)
         put = txn.cursor(self._objects).putmulti(rows, overwrite=not optimistic)[1]
-        if optimistic and put != len(rows):
+        if optimistic and put != len(row_keys):
             raise _IdTaken  # another writer stored one of these ids since the read phase
         if packs:
             txn.cursor(self._packs).putmulti(packs)
             txn.cursor(self._packrefs).putmulti(pack_counts)
             txn.put(_META_NEXT_PACK, _U64.pack(first_pack + len(packs) - 1), db=self._meta)
-        index_cur.putmulti(index_rows)
+        index_cur.putmulti(zip(added_sorted, index_values, strict=True))
         if closures:
             txn.cursor(self._closures).putmulti(closures)
         self._add_counter(txn, _META_RAW, raw_added)
