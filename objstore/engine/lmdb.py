@@ -99,10 +99,21 @@ def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
     return [pid + raw for raw in encoded]
 
 
+class _Rows(NamedTuple):
+    """A chunk's object rows as columns: one flat unpack, no tuple per row (a tuple per row
+    is an allocation the cyclic GC counts, and a 1M-object stream then triggers full passes
+    over the heap)."""
+
+    digests: tuple[bytes, ...]
+    numbers: tuple[int, ...]  # pack
+    offsets: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+
 def _present_rows(
     get: Callable[[bytes], Any], ids: list[str], keys: list[bytes]
-) -> tuple[list[str], list[tuple[bytes, int, int, int]]]:
-    """The ids found and their rows, unpacked in one C loop as (digest, pack, offset, length).
+) -> tuple[list[str], _Rows]:
+    """The ids found and their rows (digest, pack, offset, length), unpacked in one C call.
 
     ``get`` reads the objects table of a copying transaction: one ``get`` per key in request
     order, mapped in C, beats a sorted getmulti and beats views (a memoryview costs more to
@@ -116,7 +127,8 @@ def _present_rows(
     joined = b"".join(rows)
     if len(joined) != _ROW.size * len(rows):
         raise CodecError("malformed object row")
-    return ids, list(_ROW.iter_unpack(joined))
+    flat = struct.unpack(">" + _ROW.format.lstrip(">") * len(rows), joined)
+    return ids, _Rows(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
@@ -209,15 +221,13 @@ def _place(key: bytes) -> tuple[int, int]:
 _ID = itemgetter(0)  # Record fields, read in C loops
 _DATA = itemgetter(1)
 _DIGEST_OF = itemgetter(2)
-_PACK_OF = itemgetter(1)  # of an unpacked objects row
-_DIGEST_OF_ROW = itemgetter(0)
 _NEAR = 8  # a chunk averaging this many objects per pack copies its packs
 _HELPER_MIN = 256  # smaller chunks are not worth a hand-off to the helper thread
 
 
-def _near(rows: list[tuple[bytes, int, int, int]]) -> bool:
+def _near(rows: _Rows) -> bool:
     """Whether a chunk's objects lie close together: on average ``_NEAR`` or more a pack."""
-    return len(set(map(_PACK_OF, rows))) * _NEAR <= len(rows)
+    return len(set(rows.numbers)) * _NEAR <= len(rows.numbers)
 
 
 def _chunked(ids: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -1102,7 +1112,7 @@ class LMDBBackend(Backend):
             except CodecError:
                 return self._slow_chunk(txn, ids, keys)
             near = _near(rows)
-            dict_id = self._current_dict(txn) if hand_off and rows and near else 0
+            dict_id = self._current_dict(txn) if hand_off and found and near else 0
             runs = self._frame_runs(txn, rows) if dict_id else None
             if runs is None:
                 return self._decode_chunk(txn, ids, keys, found, rows, near=near)
@@ -1112,16 +1122,16 @@ class LMDBBackend(Backend):
             frames = self._helper().submit(self._codec.decompress_segments, dict_id, runs)
         except RuntimeError:  # closed by another thread since the rows were read
             raise errors.StoreClosed("the store is closed") from None
-        return _Decoding(project, ids, found, list(map(_DIGEST_OF_ROW, rows)), frames)
+        return _Decoding(project, ids, found, list(rows.digests), frames)
 
-    def _frame_runs(self, txn: Any, rows: list[tuple[bytes, int, int, int]]) -> list[Any] | None:
+    def _frame_runs(self, txn: Any, rows: _Rows) -> list[Any] | None:
         """(pack, segments of its frames) for each run of rows in one pack, the codec tag cut
         off each frame; packs are copied, so the helper reads no map. None when a frame is
         not a dictionary frame (decoding here handles it), or a pack is missing or a frame is
         shorter than its tag or starts outside its pack (decoding here then names the
         object). Python loops once per run, not per frame."""
-        _, numbers, offsets, lengths = zip(*rows, strict=True)
-        segments = [0] * (2 * len(rows))
+        _, numbers, offsets, lengths = rows
+        segments = [0] * (2 * len(numbers))
         segments[0::2] = map(add, offsets, repeat(DICT_TAG_SIZE))
         segments[1::2] = map(sub, lengths, repeat(DICT_TAG_SIZE))
         try:
@@ -1173,7 +1183,7 @@ class LMDBBackend(Backend):
         ids: list[str],
         keys: list[bytes],
         found: list[str],
-        rows: list[tuple[bytes, int, int, int]],
+        rows: _Rows,
         *,
         near: bool,
     ) -> list[tuple[str, bytes]]:
@@ -1195,7 +1205,8 @@ class LMDBBackend(Backend):
             get = txn.get if views is None else views.get
             packs_db, pack_key = self._packs, _U64.pack
             try:
-                for object_id, (digest, number, offset, length) in zip(found, rows, strict=True):
+                columns = zip(found, *rows, strict=True)
+                for object_id, digest, number, offset, length in columns:
                     pack = packs.get(number)
                     if pack is None:
                         pack = packs[number] = get(pack_key(number), db=packs_db)
