@@ -357,6 +357,22 @@ def test_put_many_beside_another_writing_thread_keeps_counts_exact(tmp_path):
         assert _entries(store.backend, "packs") == 0  # type: ignore[arg-type]
 
 
+def test_put_many_on_a_store_closed_midway_raises_and_keeps_what_committed(tmp_path):
+    store = objstore.open(tmp_path / "s")
+
+    def batches():
+        yield b'[{"id":"a"}]'
+        yield b'[{"id":"b"}]'
+        store.close()  # batch a is committing on a helper: close waits for it
+        yield b'[{"id":"c"}]'
+
+    with pytest.raises(errors.StoreClosed):
+        store.put_many("p", batches())
+    with objstore.open(tmp_path / "s") as reopened:
+        assert reopened.has("p", ["a", "b", "c"]) == {"a": True, "b": False, "c": False}
+        assert reopened.verify().ok
+
+
 def _entries(backend: LMDBBackend, db_name: str) -> int:
     with backend._read() as txn:
         return int(txn.stat(getattr(backend, f"_{db_name}"))["entries"])
@@ -401,6 +417,9 @@ def test_readonly_open_reads_everything_and_refuses_writes(tmp_path):
         assert store.verify().ok
         with pytest.raises(errors.StoreReadOnly):
             store.put("p", b'[{"id":"new"}]')
+        for count in (1, 3):
+            with pytest.raises(errors.StoreReadOnly):
+                store.put_many("p", [b'[{"id":"new"}]'] * count)
         with pytest.raises(errors.StoreReadOnly):
             store.delete_project("p")
         assert store.count("p") == len(g)
