@@ -38,6 +38,19 @@ def test_roundtrip_with_and_without_dictionary():
     assert codec.compress_many(incompressible)[0][0] == 0  # stored raw
 
 
+def test_frames_compressed_apart_and_tagged_later_equal_compress_many():
+    """What a writer's helper thread compresses (one zstd thread) and the writer tags."""
+    codec, samples = _trained_codec(5, 2)
+    incompressible = bytes(range(7))
+    for items in ([*samples[:100], incompressible], samples[:3]):  # multi and one-by-one paths
+        for dict_id in (0, 2):
+            frames = codec.compress_frames(items, dict_id, threads=1)
+            blobs = codec.tag_frames(items, dict_id, frames)
+            assert blobs == codec.compress_many(items, dict_id)
+            assert [codec.decompress(b) for b in blobs] == items
+            assert (blobs[-1][0] == 0) is (items[-1] == incompressible)  # 0: kept raw
+
+
 def test_unknown_dictionary_and_damage():
     writer = Codec()
     writer.add_dictionary(
