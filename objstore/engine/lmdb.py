@@ -585,29 +585,25 @@ class LMDBBackend(Backend):
         staged: _Staged | None = None
         failure: Exception | None = None
         batches = iter(batches)
+        more = True
         try:
-            while True:
-                try:
-                    following = self._stage(project, next(batches), self._helper())
-                except StopIteration:
-                    break
-                except Exception as exc:  # a bad batch: the ones before it are still stored
-                    failure = exc
-                    break
+            # Each step stages the next batch (none once the input ends), yields the one
+            # committing and starts the staged one; after the input, the last two drain.
+            while more or staged is not None or committing is not None:
+                following: _Staged | None = None
+                if more:
+                    try:
+                        following = self._stage(project, next(batches), self._helper())
+                    except StopIteration:
+                        more = False
+                    except Exception as exc:  # a bad batch: the ones before it are still stored
+                        failure, more = exc, False
                 if committing is not None:
                     done, committing = committing, None
                     yield done.result()
                 if staged is not None:
                     committing = self._commit_aside(staged)
                 staged = following
-            if committing is not None:
-                done, committing = committing, None
-                yield done.result()
-            if staged is not None:
-                committing = self._commit_aside(staged)
-                staged = None
-                done, committing = committing, None
-                yield done.result()
         finally:
             if staged is not None and staged.compressed is not None:
                 staged.compressed.cancel()
