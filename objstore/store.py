@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 
@@ -31,7 +30,8 @@ def check_project(project: object) -> str:
 
 
 class ChildrenStream(Iterator[tuple[str, bytes]]):
-    """Root first, then each stored descendant once; ``missing`` counts closure ids not stored."""
+    """Root first, then each stored descendant once; ``found`` counts descendants yielded so
+    far and, once the stream is exhausted, ``missing`` the closure ids not stored."""
 
     def __init__(
         self, backend: Backend, project: str, root: tuple[str, bytes], chunks: Iterator[list[str]]
@@ -47,21 +47,22 @@ class ChildrenStream(Iterator[tuple[str, bytes]]):
         self, root: tuple[str, bytes], chunks: Iterator[list[str]]
     ) -> Generator[tuple[str, bytes]]:
         yield root
-        sizes: deque[int] = deque()  # of the chunks asked for, read ahead of those yielded
+        asked = 0  # ids handed to the backend; it may split a chunk into several lists
 
         def requested() -> Iterator[list[str]]:
+            nonlocal asked
             for chunk in chunks:
                 if self.root_id in chunk:
                     chunk = [i for i in chunk if i != self.root_id]
-                sizes.append(len(chunk))
+                asked += len(chunk)
                 yield chunk
 
         reader = self._backend.read_chunks(self._project, requested())
         try:
             for pairs in reader:
                 self.found += len(pairs)
-                self.missing += sizes.popleft() - len(pairs)
                 yield from pairs
+            self.missing = asked - self.found
         finally:
             if isinstance(reader, Generator):
                 reader.close()

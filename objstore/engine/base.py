@@ -109,8 +109,9 @@ class Backend(abc.ABC):
     def read_chunks(
         self, project: str, chunks: Iterable[list[str]]
     ) -> Iterator[list[tuple[str, bytes]]]:
-        """:meth:`read_chunk` of each chunk in turn. A backend may read ahead; closing the
-        iterator early releases what it holds."""
+        """The pairs of each chunk in turn, in order, as lists. A backend may read ahead, and
+        may split a chunk of large objects into several lists to bound the memory it holds;
+        closing the iterator early releases what it holds."""
         for ids in chunks:
             yield self.read_chunk(project, ids)
 

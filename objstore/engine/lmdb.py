@@ -64,6 +64,10 @@ from objstore.engine.base import Backend, CompactReport, PutResult, Stats, Verif
 
 FORMAT_VERSION = 2
 CHUNK = 2048
+# A bulk read decodes at most this many stored bytes at a time (one object may exceed it):
+# 2,048 small objects come to about 1.2 MB, while 2,048 meshes of 1 MB would otherwise all be
+# held decoded at once.
+CHUNK_STORED_BYTES = 4 * 1024 * 1024
 PACK_BYTES = 64 * 1024
 _MAX_KEY = 511
 _U32 = struct.Struct(">I")
@@ -230,6 +234,20 @@ def _near(rows: _Rows) -> bool:
     return len(set(rows.numbers)) * _NEAR <= len(rows.numbers)
 
 
+def _parts_within(found: list[str], lengths: Sequence[int], limit: int) -> list[list[str]]:
+    """``found`` cut, in order, into runs whose stored ``lengths`` sum to at most ``limit``
+    (a run of one object may exceed it)."""
+    parts: list[list[str]] = []
+    start = size = 0
+    for index, length in enumerate(lengths):
+        if size and size + length > limit:
+            parts.append(found[start:index])
+            start, size = index, 0
+        size += length
+    parts.append(found[start:])
+    return parts
+
+
 def _chunked(ids: Iterable[str], size: int) -> Iterator[list[str]]:
     chunk: list[str] = []
     for object_id in ids:
@@ -251,6 +269,12 @@ class _Decoding(NamedTuple):
     found: list[str]
     digests: list[bytes]
     frames: futures.Future[Any]
+
+
+class _Split(NamedTuple):
+    """A chunk whose stored bytes exceed the budget, to be read as these smaller parts."""
+
+    parts: list[list[str]]
 
 
 class _Seen(NamedTuple):
@@ -1036,8 +1060,7 @@ class LMDBBackend(Backend):
         thread reads the next one's rows: zstd and Python work then run on two cores."""
         pending: _Decoding | None = None
         try:
-            for ids in chunks:
-                started = self._start_chunk(project, ids)
+            for started in self._started(project, chunks):
                 done, pending = pending, None
                 if isinstance(started, _Decoding):
                     pending = started
@@ -1055,6 +1078,18 @@ class LMDBBackend(Backend):
         finally:
             if pending is not None:  # the consumer stopped early
                 pending.frames.cancel()
+
+    def _started(
+        self, project: str, chunks: Iterable[list[str]]
+    ) -> Iterator[list[tuple[str, bytes]] | _Decoding]:
+        """:meth:`_start_chunk` of each chunk, a chunk over the stored-bytes budget started
+        part by part, each part when the one before it is taken."""
+        for ids in chunks:
+            started = self._start_chunk(project, ids)
+            if isinstance(started, _Split):
+                yield from self._started(project, started.parts)
+            else:
+                yield started
 
     def _fast_decoder(self, txn: Any) -> Callable[[Any], bytes] | None:
         """The current dictionary's bare-frame decompress (loading it if needed), or None."""
@@ -1084,15 +1119,18 @@ class LMDBBackend(Backend):
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         """A chunk's pairs, decoded on this thread."""
         pairs = self._start_chunk(project, ids, hand_off=False)
+        if isinstance(pairs, _Split):
+            return [pair for part in pairs.parts for pair in self._get_chunk(project, part)]
         assert not isinstance(pairs, _Decoding)
         return pairs
 
     def _start_chunk(
         self, project: str, ids: list[str], *, hand_off: bool = True
-    ) -> list[tuple[str, bytes]] | _Decoding:
+    ) -> list[tuple[str, bytes]] | _Decoding | _Split:
         """Read a chunk's rows and, with ``hand_off``, give its frames to the helper thread
         when they are current-dictionary frames lying close together (finish it with
-        :meth:`_finish_chunk`); otherwise decode the chunk here."""
+        :meth:`_finish_chunk`); otherwise decode the chunk here. A chunk of more than
+        ``CHUNK_STORED_BYTES`` of frames is not decoded but cut into parts that are not."""
         if len(ids) == 1:
             data = self.get(project, ids[0])
             return [] if data is None else [(ids[0], data)]
@@ -1107,6 +1145,8 @@ class LMDBBackend(Backend):
                 found, rows = _present_rows(txn.get, ids, keys)
             except CodecError:
                 return self._slow_chunk(txn, ids, keys)
+            if len(found) > 1 and sum(rows.lengths) > CHUNK_STORED_BYTES:
+                return _Split(_parts_within(found, rows.lengths, CHUNK_STORED_BYTES))
             near = _near(rows)
             dict_id = self._current_dict(txn) if hand_off and found and near else 0
             runs = self._frame_runs(txn, rows) if dict_id else None

@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import threading
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ import objstore
 from objstore import errors, graphgen
 from objstore.codec import digest_of
 from objstore.compression import ZSTD_DICT
+from objstore.engine import lmdb as lmdb_backend
 from objstore.engine.lmdb import _LOC, _U64, LMDBBackend, _pack_frames
 
 
@@ -582,6 +584,57 @@ def test_objects_stored_before_the_dictionary_stream_through_the_fallback(tmp_pa
         store.put("p", b"[" + b",".join(d for _, d in g.objects[:1000]) + b"]")  # no dict yet
         store.put("p", b"[" + b",".join(d for _, d in g.objects[1000:]) + b"]")
         assert list(store.iter_with_children("p", g.root_id)) == _children_in_order(g)
+
+
+def _mesh(object_id: str, raw_bytes: int) -> bytes:
+    """An object of about ``raw_bytes`` that compresses about 2x (hex of random bytes)."""
+    return json.dumps({"id": object_id, "vertices": os.urandom(raw_bytes // 2).hex()}).encode()
+
+
+def _meshes_under_a_root(store, count: int, raw_bytes: int) -> list[tuple[str, bytes]]:
+    meshes = [(f"mesh{i}", _mesh(f"mesh{i}", raw_bytes)) for i in range(count)]
+    for start in range(0, count, 20):
+        store.put("p", [d for _, d in meshes[start : start + 20]])
+    root = {"id": "root", "__closure": {i: 1 for i, _ in meshes} | {"ghost": 1}}
+    store.put("p", [json.dumps(root).encode()])
+    return meshes
+
+
+def test_a_chunk_of_big_objects_is_read_in_parts_within_the_byte_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdb_backend, "CHUNK_STORED_BYTES", 60_000)
+    with objstore.open(tmp_path / "s", dictionary_threshold=10**9) as store:
+        meshes = _meshes_under_a_root(store, 40, 50_000)  # ~25 KB stored each: 2 a part
+        backend = store.backend
+        ids = [i for i, _ in meshes]
+        lists = list(backend.read_chunks("p", [ids[:25], ["absent", *ids[25:]]]))
+        assert [pair for pairs in lists for pair in pairs] == meshes
+        assert [len(pairs) for pairs in lists] == [2] * 12 + [1] + [2] * 7 + [1]
+        assert backend.read_chunk("p", ids) == meshes  # the list API joins the parts
+        stream = store.iter_with_children("p", "root")
+        assert list(stream)[1:] == meshes
+        assert (stream.found, stream.missing) == (40, 1)
+
+
+def test_a_children_stream_of_big_objects_holds_a_budget_not_a_chunk(tmp_path):
+    """200 objects of 400 KB are one 2,048-id chunk: read whole, 80 MB would be decoded at
+    once; within the 4 MB stored budget (about 8 MB decoded) only a part or two is."""
+    with objstore.open(tmp_path / "s") as store:
+        meshes = _meshes_under_a_root(store, 200, 400_000)
+        tracemalloc.start()
+        try:
+            stream = store.iter_with_children("p", "root")
+            next(stream)
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            count = 0
+            for object_id, data in stream:
+                assert data == meshes[count][1], object_id
+                count += 1
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert count == 200
+        assert peak < 30_000_000, f"a stream of 80 MB held {peak / 1e6:.0f} MB at once"
 
 
 def _children_in_order(g):
