@@ -10,8 +10,10 @@ failures that may pass (connection errors, 429, 5xx) are retried with backoff, h
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import email.utils
 import json
+import queue
 import random
 import threading
 import time
@@ -117,21 +119,64 @@ def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
     yield inflater.flush()
 
 
-def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    """``id\\tjson`` lines from a byte stream cut anywhere."""
+def _whole_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The lines of a byte stream cut anywhere, a list per chunk, only whole ones: a stream
+    broken off never yields half a line (the last line may lack its newline)."""
     rest = b""
     for chunk in chunks:
         if not chunk:
             continue
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            if line:
-                object_id, _, data = line.partition(b"\t")
-                yield object_id.decode(), data.rstrip(b"\r")
+        yield lines
     if rest.strip():
-        object_id, _, data = rest.partition(b"\t")
-        yield object_id.decode(), data.rstrip(b"\r")
+        yield [rest]
+
+
+def _pairs_of(lines: list[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(id, json) of each ``id\\tjson`` line, one at a time: streamed like this a pair cost
+    1.5 us here, gathered into a list of the chunk's pairs 1.7 us."""
+    for line in lines:
+        if line:
+            object_id, _, data = line.partition(b"\t")
+            yield object_id.decode(), data.rstrip(b"\r")
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    """(id, json) pairs of the ``id\\tjson`` lines of a byte stream cut anywhere."""
+    for lines in _whole_lines(chunks):
+        yield from _pairs_of(lines)
+
+
+class _Stopped(Exception):
+    """The consumer of a :meth:`Remote.get_many` went away: its fetches stop."""
+
+
+class _Handoff:
+    """Blocks of pairs from fetching threads to one consumer, a few at a time, so memory holds
+    a few decoded blocks per request whatever the objects weigh. Each fetch ends with ``None``
+    or its exception; :meth:`stop` makes every waiting and later ``put`` raise _Stopped."""
+
+    def __init__(self, blocks: int) -> None:
+        self._queue: queue.Queue[list[tuple[str, bytes]] | BaseException | None] = queue.Queue(
+            blocks
+        )
+        self._stop = threading.Event()
+
+    def put(self, item: list[tuple[str, bytes]] | BaseException | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def get(self) -> list[tuple[str, bytes]] | BaseException | None:
+        return self._queue.get()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class Remote:
@@ -325,45 +370,77 @@ class Remote:
         return r.content
 
     def get_many(self, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-        """(id, bytes) for each id the server has, fetched in chunks, a few chunks in flight.
+        """(id, bytes) for each id the server has, in the order they arrive: chunks of ids
+        fetched a few at a time, each streamed as it comes.
 
-        Each chunk is read whole before it is yielded, so a failed chunk is retried cleanly;
-        memory holds at most ``concurrency`` chunks.
+        A body lost midway is asked again for the ids it had not delivered yet, so nothing
+        comes twice. Memory holds a few decoded blocks (about a MB each) per request in
+        flight, not whole answers: objects of megabytes each cost no more than small ones.
         """
         id_list = list(ids)
         chunk = min(ID_CHUNK, 10_000)
         chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
+        if not chunks:
+            return
+        handoff = _Handoff(2 * self.concurrency)
 
-        def fetch(part: list[str]) -> list[tuple[str, bytes]]:
-            got: list[tuple[str, bytes]] = []
+        def fetch(part: list[str]) -> None:
+            ending: BaseException | None = None
+            try:
+                self._fetch_streamed(part, handoff)
+            except _Stopped:
+                return
+            except BaseException as exc:
+                ending = exc
+            with contextlib.suppress(_Stopped):
+                handoff.put(ending)
 
-            def send() -> httpx.Response:
-                # the body is read inside the retried call: a connection lost mid-body retries
-                got.clear()
-                with self._http.stream(
-                    "POST",
-                    f"{self.url}/api/getobjects/{self.project}",
-                    data=self._ids_body(part),
-                    headers={"Accept": "text/plain"},
-                ) as response:
-                    if response.status_code < 400:
-                        got.extend(_split_lines(iter_decoded(response)))
-                    else:
-                        response.read()
-                    return response
-
-            self._with_retries("getobjects", send)
-            self.stats.add(objects_downloaded=len(got))
-            return got
-
-        with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
-            window: list[concurrent.futures.Future[list[tuple[str, bytes]]]] = []
+        pool = concurrent.futures.ThreadPoolExecutor(self.concurrency)
+        try:
             for part in chunks:
-                window.append(pool.submit(fetch, part))
-                if len(window) >= self.concurrency:
-                    yield from window.pop(0).result()
-            for future in window:
-                yield from future.result()
+                pool.submit(fetch, part)
+            ended = 0
+            while ended < len(chunks):
+                item = handoff.get()
+                if item is None:
+                    ended += 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield from item
+        finally:
+            handoff.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_streamed(self, part: list[str], handoff: _Handoff) -> None:
+        """getobjects of ``part``, each block of pairs handed off as it is decoded; a retry
+        asks only for the ids not delivered yet."""
+        remaining = part
+
+        def send() -> httpx.Response:
+            nonlocal remaining
+            with self._http.stream(
+                "POST",
+                f"{self.url}/api/getobjects/{self.project}",
+                data=self._ids_body(remaining),
+                headers={"Accept": "text/plain"},
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    return response
+                delivered: set[str] = set()
+                try:
+                    for lines in _whole_lines(iter_decoded(response)):
+                        pairs = list(_pairs_of(lines))
+                        handoff.put(pairs)
+                        delivered.update(object_id for object_id, _ in pairs)
+                        self.stats.add(objects_downloaded=len(pairs))
+                finally:
+                    if delivered:
+                        remaining = [i for i in remaining if i not in delivered]
+                return response
+
+        self._with_retries("getobjects", send)
 
     def download(self, root_id: str) -> Iterator[tuple[str, bytes]]:
         """The object and all its children (root first), streamed in one request.
