@@ -146,7 +146,6 @@ class _CacheWriter:
         self._tick = tick
         self._queue: queue.Queue[bytes | list[bytes] | None] = queue.Queue(maxsize=2)
         self._failure: list[BaseException] = []
-        self.stored = 0
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
 
@@ -157,7 +156,6 @@ class _CacheWriter:
     def _run(self) -> None:
         try:
             for result in self._cache.iter_put(self._project, self._batches()):
-                self.stored += result.stored
                 if self._tick is not None:
                     self._tick(result.received)  # type: ignore[operator]
         except BaseException as exc:
@@ -173,13 +171,12 @@ class _CacheWriter:
         self._check()
         self._queue.put(batch)
 
-    def close(self) -> int:
-        """Wait for every queued batch; return how many objects were newly stored."""
+    def close(self) -> None:
+        """Wait for every queued batch to be stored; raise the first failure."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         self._check()
-        return self.stored
 
     def __enter__(self) -> _CacheWriter:
         return self
@@ -194,21 +191,26 @@ class _CacheWriter:
 
 def _store_while_streaming(
     cache: objstore.Store, project: str, stream: Iterator[tuple[str, bytes]], tick: object
-) -> int:
-    """Write streamed objects to the cache in batches while the download goes on. Returns
-    objects newly stored."""
+) -> None:
+    """Write streamed objects to the cache in batches while the download goes on. A stream
+    that breaks off (ConnectionFailed) has every object it delivered stored before the error
+    is raised."""
     with _CacheWriter(cache, project, tick) as writer:
         batch: list[bytes] = []
         size = 0
-        for _, data in stream:
-            batch.append(data)
-            size += len(data)
-            if len(batch) >= CACHE_BATCH or size >= CACHE_BATCH_BYTES:
+        try:
+            for _, data in stream:
+                batch.append(data)
+                size += len(data)
+                if len(batch) >= CACHE_BATCH or size >= CACHE_BATCH_BYTES:
+                    writer.put(batch)
+                    batch, size = [], 0
+        except errors.ConnectionFailed:
+            if batch:
                 writer.put(batch)
-                batch, size = [], 0
+            raise
         if batch:
             writer.put(batch)
-    return writer.stored
 
 
 def receive(
@@ -224,7 +226,8 @@ def receive(
     Served from the cache when the root and its whole closure are there (no object requests).
     Otherwise fetches the root, asks the cache which closure ids it lacks, and downloads those
     (getobjects in batches; the single object+children stream when most are missing), writing
-    them to the cache as they arrive; the root is written last.
+    them to the cache as they arrive; the root is written last. A children stream that fails
+    is not started again: what it delivered is kept, and the rest is asked for by id.
     """
     if cache is None:
         cache = objstore.open_memory()
@@ -249,15 +252,17 @@ def receive(
     from_cache = len(closure_ids) - len(missing)
     if tick:
         tick(from_cache)
-    downloaded = 0
-    if missing:
-        stream: Iterator[tuple[str, bytes]]
-        if len(missing) > len(closure_ids) // 2:
-            stream = (pair for pair in remote.download(root_id) if pair[0] != root_id)
-        else:
-            stream = remote.get_many(missing)
-        downloaded = _store_while_streaming(cache, project, stream, tick)
+    if len(missing) > len(closure_ids) // 2:
+        stream = (pair for pair in remote.download(root_id) if pair[0] != root_id)
+        try:
+            _store_while_streaming(cache, project, stream, tick)
+        except errors.ConnectionFailed:  # the stream broke off (after its own retries)
+            lacking = [i for i, ok in cache.has(project, missing).items() if not ok]
+            _store_while_streaming(cache, project, remote.get_many(lacking), tick)
+    elif missing:
+        _store_while_streaming(cache, project, remote.get_many(missing), tick)
     still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
+    downloaded = len(missing) - len(still)
     cache.put(project, [root])
     if tick:
         tick(1)

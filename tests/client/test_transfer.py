@@ -220,3 +220,75 @@ def test_a_cache_that_refuses_a_batch_fails_the_send(server):
     cache = objstore.open_memory(objstore.Limits(max_object_bytes=200, max_batch_bytes=1 << 20))
     with remote(server, "other") as r, pytest.raises(errors.ObjectTooLarge):
         send(g.objects, r, cache)
+
+
+class _CutAfter(httpx.SyncByteStream):
+    def __init__(self, body: bytes, keep: int) -> None:
+        self.body, self.keep = body, keep
+
+    def __iter__(self):
+        yield self.body[: self.keep]  # ends inside a line: that object is not taken
+        raise httpx.ReadError("connection lost mid-body")
+
+
+def test_receive_keeps_what_a_broken_download_delivered_and_fetches_only_the_rest(server, tmp_path):
+    g = graphgen.generate(20_000, seed=52)
+    with remote(server, "other") as r:
+        send(g.objects, r)
+    lines = [b"%s\t%s\n" % (i.encode(), d) for i, d in [g.objects[-1], *g.objects[:-1]]]
+    body = b"".join(lines)  # what the download route would send: root first
+    keep = sum(map(len, lines[:8_001])) + 40
+    asked: list[int] = []
+
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path == f"/objects/other/{g.root_id}":
+            return httpx.Response(200, stream=_CutAfter(body, keep))
+        if "/api/getobjects/" in request.url.path:
+            asked.append(len(json.loads(httpx.QueryParams(request.content.decode())["objects"])))
+        return None
+
+    with (
+        objstore.open(tmp_path / "cache") as cache,
+        Remote(
+            server.url, server.tokens["alice"], "other", transport=Faults(rule), backoff=0.01
+        ) as r,
+    ):
+        got = receive(g.root_id, r, cache)
+        assert (got.total, got.downloaded, got.missing_on_server) == (len(g), len(g), 0)
+        assert r.stats.requests["download"] == 1  # not started again
+        kept = len(g) - 1 - sum(asked)  # children the stream delivered (in whole MB reads)
+        assert 7_000 < kept <= 8_000
+        assert r.stats.objects_downloaded == 1 + kept + sum(asked)  # nothing came twice
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
+def test_receive_falls_back_to_getobjects_when_the_download_route_fails(server, tmp_path):
+    g = graphgen.generate(3_000, seed=53)
+    with remote(server, "other") as r:
+        send(g.objects, r)
+
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path == f"/objects/other/{g.root_id}":
+            raise httpx.ConnectError("refused")
+        return None
+
+    with (
+        objstore.open(tmp_path / "cache") as cache,
+        Remote(
+            server.url, server.tokens["alice"], "other", transport=Faults(rule), backoff=0.01
+        ) as r,
+    ):
+        got = receive(g.root_id, r, cache)
+        assert got.downloaded == len(g)
+        assert r.stats.requests["download"] == 6  # tried, with its five retries
+        assert r.stats.objects_downloaded == len(g) - 1  # the children, by id
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
+def test_receive_from_a_server_out_of_reach_fails_once_it_has_tried(tmp_path):
+    with (
+        objstore.open(tmp_path / "cache") as cache,
+        Remote("http://127.0.0.1:9", "t", "p", retries=1, backoff=0.01) as r,
+        pytest.raises(errors.ConnectionFailed, match="cannot reach"),
+    ):
+        receive("root", r, cache)
