@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,19 @@ LIMITS_ENV = {
 
 
 class MemorySampler:
-    """Samples the server's anonymous (heap) and file-mapped RSS every 50 ms; keeps the peaks."""
+    """Samples anonymous (heap) and file-mapped RSS every ``every`` seconds, of the server's
+    processes or (``server`` None) of this one; keeps the peaks."""
 
-    def __init__(self, server: SpawnedServer) -> None:
-        self.server = server
+    def __init__(self, server: SpawnedServer | None = None, every: float = 0.05) -> None:
+        self.read = partial(server.memory_mb if server else own_memory_mb, "RssAnon", "RssFile")
+        self.every = every
         self.peak = {"RssAnon": 0.0, "RssFile": 0.0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            now = self.server.memory_mb("RssAnon", "RssFile")
-            for key, value in now.items():
+        while not self._stop.wait(self.every):
+            for key, value in self.read().items():
                 self.peak[key] = max(self.peak[key], value)
 
     def __enter__(self) -> MemorySampler:
@@ -63,6 +65,16 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def own_memory_mb(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status (RssAnon, RssFile...) in MB (Linux)."""
+    totals = dict.fromkeys(fields, 0.0)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in totals:
+            totals[key] = int(value.split()[0]) / 1024
+    return totals
 
 
 def _rate(count: int, nbytes: int, seconds: float) -> dict[str, float]:
