@@ -231,10 +231,15 @@ class _CutAfter(httpx.SyncByteStream):
         raise httpx.ReadError("connection lost mid-body")
 
 
-def test_receive_keeps_what_a_broken_download_delivered_and_fetches_only_the_rest(server, tmp_path):
-    g = graphgen.generate(20_000, seed=52)
+def _sent(server, objects: int, seed: int) -> graphgen.Graph:
+    g = graphgen.generate(objects, seed=seed)
     with remote(server, "other") as r:
         send(g.objects, r)
+    return g
+
+
+def test_receive_keeps_what_a_broken_download_delivered_and_fetches_only_the_rest(server, tmp_path):
+    g = _sent(server, 20_000, seed=52)
     lines = [b"%s\t%s\n" % (i.encode(), d) for i, d in [g.objects[-1], *g.objects[:-1]]]
     body = b"".join(lines)  # what the download route would send: root first
     keep = sum(map(len, lines[:8_001])) + 40
@@ -249,9 +254,7 @@ def test_receive_keeps_what_a_broken_download_delivered_and_fetches_only_the_res
 
     with (
         objstore.open(tmp_path / "cache") as cache,
-        Remote(
-            server.url, server.tokens["alice"], "other", transport=Faults(rule), backoff=0.01
-        ) as r,
+        remote(server, "other", transport=Faults(rule), backoff=0.01) as r,
     ):
         got = receive(g.root_id, r, cache)
         assert (got.total, got.downloaded, got.missing_on_server) == (len(g), len(g), 0)
@@ -263,9 +266,7 @@ def test_receive_keeps_what_a_broken_download_delivered_and_fetches_only_the_res
 
 
 def test_receive_falls_back_to_getobjects_when_the_download_route_fails(server, tmp_path):
-    g = graphgen.generate(3_000, seed=53)
-    with remote(server, "other") as r:
-        send(g.objects, r)
+    g = _sent(server, 3_000, seed=53)
 
     def rule(request: httpx.Request, n: int) -> httpx.Response | None:
         if request.url.path == f"/objects/other/{g.root_id}":
@@ -274,9 +275,7 @@ def test_receive_falls_back_to_getobjects_when_the_download_route_fails(server, 
 
     with (
         objstore.open(tmp_path / "cache") as cache,
-        Remote(
-            server.url, server.tokens["alice"], "other", transport=Faults(rule), backoff=0.01
-        ) as r,
+        remote(server, "other", transport=Faults(rule), backoff=0.01) as r,
     ):
         got = receive(g.root_id, r, cache)
         assert got.downloaded == len(g)
