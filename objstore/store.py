@@ -30,7 +30,7 @@ def check_project(project: object) -> str:
 
 
 class ChildrenStream(Iterator[tuple[str, bytes]]):
-    """Root first, then each stored descendant once; ``found`` counts descendants yielded so
+    """Root first, then each stored descendant once; ``found`` counts the descendants read so
     far and, once the stream is exhausted, ``missing`` the closure ids not stored."""
 
     def __init__(
