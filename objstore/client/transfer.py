@@ -19,6 +19,7 @@ from objstore import codec, errors, graphgen
 from objstore.client.remote import Remote
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
+WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most about this many bytes of them
 CACHE_BATCH = 10_000  # objects per cache write while receiving
 CACHE_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -57,6 +58,18 @@ class ReceiveResult:
 
 def _cache_project(remote: Remote, cache_project: str | None) -> str:
     return cache_project or remote.project
+
+
+def _next_window(objects: Iterator[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The next ``WINDOW`` objects, or fewer once they reach ``WINDOW_BYTES`` (at least one)."""
+    window: list[tuple[str, bytes]] = []
+    size = 0
+    for pair in objects:
+        window.append(pair)
+        size += len(pair[1])
+        if len(window) >= WINDOW or size >= WINDOW_BYTES:
+            break
+    return window
 
 
 def _ordered_from_cache(
@@ -104,7 +117,7 @@ def send(
         writer = _CacheWriter(cache, project)
     with writer or contextlib.nullcontext():
         while True:
-            window = list(itertools.islice(objects, WINDOW))
+            window = _next_window(objects)
             if not window:
                 break
             if writer is not None and cache is not None:  # stored while the window uploads

@@ -10,7 +10,7 @@ import pytest
 
 import objstore
 from objstore import errors, graphgen
-from objstore.client import Remote, receive, send
+from objstore.client import Remote, receive, send, transfer
 
 from .conftest import Faults
 
@@ -291,3 +291,20 @@ def test_receive_from_a_server_out_of_reach_fails_once_it_has_tried(tmp_path):
         pytest.raises(errors.ConnectionFailed, match="cannot reach"),
     ):
         receive("root", r, cache)
+
+
+def test_send_windows_hold_a_bounded_number_of_bytes(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "WINDOW_BYTES", 100_000)
+    meshes = [
+        (f"win{i}", json.dumps({"id": f"win{i}", "v": "m" * 20_000}).encode()) for i in range(40)
+    ]
+    root = {"id": "winroot", "__closure": {i: 1 for i, _ in meshes}}
+    objects = [*meshes, ("winroot", json.dumps(root).encode())]
+    with objstore.open(tmp_path / "cache") as cache:
+        cache.put("other", [d for _, d in objects])
+        with remote(server, "other") as r:
+            result = send("winroot", r, cache)  # read from the cache as a stream, by root id
+        assert (result.total, result.uploaded) == (41, 41)
+        # eight windows of five 20 KB objects and one of the root, then the held root's diff
+        assert r.stats.requests["diff"] == 10
+    assert server.store.get("other", "winroot") == objects[-1][1]
