@@ -224,20 +224,29 @@ def generate(n_objects: int, seed: int = 0, salt: str = "") -> Graph:
     return Graph(b.objects, root_id)
 
 
+def groups(
+    objects: Iterable[tuple[str, bytes]], max_objects: int, max_bytes: int
+) -> Iterator[list[tuple[str, bytes]]]:
+    """Consecutive runs of objects under both caps, taken lazily (an object bigger than
+    ``max_bytes`` makes a run of its own)."""
+    group: list[tuple[str, bytes]] = []
+    size = 0
+    for pair in objects:
+        if group and (len(group) >= max_objects or size + len(pair[1]) > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append(pair)
+        size += len(pair[1])
+    if group:
+        yield group
+
+
 def batches(
     objects: Iterable[tuple[str, bytes]], max_objects: int = 10_000, max_bytes: int = 25 << 20
 ) -> Iterator[bytes]:
     """Group objects into JSON-array batches under both caps (as a client uploads them)."""
-    parts: list[bytes] = []
-    size = 0
-    for _, data in objects:
-        if parts and (len(parts) >= max_objects or size + len(data) > max_bytes):
-            yield b"[" + b",".join(parts) + b"]"
-            parts, size = [], 0
-        parts.append(data)
-        size += len(data)
-    if parts:
-        yield b"[" + b",".join(parts) + b"]"
+    for group in groups(objects, max_objects, max_bytes):
+        yield b"[" + b",".join([data for _, data in group]) + b"]"
 
 
 def write_dump(objects: Iterable[tuple[str, bytes]], path: str | Path) -> None:

@@ -19,7 +19,7 @@ from objstore import codec, errors, graphgen
 from objstore.client.remote import Remote
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
-WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most about this many bytes of them
+WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of them (or one object)
 CACHE_BATCH = 10_000  # objects per cache write while receiving
 CACHE_BATCH_BYTES = 16 * 1024 * 1024
 
@@ -58,18 +58,6 @@ class ReceiveResult:
 
 def _cache_project(remote: Remote, cache_project: str | None) -> str:
     return cache_project or remote.project
-
-
-def _next_window(objects: Iterator[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """The next ``WINDOW`` objects, or fewer once they reach ``WINDOW_BYTES`` (at least one)."""
-    window: list[tuple[str, bytes]] = []
-    size = 0
-    for pair in objects:
-        window.append(pair)
-        size += len(pair[1])
-        if len(window) >= WINDOW or size >= WINDOW_BYTES:
-            break
-    return window
 
 
 def _ordered_from_cache(
@@ -116,10 +104,7 @@ def send(
     if cache is not None and not isinstance(source, str):
         writer = _CacheWriter(cache, project)
     with writer or contextlib.nullcontext():
-        while True:
-            window = _next_window(objects)
-            if not window:
-                break
+        for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
             if writer is not None and cache is not None:  # stored while the window uploads
                 for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
                     writer.put(body)
