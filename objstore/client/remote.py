@@ -305,11 +305,16 @@ class Remote:
                     found.update(answer)
         return {i: bool(found.get(i, False)) for i in id_list}
 
-    def upload(self, objects: Iterable[tuple[str, bytes]]) -> int:
+    def upload(
+        self,
+        objects: Iterable[tuple[str, bytes]],
+        on_sent: Callable[[int], object] | None = None,
+    ) -> int:
         """Upload objects in gzip'd batches under the server's limits; returns objects sent.
 
         Order is kept per batch and batches are started in order, so children sent before
-        their parents land first within this call's concurrency window.
+        their parents land first within this call's concurrency window. ``objects`` is read
+        while earlier batches are in flight; ``on_sent`` is told each batch's count as it lands.
         """
         limits = self.limits
         max_bytes = min(self.batch_bytes, limits.max_batch_bytes - 1024)
@@ -321,11 +326,21 @@ class Remote:
                     done, pending = concurrent.futures.wait(
                         pending, return_when=concurrent.futures.FIRST_COMPLETED
                     )
-                    sent += sum(f.result() for f in done)
+                    for future in done:
+                        sent += self._landed(future, on_sent)
                 pending.add(pool.submit(self._upload_batch, batch))
             for future in concurrent.futures.as_completed(pending):
-                sent += future.result()
+                sent += self._landed(future, on_sent)
         return sent
+
+    @staticmethod
+    def _landed(
+        future: concurrent.futures.Future[int], on_sent: Callable[[int], object] | None
+    ) -> int:
+        count = future.result()
+        if on_sent is not None:
+            on_sent(count)
+        return count
 
     def _batches(
         self, objects: Iterable[tuple[str, bytes]], max_bytes: int, max_object: int

@@ -98,34 +98,38 @@ def send(
     else:
         objects = iter(source)
         root_id = ""
-    total = uploaded = skipped = 0
-    held: tuple[str, bytes] | None = None
+    counts = {"total": 0, "skipped": 0}
+    held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
     if cache is not None and not isinstance(source, str):
         writer = _CacheWriter(cache, project)
-    with writer or contextlib.nullcontext():
+
+    def missing() -> Iterator[tuple[str, bytes]]:
+        """Each window's objects the server lacks. The upload pulls this while the windows
+        before it are still in flight, so one window's diff overlaps the last one's uploads."""
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
             if writer is not None and cache is not None:  # stored while the window uploads
                 for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
                     writer.put(body)
-            if held is not None:
-                window.insert(0, held)
-            held = window.pop()  # the last object (the root, at the end) waits for the rest
-            root_id = held[0]
+            window[:0] = held
+            held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
             todo = [(i, d) for i, d in window if not have[i]]
-            if todo:
-                remote.upload(todo)
-            total += len(window)
-            uploaded += len(todo)
-            skipped += len(window) - len(todo)
+            counts["total"] += len(window)
+            counts["skipped"] += len(window) - len(todo)
             if tick:
-                tick(len(window))
-    if held is not None:
-        if remote.diff([held[0]])[held[0]]:
+                tick(len(window) - len(todo))
+            yield from todo
+
+    with writer or contextlib.nullcontext():
+        uploaded = remote.upload(missing(), on_sent=tick)
+    total, skipped = counts["total"], counts["skipped"]
+    root_id = held[0][0] if held else root_id
+    if held:
+        if remote.diff([root_id])[root_id]:
             skipped += 1
         else:
-            remote.upload([held])
+            remote.upload(held)
             uploaded += 1
         total += 1
         if tick:

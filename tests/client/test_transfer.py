@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import httpx
@@ -309,3 +310,35 @@ def test_send_windows_hold_a_bounded_number_of_bytes(server, tmp_path, monkeypat
         # the last, then the held root's own diff
         assert r.stats.requests["diff"] == 11
     assert server.store.get("other", "winroot") == objects[-1][1]
+
+
+def test_send_diffs_the_next_window_while_uploads_are_in_flight(server, monkeypatch):
+    monkeypatch.setattr(transfer, "WINDOW", 10)
+    objects = [(f"pipe{i}", json.dumps({"id": f"pipe{i}", "n": i}).encode()) for i in range(40)]
+    diffs: list[int] = []
+    second_diff = threading.Event()
+    overlapped: list[bool] = []
+    first = threading.Lock()
+    with remote(server, "pub", batch_objects=5) as r:
+        real_diff, real_upload = r.diff, r._upload_batch
+
+        def diff(ids):
+            answer = real_diff(list(ids))
+            diffs.append(len(answer))
+            if len(diffs) == 2:
+                second_diff.set()
+            return answer
+
+        def upload_batch(batch):
+            if first.acquire(blocking=False):  # the first batch waits for the second diff
+                overlapped.append(second_diff.wait(timeout=10))
+            return real_upload(batch)
+
+        monkeypatch.setattr(r, "diff", diff)
+        monkeypatch.setattr(r, "_upload_batch", upload_batch)
+        ticks: list[int] = []
+        result = send(objects, r, progress=type("P", (), {"advance": staticmethod(ticks.append)}))
+    assert overlapped == [True]
+    assert sum(ticks) == 40  # skipped ones as diffed, uploaded ones as their batch lands
+    assert (result.total, result.uploaded, result.skipped) == (40, 40, 0)
+    assert [server.store.get("pub", i) for i, _ in objects] == [d for _, d in objects]
