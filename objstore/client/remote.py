@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import email.utils
-import json
 import queue
 import random
 import threading
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 import zstandard
 from isal import igzip, isal_zlib
 
@@ -179,6 +179,16 @@ class _Handoff:
         self._stop.set()
 
 
+_JSON_BODY = {"Content-Type": "application/json"}
+_diff_answer = msgspec.json.Decoder(dict[str, bool])
+
+
+def _ids_body(ids: list[str]) -> bytes:
+    """A diff/getobjects body, ``{"objects": "<JSON list of ids>"}``, the reference's JSON
+    schema (specklepy's form encoding costs the client about 2 us an id to quote)."""
+    return msgspec.json.encode({"objects": msgspec.json.encode(ids).decode()})
+
+
 class Remote:
     """One project on one server."""
 
@@ -278,9 +288,6 @@ class Remote:
                 self._limits = Limits()
         return self._limits
 
-    def _ids_body(self, ids: list[str]) -> dict[str, str]:
-        return {"objects": json.dumps(ids)}
-
     # -- routes --------------------------------------------------------------------------------
 
     def diff(self, ids: Iterable[str]) -> dict[str, bool]:
@@ -290,10 +297,18 @@ class Remote:
 
         def one(chunk: list[str]) -> dict[str, bool]:
             r = self._request(
-                "diff", "POST", f"/api/diff/{self.project}", data=self._ids_body(chunk)
+                "diff",
+                "POST",
+                f"/api/diff/{self.project}",
+                content=_ids_body(chunk),
+                headers=_JSON_BODY,
             )
-            answer: dict[str, bool] = r.json()
-            return answer
+            try:
+                return _diff_answer.decode(r.content)
+            except msgspec.DecodeError as exc:
+                raise errors.UnreadableResponse(
+                    f"diff {self.project}: the answer is not a JSON object of id to bool ({exc})"
+                ) from None
 
         found: dict[str, bool] = {}
         if len(chunks) <= 1:
@@ -303,7 +318,7 @@ class Remote:
             with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
                 for answer in pool.map(one, chunks):
                     found.update(answer)
-        return {i: bool(found.get(i, False)) for i in id_list}
+        return {i: found.get(i, False) for i in id_list}
 
     def upload(
         self,
@@ -437,8 +452,8 @@ class Remote:
             with self._http.stream(
                 "POST",
                 f"{self.url}/api/getobjects/{self.project}",
-                data=self._ids_body(remaining),
-                headers={"Accept": "text/plain"},
+                content=_ids_body(remaining),
+                headers={**_JSON_BODY, "Accept": "text/plain"},
             ) as response:
                 if response.status_code >= 400:
                     response.read()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import tracemalloc
-import urllib.parse
 from collections.abc import Generator, Iterator
 
 import httpx
@@ -71,6 +70,26 @@ def test_remote_asks_for_the_codings_it_can_decode():
     assert seen == [ACCEPT_ENCODING] == ["zstd, gzip"]
 
 
+def test_diff_sends_the_references_json_body_and_reads_its_answer():
+    asked: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(_asked(request))
+        return httpx.Response(200, json={"a": True, "b": False})  # "c" left out
+
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=httpx.MockTransport(handler))
+    assert remote.diff(["a", "b", "c"]) == {"a": True, "b": False, "c": False}
+    assert asked == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("answer", [b"<html>proxy error</html>", b'{"a": "yes"}', b"[true]"])
+def test_an_unreadable_diff_answer_is_a_clear_error(answer):
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=answer))
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=transport)
+    with pytest.raises(errors.UnreadableResponse, match="diff p: the answer is not a JSON object"):
+        remote.diff(["a"])
+
+
 class _Lines(httpx.SyncByteStream):
     """``count`` lines of about ``size`` bytes each, made as they are read."""
 
@@ -87,7 +106,9 @@ class _Lines(httpx.SyncByteStream):
 
 
 def _asked(request: httpx.Request) -> list[str]:
-    ids: list[str] = json.loads(urllib.parse.parse_qs(request.content.decode())["objects"][0])
+    """The ids of a diff/getobjects request, sent as the reference's JSON body."""
+    assert request.headers["Content-Type"] == "application/json"
+    ids: list[str] = json.loads(json.loads(request.content)["objects"])
     return ids
 
 
