@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -248,6 +249,21 @@ def create_app(
     return app
 
 
+# A young collection every 50k new containers instead of CPython's 700: an upload of 10 MB
+# makes a few containers per object (records, tuples, closure dicts), all short-lived, and
+# with the default a 1-worker server spent 5-7% of a cold send collecting them.
+SERVING_GC_THRESHOLD = (50_000, 10, 10)
+
+
+def tune_gc_for_serving() -> None:
+    """Set this process's collector for serving: objects alive at startup (modules, the
+    app) are frozen out of every later collection, young ones are collected less often.
+    Only for a process that does nothing but serve: the engine, embedded, leaves it alone."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVING_GC_THRESHOLD)
+
+
 def create_app_from_env() -> Starlette:
     """Factory for uvicorn (each worker process opens the store itself, after it starts)."""
     settings = Settings.from_env()
@@ -258,6 +274,7 @@ def create_app_from_env() -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tune_gc_for_serving()
         yield
         store.close()
         auth.close()

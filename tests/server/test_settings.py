@@ -35,3 +35,27 @@ def test_zstd_level_follows_the_environment_and_is_checked(monkeypatch):
     monkeypatch.setenv("OBJSTORE_ZSTD_LEVEL", "40")
     with pytest.raises(ValueError, match="zstd level must be -7 to 19"):
         Settings.from_env()
+
+
+def test_a_serving_process_collects_young_objects_less_often(monkeypatch, tmp_path):
+    import asyncio
+    import gc
+
+    from objstore.server.app import SERVING_GC_THRESHOLD
+
+    monkeypatch.setenv("OBJSTORE_DATA", str(tmp_path))
+    before = gc.get_threshold()
+    app = create_app_from_env()
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    async def serve() -> None:
+        async with app.router.lifespan_context(app):  # what uvicorn runs at startup
+            seen.append((gc.get_threshold(), gc.get_freeze_count()))
+
+    try:
+        asyncio.run(serve())
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    assert before != SERVING_GC_THRESHOLD
+    assert seen[0][0] == SERVING_GC_THRESHOLD and seen[0][1] > 0
