@@ -252,7 +252,7 @@ def _remote(args: argparse.Namespace, url: str | None = None) -> Any:
     from objstore.client import Remote
 
     token = args.token or os.environ.get("OBJSTORE_TOKEN")
-    return Remote(url or args.url, token, args.project, retries=3)
+    return Remote(url or args.url, token, args.project, retries=3, compression=args.compression)
 
 
 @contextlib.contextmanager
@@ -494,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--project", required=True)
         p.add_argument(
             "--cache", help="local cache store (env OBJSTORE_CACHE; default: the user data dir)"
+        )
+        p.add_argument(
+            "--compression",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help="compress request and response bodies (auto: unless the server is on loopback)",
         )
 
     push = sub.add_parser("push", help="upload a JSON document or an id<TAB>json dump")

@@ -10,16 +10,20 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import objstore
 from objstore.graphgen import batches
+
+if TYPE_CHECKING:
+    from objstore.client.remote import Compression
 
 Objects = Sequence[tuple[str, bytes]]
 
 
 class Driver:
     client = "?"
+    compression: str | None = None  # objstore's client: whether its bodies were compressed
 
     def cold_send(self, objects: Objects) -> int:
         raise NotImplementedError
@@ -81,11 +85,19 @@ class ObjstoreClientDriver(Driver):
 
     client = "objstore"
 
-    def __init__(self, url: str, token: str | None, project: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        project: str,
+        concurrency: int,
+        compression: Compression = "auto",
+    ) -> None:
         from objstore.client import Remote
 
-        self.args = (url, token, project, concurrency)
-        self.remote = Remote(url, token, project, concurrency=concurrency)
+        self.args = (url, token, project, concurrency, compression)
+        self.remote = Remote(url, token, project, concurrency=concurrency, compression=compression)
+        self.compression = "on" if self.remote.compress else "off"
 
     def cold_send(self, objects: Objects) -> int:
         from objstore.client import send

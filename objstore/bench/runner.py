@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import xxhash
 
@@ -36,6 +36,7 @@ from objstore.bench.drivers import (
     specklepy_available,
 )
 from objstore.bench.targets import SpawnedServer, TargetSpec
+from objstore.client.remote import Compression
 from objstore.limits import Limits
 
 WORKLOADS = (
@@ -190,7 +191,8 @@ class Runner:
         )
         for client in self.clients:
             if client == "objstore":
-                yield ObjstoreClientDriver(url, token, project, concurrency)
+                compression = cast(Compression, spec.compression)
+                yield ObjstoreClientDriver(url, token, project, concurrency, compression)
             elif client == "specklepy":
                 yield SpecklepyDriver(url, token, project)
 
@@ -226,6 +228,7 @@ class Runner:
                                     "kind": spec.kind,
                                     "workers": spec.workers if spec.kind == "spawn" else None,
                                     "client": driver.client,
+                                    "compression": driver.compression,
                                     "workload": workload,
                                     "concurrency": concurrency,
                                     "repeat": rep,
@@ -408,6 +411,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "target": target,
             "client": client,
+            "compression": runs[0].get("compression"),
             "workload": workload,
             "concurrency": concurrency,
             "runs": len(runs),

@@ -5,13 +5,14 @@ Forms:
   NAME=lmdb:DIR                                 objstore's engine in-process (the ceiling)
   NAME=spawn[:WORKERS]                          a local objstore server on a free 127.0.0.1
                                                 port with a temporary store, stopped afterwards
+Server targets also take ``compression=auto|on|off`` for objstore's client (auto, the
+client's default, compresses unless the server is on loopback).
 URLs must be loopback (127.0.0.0/8, ::1, localhost) unless ``allow_remote``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from objstore import errors
+from objstore.client.remote import is_loopback
 
 
 class TargetError(errors.ObjstoreError):
@@ -40,15 +42,7 @@ class TargetSpec:
     project: str = "bench"
     path: Path | None = None
     workers: int = 1
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    compression: str = "auto"  # objstore's client: auto | on | off
 
 
 def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
@@ -58,27 +52,33 @@ def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
         raise TargetError(f"--target {text!r}: use NAME=URL, NAME=lmdb:DIR or NAME=spawn[:N]")
     if rest.startswith("lmdb:"):
         return TargetSpec(name, "lmdb", path=Path(rest[5:]))
-    if rest == "spawn" or rest.startswith("spawn:"):
-        workers = int(rest[6:] or 1) if rest.startswith("spawn:") else 1
-        return TargetSpec(name, "spawn", workers=max(1, workers))
     url, *options = rest.split(",")
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TargetError(f"--target {name}: {url!r} is not an http(s) URL")
-    if not allow_remote and not is_loopback(parsed.hostname):
-        raise TargetError(
-            f"--target {name}: {parsed.hostname} is not a loopback address; "
-            "pass --allow-remote to benchmark another machine"
-        )
-    spec = TargetSpec(name, "http", url=url.rstrip("/"))
+    if url == "spawn" or url.startswith("spawn:"):
+        workers = int(url[6:] or 1) if url.startswith("spawn:") else 1
+        spec = TargetSpec(name, "spawn", workers=max(1, workers))
+    else:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise TargetError(f"--target {name}: {url!r} is not an http(s) URL")
+        if not allow_remote and not is_loopback(parsed.hostname):
+            raise TargetError(
+                f"--target {name}: {parsed.hostname} is not a loopback address; "
+                "pass --allow-remote to benchmark another machine"
+            )
+        spec = TargetSpec(name, "http", url=url.rstrip("/"))
     for option in options:
         key, _, value = option.partition("=")
-        if key == "token":
+        if key == "token" and spec.kind == "http":
             spec.token = value
-        elif key == "project":
+        elif key == "project" and spec.kind == "http":
             spec.project = value
+        elif key == "compression" and value in ("auto", "on", "off"):
+            spec.compression = value
+        elif key == "compression":
+            raise TargetError(f"--target {name}: compression must be auto, on or off")
         else:
-            raise TargetError(f"--target {name}: unknown option {key!r} (token=, project=)")
+            known = "token=, project=, compression=" if spec.kind == "http" else "compression="
+            raise TargetError(f"--target {name}: unknown option {key!r} ({known})")
     return spec
 
 

@@ -5,6 +5,10 @@ Requests are batched under the limits the server states (``/api/server-info``; S
 own loader cap), uploads go as gzip multipart parts with several requests in flight, and
 failures that may pass (connection errors, 429, 5xx) are retried with backoff, honouring
 ``Retry-After``. A 4xx that says the input is wrong is raised at once, never retried.
+
+Bodies are compressed both ways (zstd or gzip down, gzip up) unless the server is on this
+machine's loopback: there compression only spends both ends' CPU on bytes that never cross
+a network (a 100k-object download here: 77k objects/s with zstd, 108k without).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import email.utils
+import ipaddress
 import queue
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import msgspec
@@ -189,8 +195,26 @@ def _ids_body(ids: list[str]) -> bytes:
     return msgspec.json.encode({"objects": msgspec.json.encode(ids).decode()})
 
 
+Compression = Literal["auto", "on", "off"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without resolving it) is this machine's
+    loopback: ``localhost``, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Remote:
-    """One project on one server."""
+    """One project on one server.
+
+    ``compression`` "auto" compresses unless the URL's host is loopback; "on" and "off"
+    force it either way.
+    """
 
     def __init__(
         self,
@@ -206,9 +230,12 @@ class Remote:
         batch_bytes: int = 10 * 1024 * 1024,
         batch_objects: int = 20_000,
         transport: httpx.BaseTransport | None = None,
+        compression: Compression = "auto",
     ) -> None:
         if not project:
             raise ValueError("a project is needed")
+        if compression not in ("auto", "on", "off"):
+            raise ValueError(f"compression must be auto, on or off, not {compression!r}")
         self.url = url.rstrip("/")
         self.project = project
         self.concurrency = max(1, concurrency)
@@ -217,7 +244,10 @@ class Remote:
         self.max_backoff = max_backoff
         self.batch_bytes = batch_bytes
         self.batch_objects = batch_objects
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        self.compress = compression == "on" or (compression == "auto" and not is_loopback(host))
+        accept = ACCEPT_ENCODING if self.compress else "identity"
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": accept}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         limits = httpx.Limits(max_connections=self.concurrency + 2)
@@ -379,13 +409,12 @@ class Remote:
             yield batch
 
     def _upload_batch(self, batch: list[bytes]) -> int:
-        body = igzip.compress(b"[" + b",".join(batch) + b"]", 1)
-        self._request(
-            "upload",
-            "POST",
-            f"/objects/{self.project}",
-            files={"batch-1": ("batch-1", body, "application/gzip")},
-        )
+        body = b"[" + b",".join(batch) + b"]"
+        media = "application/json"
+        if self.compress:
+            body, media = igzip.compress(body, 1), "application/gzip"
+        part = {"batch-1": ("batch-1", body, media)}
+        self._request("upload", "POST", f"/objects/{self.project}", files=part)
         self.stats.add(objects_uploaded=len(batch), bytes_uploaded=len(body))
         return len(batch)
 

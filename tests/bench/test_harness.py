@@ -50,6 +50,9 @@ def test_every_workload_with_sane_figures(doc):
         assert 0 < got["single GET"]["p50_ms"] <= got["single GET"]["p99_ms"]
         assert got["single GET"]["objects"] == 50
         assert got["mixed"]["objects"] > 0 and got["mixed"]["writes"] > 0
+    # objstore's client on auto: a loopback server gets its bodies uncompressed, and says so
+    assert {r["compression"] for r in rows(doc, "spawned", "objstore").values()} == {"off"}
+    assert {r["compression"] for r in doc["summary"] if r["client"] == "engine"} == {None}
     speckle = rows(doc, "spawned", "specklepy")
     assert speckle["cold send"]["objects"] == shape["objects"]
     assert speckle["download"]["objects"] == shape["objects"]
@@ -79,6 +82,17 @@ def test_compare_flags_an_injected_slowdown(doc, tmp_path, capsys):
     assert cli.main(["bench", "compare", str(old), str(new)]) == 1
     assert "REGRESSION" in capsys.readouterr().out
     assert cli.main(["bench", "compare", str(old), str(old)]) == 0
+
+
+def test_targets_take_the_clients_compression():
+    assert parse_target("a=spawn:2,compression=on").compression == "on"
+    assert parse_target("a=spawn").compression == "auto"
+    spec = parse_target("b=http://127.0.0.1:9,project=p,compression=off")
+    assert (spec.url, spec.project, spec.compression) == ("http://127.0.0.1:9", "p", "off")
+    with pytest.raises(TargetError, match="compression must be auto, on or off"):
+        parse_target("c=spawn,compression=zstd")
+    with pytest.raises(TargetError, match="unknown option 'token'"):
+        parse_target("d=spawn,token=t")
 
 
 def test_non_loopback_urls_are_refused_without_the_flag(capsys):

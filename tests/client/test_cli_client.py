@@ -81,3 +81,11 @@ def test_errors_are_one_line(server, tmp_path, capsys):
         capsys, "pull", "f" * 32, "--url", server.url, "--token", server.tokens["alice"], *base
     )
     assert code == 2 and "not found" in err
+
+
+def test_compression_flag_reaches_the_client():
+    common = ["pull", "root", "--url", "http://127.0.0.1:9", "--project", "p"]
+    parser = cli.build_parser()
+    for flag, compressed in ((), False), (("--compression", "on"), True):
+        with cli._remote(parser.parse_args([*common, *flag])) as remote:
+            assert remote.compress is compressed  # auto: loopback goes uncompressed

@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from objstore import errors
-from objstore.client.remote import ACCEPT_ENCODING, Remote, iter_decoded
+from objstore.client.remote import ACCEPT_ENCODING, Remote, is_loopback, iter_decoded
 
 BODY = b"".join(b'o%05d\t{"id":"o%05d","n":%d}\n' % (i, i, i) for i in range(4000))
 HALF = BODY.index(b"o02000")
@@ -65,9 +65,79 @@ def test_remote_asks_for_the_codings_it_can_decode():
         seen.append(request.headers["accept-encoding"])
         return httpx.Response(200, json={"a": True})
 
-    remote = Remote("http://127.0.0.1:9", "t", "p", transport=httpx.MockTransport(handler))
+    transport = httpx.MockTransport(handler)
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=transport, compression="on")
     assert remote.diff(["a"]) == {"a": True}
     assert seen == [ACCEPT_ENCODING] == ["zstd, gzip"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("[::1]", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("objects.example", False),
+        ("localhost.example", False),
+        ("[2001:db8::1]", False),
+    ],
+)
+def test_is_loopback_reads_names_and_addresses_without_resolving(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def _recording(seen: list[tuple[str, str, bytes]]) -> httpx.MockTransport:
+    """Answers diff (nothing there), server-info (no such route) and uploads; records the
+    Accept-Encoding of each request and the content type and bytes of each uploaded part."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        accept = request.headers["accept-encoding"]
+        if request.url.path.startswith("/api/diff/"):
+            return httpx.Response(200, json={i: False for i in _asked(request)})
+        if request.url.path.startswith("/objects/"):
+            boundary = request.headers["content-type"].partition("boundary=")[2].encode()
+            for part in request.read().split(b"--" + boundary)[1:-1]:
+                head, _, payload = part.partition(b"\r\n\r\n")
+                media = head.lower().partition(b"content-type: ")[2].split(b"\r\n")[0]
+                seen.append((accept, media.decode(), payload.removesuffix(b"\r\n")))
+            return httpx.Response(201)
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("url", "compression", "compressed"),
+    [
+        ("http://127.0.0.1:9", "auto", False),  # loopback: the bytes never cross a network
+        ("http://localhost:9", "auto", False),
+        ("http://objects.example", "auto", True),  # a mock transport: nothing leaves
+        ("http://127.0.0.1:9", "on", True),
+        ("http://objects.example", "off", False),
+    ],
+)
+def test_compression_follows_the_setting_and_the_host(url, compression, compressed):
+    seen: list[tuple[str, str, bytes]] = []
+    objects = [("a", b'{"id":"a"}'), ("b", b'{"id":"b"}')]
+    with Remote(url, "t", "p", transport=_recording(seen), compression=compression) as remote:
+        assert remote.compress is compressed
+        assert remote.upload(objects) == 2
+    [(accept, media, payload)] = seen
+    if compressed:
+        assert (accept, media) == ("zstd, gzip", "application/gzip")
+        payload = gzip.decompress(payload)
+    else:
+        assert (accept, media) == ("identity", "application/json")
+    assert payload == b'[{"id":"a"},{"id":"b"}]'
+
+
+def test_an_unknown_compression_setting_is_refused():
+    with pytest.raises(ValueError, match="compression must be auto, on or off"):
+        Remote("http://127.0.0.1:9", "t", "p", compression="zstd")  # type: ignore[arg-type]
 
 
 def test_diff_sends_the_references_json_body_and_reads_its_answer():
