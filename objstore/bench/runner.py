@@ -255,6 +255,7 @@ class Runner:
                     "kind": t.kind,
                     "url": t.url or None,
                     "workers": t.workers if t.kind == "spawn" else None,
+                    "compression": t.compression if t.kind != "lmdb" else None,
                 }
                 for t in self.targets
             ],
