@@ -213,7 +213,7 @@ class Remote:
     """One project on one server.
 
     ``compression`` "auto" compresses unless the URL's host is loopback; "on" and "off"
-    force it either way.
+    force it either way ("on" for a tunnel, such as ``ssh -L``, to another machine).
     """
 
     def __init__(
