@@ -35,6 +35,12 @@ from objstore import errors
 from objstore.limits import Limits
 
 ID_CHUNK = 25_000
+# Upload batches of up to 32 MB (under the server's batch limit): each batch is one write
+# transaction on an objstore server, and one commit rewrites every B-tree page its randomly
+# keyed rows land on. On a store filling up from 0 to 500k objects, 10 MB batches fell from
+# 20.7k to 9.8k objects/s over five 100k sends; 32 MB ones held 18-22k.
+UPLOAD_BATCH_BYTES = 32 * 1024 * 1024
+UPLOAD_BATCH_OBJECTS = 50_000
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 USER_AGENT = "objstore-client"
 
@@ -227,8 +233,8 @@ class Remote:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 120.0,
-        batch_bytes: int = 10 * 1024 * 1024,
-        batch_objects: int = 20_000,
+        batch_bytes: int = UPLOAD_BATCH_BYTES,
+        batch_objects: int = UPLOAD_BATCH_OBJECTS,
         transport: httpx.BaseTransport | None = None,
         compression: Compression = "auto",
     ) -> None:

@@ -352,3 +352,17 @@ def test_send_diffs_the_next_window_while_uploads_are_in_flight(server, monkeypa
     assert sum(ticks) == 40  # skipped ones as diffed, uploaded ones as their batch lands
     assert (result.total, result.uploaded, result.skipped) == (40, 40, 0)
     assert [server.store.get("pub", i) for i, _ in objects] == [d for _, d in objects]
+
+
+def test_send_uploads_batches_of_up_to_32_mb(server):
+    """Each upload is one write transaction on the server: fewer, larger ones keep a growing
+    store's commits from rewriting a B-tree page per row."""
+    pad = "m" * 1_000_000
+    meshes = [(f"big{i}", json.dumps({"id": f"big{i}", "v": pad}).encode()) for i in range(40)]
+    root = {"id": "bigroot", "__closure": {i: 1 for i, _ in meshes}}
+    objects = [*meshes, ("bigroot", json.dumps(root).encode())]
+    with remote(server, "other") as r:
+        assert send(objects, r).uploaded == 41
+    # 40 MB of meshes: 31 under 32 MB, then the other 9; the root alone after them
+    assert r.stats.requests["upload"] == 3
+    assert server.store.get("other", "big39") == meshes[-1][1]
