@@ -20,8 +20,12 @@ from objstore.client.remote import Remote
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
 WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of them (or one object)
-CACHE_BATCH = 10_000  # objects per cache write while receiving
-CACHE_BATCH_BYTES = 16 * 1024 * 1024
+# Objects per cache write (one transaction each), as for uploads: a commit rewrites each
+# B-tree page its random keys land on, so small ones get dearer as the cache grows. Five
+# 100k receives into one cache: 10k/16 MB batches 30.1k -> 18.8k objects/s, 50k/32 MB
+# batches 29.9k -> 27.2k.
+CACHE_BATCH = 50_000
+CACHE_BATCH_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ def send(
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
             if writer is not None and cache is not None:  # stored while the window uploads
-                for body in graphgen.batches(window, max_bytes=cache.limits.max_batch_bytes // 2):
+                for body in graphgen.batches(window, CACHE_BATCH, _cache_cap(cache)):
                     writer.put(body)
             window[:0] = held
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
@@ -191,22 +195,29 @@ class _CacheWriter:
             self._thread.join()
 
 
+def _cache_cap(cache: objstore.Store) -> int:
+    """Bytes of objects per cache write: CACHE_BATCH_BYTES, or half the cache's batch limit
+    when that is smaller (a batch's array adds its brackets and commas)."""
+    return min(CACHE_BATCH_BYTES, cache.limits.max_batch_bytes // 2)
+
+
 def _store_while_streaming(
     cache: objstore.Store, project: str, stream: Iterator[tuple[str, bytes]], tick: object
 ) -> None:
     """Write streamed objects to the cache in batches while the download goes on. A stream
     that breaks off (ConnectionFailed) has every object it delivered stored before the error
     is raised."""
+    cap = _cache_cap(cache)
     with _CacheWriter(cache, project, tick) as writer:
         batch: list[bytes] = []
         size = 0
         try:
             for _, data in stream:
-                batch.append(data)
-                size += len(data)
-                if len(batch) >= CACHE_BATCH or size >= CACHE_BATCH_BYTES:
+                if batch and (len(batch) >= CACHE_BATCH or size + len(data) > cap):
                     writer.put(batch)
                     batch, size = [], 0
+                batch.append(data)
+                size += len(data)
         except errors.ConnectionFailed:
             if batch:
                 writer.put(batch)

@@ -189,6 +189,20 @@ def test_send_writes_the_cache_in_batches_under_its_limit(server, tmp_path):
     assert cache.count("other") == len(g)
 
 
+def test_receive_writes_the_cache_in_batches_under_its_limit(server):
+    g = graphgen.generate(2000, seed=32)
+    with remote(server, "other") as r:
+        send(g.objects, r)
+    cache = objstore.open_memory(objstore.Limits(max_object_bytes=1 << 20, max_batch_bytes=400_000))
+    ticks: list[int] = []
+    with remote(server, "other") as r:
+        got = receive(g.root_id, r, cache, progress=type("P", (), {"advance": ticks.append}))
+    assert got.total == got.downloaded == len(g)
+    assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+    batches = ticks[1:-1]  # the cache's writes, between the count from the cache and the root
+    assert len(batches) > g.total_bytes // 200_000 and max(batches) < len(g)
+
+
 def test_top_level_send_and_receive_wrappers(server, tmp_path):
     g = graphgen.generate(300, seed=41)
     with remote(server, "other") as r:
