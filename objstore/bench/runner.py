@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import xxhash
 
@@ -36,7 +36,6 @@ from objstore.bench.drivers import (
     specklepy_available,
 )
 from objstore.bench.targets import SpawnedServer, TargetSpec
-from objstore.client.remote import Compression
 from objstore.limits import Limits
 
 WORKLOADS = (
@@ -191,8 +190,7 @@ class Runner:
         )
         for client in self.clients:
             if client == "objstore":
-                compression = cast(Compression, spec.compression)
-                yield ObjstoreClientDriver(url, token, project, concurrency, compression)
+                yield ObjstoreClientDriver(url, token, project, concurrency, spec.compression)
             elif client == "specklepy":
                 yield SpecklepyDriver(url, token, project)
 

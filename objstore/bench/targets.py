@@ -24,9 +24,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from objstore import errors
-from objstore.client.remote import is_loopback
+from objstore.client.remote import Compression, is_loopback
 
 
 class TargetError(errors.ObjstoreError):
@@ -42,7 +43,7 @@ class TargetSpec:
     project: str = "bench"
     path: Path | None = None
     workers: int = 1
-    compression: str = "auto"  # objstore's client: auto | on | off
+    compression: Compression = "auto"  # objstore's client
 
 
 def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
@@ -73,7 +74,7 @@ def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
         elif key == "project" and spec.kind == "http":
             spec.project = value
         elif key == "compression" and value in ("auto", "on", "off"):
-            spec.compression = value
+            spec.compression = cast(Compression, value)  # checked just above
         elif key == "compression":
             raise TargetError(f"--target {name}: compression must be auto, on or off")
         else:

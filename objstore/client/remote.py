@@ -31,7 +31,7 @@ import msgspec
 import zstandard
 from isal import igzip, isal_zlib
 
-from objstore import errors
+from objstore import errors, graphgen
 from objstore.limits import Limits
 
 ID_CHUNK = 25_000
@@ -397,23 +397,19 @@ class Remote:
     def _batches(
         self, objects: Iterable[tuple[str, bytes]], max_bytes: int, max_object: int
     ) -> Iterator[list[bytes]]:
-        batch: list[bytes] = []
-        size = 0
-        for object_id, data in objects:
-            if len(data) > max_object:
-                raise errors.ObjectTooLarge(
-                    f"object is {len(data)} bytes, over the server's {max_object} byte limit",
-                    limit=max_object,
-                    size=len(data),
-                    object_id=object_id,
-                )
-            if batch and (size + len(data) > max_bytes or len(batch) >= self.batch_objects):
-                yield batch
-                batch, size = [], 0
-            batch.append(data)
-            size += len(data)
-        if batch:
-            yield batch
+        def checked() -> Iterator[tuple[str, bytes]]:
+            for object_id, data in objects:
+                if len(data) > max_object:
+                    raise errors.ObjectTooLarge(
+                        f"object is {len(data)} bytes, over the server's {max_object} byte limit",
+                        limit=max_object,
+                        size=len(data),
+                        object_id=object_id,
+                    )
+                yield object_id, data
+
+        for group in graphgen.groups(checked(), self.batch_objects, max_bytes):
+            yield [data for _, data in group]
 
     def _upload_batch(self, batch: list[bytes]) -> int:
         body = b"[" + b",".join(batch) + b"]"

@@ -102,7 +102,7 @@ def send(
     else:
         objects = iter(source)
         root_id = ""
-    counts = {"total": 0, "skipped": 0}
+    total = skipped = 0
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
     if cache is not None and not isinstance(source, str):
@@ -111,6 +111,7 @@ def send(
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
+        nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
             if writer is not None and cache is not None:  # stored while the window uploads
                 for body in graphgen.batches(window, CACHE_BATCH, _cache_cap(cache)):
@@ -119,15 +120,14 @@ def send(
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
             todo = [(i, d) for i, d in window if not have[i]]
-            counts["total"] += len(window)
-            counts["skipped"] += len(window) - len(todo)
+            total += len(window)
+            skipped += len(window) - len(todo)
             if tick:
                 tick(len(window) - len(todo))
             yield from todo
 
     with writer or contextlib.nullcontext():
         uploaded = remote.upload(missing(), on_sent=tick)
-    total, skipped = counts["total"], counts["skipped"]
     root_id = held[0][0] if held else root_id
     if held:
         if remote.diff([root_id])[root_id]:
@@ -207,23 +207,19 @@ def _store_while_streaming(
     """Write streamed objects to the cache in batches while the download goes on. A stream
     that breaks off (ConnectionFailed) has every object it delivered stored before the error
     is raised."""
-    cap = _cache_cap(cache)
-    with _CacheWriter(cache, project, tick) as writer:
-        batch: list[bytes] = []
-        size = 0
+    broken: list[errors.ConnectionFailed] = []
+
+    def until_broken() -> Iterator[tuple[str, bytes]]:
         try:
-            for _, data in stream:
-                if batch and (len(batch) >= CACHE_BATCH or size + len(data) > cap):
-                    writer.put(batch)
-                    batch, size = [], 0
-                batch.append(data)
-                size += len(data)
-        except errors.ConnectionFailed:
-            if batch:
-                writer.put(batch)
-            raise
-        if batch:
-            writer.put(batch)
+            yield from stream
+        except errors.ConnectionFailed as exc:  # end the last batch here; raised once stored
+            broken.append(exc)
+
+    with _CacheWriter(cache, project, tick) as writer:
+        for group in graphgen.groups(until_broken(), CACHE_BATCH, _cache_cap(cache)):
+            writer.put([data for _, data in group])
+        if broken:
+            raise broken[0]
 
 
 def receive(
