@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from typing import Any, cast
 
 import zstandard
@@ -87,7 +88,20 @@ class Codec:
         """The bare zstd frame of each item (a buffer), for :meth:`tag_frames`: the part of
         :meth:`compress_many` that holds no GIL for long, so a writer's helper thread can run it
         beside the thread that writes rows. ``threads`` defaults to the codec's."""
-        comp = self._compressor(dict_id)
+        return self._frames(self._compressor(dict_id), items, threads)
+
+    def compress_frames_with(
+        self, dictionary: bytes, items: Sequence[bytes], threads: int | None = None
+    ) -> Sequence[Any]:
+        """:meth:`compress_frames` with a dictionary not added to this codec: one just trained,
+        that the commit storing these frames stores too (and only then may it be used)."""
+        zdict = zstandard.ZstdCompressionDict(dictionary)
+        zdict.precompute_compress(level=self.level)
+        return self._frames(zstandard.ZstdCompressor(dict_data=zdict), items, threads)
+
+    def _frames(
+        self, comp: zstandard.ZstdCompressor, items: Sequence[bytes], threads: int | None
+    ) -> Sequence[Any]:
         threads = self.threads if threads is None else threads
         if len(items) >= _MULTI_MIN:  # in zstd's own threads, outside the GIL
             multi: Any = comp.multi_compress_to_buffer
@@ -203,14 +217,16 @@ class Codec:
             raise CodecError(str(exc)) from None
 
 
+def dictionary_samples(items: Iterable[bytes]) -> list[bytes]:
+    """The first DICT_MAX_SAMPLES items small enough to train a dictionary on."""
+    small = (item for item in items if len(item) <= DICT_MAX_SAMPLE_BYTES)
+    return list(islice(small, DICT_MAX_SAMPLES))
+
+
 def train_dictionary(samples: Sequence[bytes], size: int = DICT_SIZE) -> bytes | None:
-    """Train a zstd dictionary from sample objects; None when zstd finds nothing to learn."""
-    picked: list[bytes | bytearray | memoryview] = []
-    for sample in samples:
-        if len(sample) <= DICT_MAX_SAMPLE_BYTES:
-            picked.append(sample)
-            if len(picked) >= DICT_MAX_SAMPLES:
-                break
+    """Train a zstd dictionary from sample objects; None when zstd finds nothing to learn.
+    Holds no GIL while zstd trains."""
+    picked: list[bytes | bytearray | memoryview] = list(dictionary_samples(samples))
     if len(picked) < 100:
         return None
     try:

@@ -58,6 +58,7 @@ from objstore.compression import (
     Codec,
     CodecError,
     MissingDictionary,
+    dictionary_samples,
     train_dictionary,
 )
 from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
@@ -87,6 +88,7 @@ _META_STORED = b"stored_bytes"
 _META_DICT_CURRENT = b"dict:current"
 _META_DICT_NEXT_TRY = b"dict:next_try"
 _DICT_PREFIX = b"dict:id:"
+_FIRST_DICT = 1  # the id of a store's first dictionary (the only one trained so far)
 
 DEFAULT_MAP_SIZE = 1 << 30
 # A writable map sizes the data file to the whole map. Linux filesystems leave the unused part
@@ -289,6 +291,15 @@ def _set_event(event: threading.Event, _: object) -> None:
     event.set()
 
 
+class _Frames(NamedTuple):
+    """A staged write's compressed frames and the dictionary they use; ``trained`` holds that
+    dictionary when the store has none yet, for the commit to store."""
+
+    frames: Sequence[Any]
+    dict_id: int
+    trained: bytes | None = None
+
+
 class _Staged(NamedTuple):
     """A write prepared outside the write lock, ready for :meth:`LMDBBackend._commit`: the
     byte strings it found new (``fresh``) and their frames, compressed or compressing."""
@@ -297,8 +308,7 @@ class _Staged(NamedTuple):
     records: Sequence[Record]
     unique: dict[bytes, Record]
     fresh: list[bytes]
-    compressed: futures.Future[Sequence[Any]] | None
-    dict_id: int  # the dictionary they are compressed with
+    compressed: futures.Future[_Frames] | None
     closures: dict[bytes, bytes]
     bytes_received: int
     seen: _Seen
@@ -373,6 +383,7 @@ class LMDBBackend(Backend):
         self._resizing = False
         self._codec = Codec(level=compression_level)
         self._dict_threshold = dictionary_threshold
+        self._candidate: bytes | None = None  # see _candidate_dictionary
         create = not readonly
         self._meta = self._env.open_db(b"meta", create=create)
         try:
@@ -659,22 +670,27 @@ class LMDBBackend(Backend):
         # one record per byte string (duplicates carry the same bytes, so any one will do)
         unique = dict(zip(map(_DIGEST_OF, records), records, strict=True))
         if not records:
-            return _Staged(project, records, unique, [], None, 0, {}, 0, _Seen(0, {}), False)
+            return _Staged(project, records, unique, [], None, {}, 0, _Seen(0, {}), False)
         with self._read() as txn:
             seen = _Seen(txn.id(), dict(txn.cursor(self._index).getmulti(sorted(unique))))
             dict_id = self._current_dict(txn)
             blob_count = txn.stat(self._index)["entries"]
+            next_try = self._counter(txn, _META_DICT_NEXT_TRY)
         fresh = [rec for d, rec in unique.items() if d not in seen.index_rows]
-        compressed: futures.Future[Sequence[Any]] | None = None
+        datas = list(map(_DATA, fresh))
+        due = not dict_id and blob_count + len(fresh) >= max(self._dict_threshold, next_try)
+        # A dictionary that is due is trained here, outside the write lock, so the batch
+        # compresses with it before its commit; without samples enough the commit trains.
+        trained = self._candidate_dictionary(datas) if due else None
+        compressed: futures.Future[_Frames] | None = None
         closures: dict[bytes, bytes] = {}
-        if dict_id or blob_count + len(fresh) < self._dict_threshold:
-            datas = list(map(_DATA, fresh))
+        if not due or trained is not None:
             if helper is None:
                 compressed = futures.Future()
-                compressed.set_result(self._codec.compress_frames(datas, dict_id))
+                compressed.set_result(self._compress_staged(datas, dict_id, trained, None))
             else:
                 try:  # one zstd thread: the other core writes the batch before
-                    compressed = helper.submit(self._codec.compress_frames, datas, dict_id, 1)
+                    compressed = helper.submit(self._compress_staged, datas, dict_id, trained, 1)
                 except RuntimeError:  # shut down by close() on another thread
                     raise errors.StoreClosed("the store is closed") from None
             closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
@@ -688,12 +704,29 @@ class LMDBBackend(Backend):
             unique,
             fresh_digests,
             compressed,
-            dict_id,
             closures,
             bytes_received,
             seen,
             optimistic,
         )
+
+    def _candidate_dictionary(self, datas: list[bytes]) -> bytes | None:
+        """The first dictionary for a store that has none: the one this process trained for
+        a batch not committed yet, so batches staged together share it, or one trained from
+        ``datas`` (zstd holds no GIL meanwhile). None without samples enough."""
+        if self._candidate is None:
+            samples = dictionary_samples(datas)
+            if len(samples) >= DICT_MAX_SAMPLES:
+                self._candidate = train_dictionary(samples)
+        return self._candidate
+
+    def _compress_staged(
+        self, datas: list[bytes], dict_id: int, trained: bytes | None, threads: int | None
+    ) -> _Frames:
+        if trained is None:
+            return _Frames(self._codec.compress_frames(datas, dict_id, threads), dict_id)
+        frames = self._codec.compress_frames_with(trained, datas, threads)
+        return _Frames(frames, _FIRST_DICT, trained)
 
     def _commit(self, staged: _Staged, applied: threading.Event | None = None) -> PutResult:
         """Write a staged batch in one transaction and commit it; ``applied`` is set once the
@@ -701,14 +734,23 @@ class LMDBBackend(Backend):
         if not staged.records:
             return PutResult(0, 0, 0, 0, 0, 0)
         frames: dict[bytes, bytes] = {}
-        if staged.compressed is not None:
+        trained = None
+        done = staged.compressed.result() if staged.compressed is not None else None
+        if done is not None:
             datas = map(_DATA, map(staged.unique.__getitem__, staged.fresh))
-            blobs = self._codec.tag_frames(list(datas), staged.dict_id, staged.compressed.result())
+            blobs = self._codec.tag_frames(list(datas), done.dict_id, done.frames)
             frames = dict(zip(staged.fresh, blobs, strict=True))
+            trained = done.trained
         optimistic = staged.optimistic
 
         def apply(txn: Any) -> tuple[PutResult, int, list[bytes]]:
-            result, touched = self._apply(txn, staged, frames, optimistic)
+            usable = frames
+            # frames made with a dictionary not stored yet hold only if the store has none
+            # or that same one: another writer may have stored its own since (then they are
+            # compressed again, with that one)
+            if trained is not None and not self._adopt_dictionary(txn, trained):
+                usable = {}
+            result, touched = self._apply(txn, staged, usable, optimistic)
             if applied is not None:
                 applied.set()
             return result, txn.id(), touched
@@ -886,11 +928,21 @@ class LMDBBackend(Backend):
             next_try = 2 * (blob_count + len(pending))
             txn.put(_META_DICT_NEXT_TRY, _U64.pack(next_try), db=self._meta)
             return 0
-        dict_id = 1
-        txn.put(_DICT_PREFIX + _U32.pack(dict_id), trained, db=self._meta)
-        txn.put(_META_DICT_CURRENT, _U32.pack(dict_id), db=self._meta)
-        self._codec.add_dictionary(dict_id, trained)
-        return dict_id
+        self._adopt_dictionary(txn, trained)
+        self._codec.add_dictionary(_FIRST_DICT, trained)
+        return _FIRST_DICT
+
+    def _adopt_dictionary(self, txn: Any, trained: bytes) -> bool:
+        """Store ``trained`` as the store's first dictionary; whether the store's current
+        dictionary is now ``trained`` (False when another one was stored before)."""
+        key = _DICT_PREFIX + _U32.pack(_FIRST_DICT)
+        current = txn.get(_META_DICT_CURRENT, db=self._meta)
+        if current is None:
+            txn.put(key, trained, db=self._meta)
+            txn.put(_META_DICT_CURRENT, _U32.pack(_FIRST_DICT), db=self._meta)
+            return True
+        stored = txn.get(key, db=self._meta)
+        return bool(_U32.unpack(current)[0] == _FIRST_DICT and stored == trained)
 
     def delete_project(self, project: str) -> int:
         def drop(txn: Any) -> int:

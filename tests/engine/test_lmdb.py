@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore import errors, graphgen
+from objstore import codec, compression, errors, graphgen
 from objstore.codec import digest_of
 from objstore.compression import ZSTD_DICT
 from objstore.engine import lmdb as lmdb_backend
@@ -144,6 +144,85 @@ def test_dictionary_trained_and_older_objects_stay_readable(tmp_path):
         assert (
             store.closure("p", some_parent) == json.loads(dict(g.objects)[some_parent])["__closure"]
         )
+
+
+def _small_objects(n: int, seed: int) -> list[tuple[str, bytes]]:
+    g = graphgen.generate(n, seed=seed)
+    return [(i, d) for i, d in g.objects if len(d) < 2000]
+
+
+def _dict_frames(backend: LMDBBackend, objects: list[tuple[str, bytes]]) -> int:
+    return sum(backend._frame(digest_of(d))[0] == ZSTD_DICT for _, d in objects)
+
+
+def test_first_dictionary_is_trained_outside_the_write_lock(tmp_path, monkeypatch):
+    """A batch that makes the first dictionary due trains it before its commit, so other
+    writers do not wait on zstd's training, and is compressed with it."""
+    objects = _small_objects(3000, seed=21)
+    held: list[bool] = []
+    real = compression.train_dictionary
+
+    with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+
+        def spy(samples):
+            held.append(backend._write_lock.locked())
+            return real(samples)
+
+        monkeypatch.setattr(lmdb_backend, "train_dictionary", spy)
+        store.put("p", [d for _, d in objects])
+        assert held == [False]
+        assert store.stats().dictionaries == 1
+        assert _dict_frames(backend, objects) == len(objects)
+        assert dict(store.get_many("p", [i for i, _ in objects])) == dict(objects)
+        assert store.verify().ok
+
+
+def test_batches_staged_before_the_first_dictionary_commits_share_it(tmp_path, monkeypatch):
+    """Pipelined writes stage the next batch before the one before commits: both use the
+    one dictionary trained, so neither is trained or compressed twice."""
+    objects = _small_objects(6000, seed=22)
+    halves = objects[: len(objects) // 2], objects[len(objects) // 2 :]
+    trained: list[int] = []
+    real = compression.train_dictionary
+
+    def counted(samples):
+        trained.append(1)
+        return real(samples)
+
+    monkeypatch.setattr(lmdb_backend, "train_dictionary", counted)
+    with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        staged = [
+            backend._stage("p", codec.prepare([d for _, d in half], store.limits))
+            for half in halves
+        ]
+        for one in staged:
+            backend._commit(one)
+        assert trained == [1]
+        assert _dict_frames(backend, objects) == len(objects)
+        assert dict(store.get_many("p", [i for i, _ in objects])) == dict(objects)
+        assert store.verify().ok
+
+
+def test_frames_for_a_dictionary_another_writer_beat_are_compressed_again(tmp_path):
+    """Staged with the dictionary it trained, a batch whose commit finds another one stored
+    meanwhile must not keep frames that only its own dictionary decodes."""
+    mine, theirs = _small_objects(3000, seed=23), _small_objects(3000, seed=24)
+    with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        staged = backend._stage("p", codec.prepare([d for _, d in mine], store.limits))
+        assert staged.compressed is not None and staged.compressed.result().trained
+        backend._candidate = None  # as if another process trained (from other objects)
+        store.put("q", [d for _, d in theirs])
+        backend._commit(staged)
+        assert store.stats().dictionaries == 1
+        assert dict(store.get_many("p", [i for i, _ in mine])) == dict(mine)
+        assert dict(store.get_many("q", [i for i, _ in theirs])) == dict(theirs)
+        assert store.verify().ok
 
 
 def test_dictionary_beats_plain_zstd(tmp_path):
