@@ -621,9 +621,12 @@ class LMDBBackend(Backend):
         failure: Exception | None = None
         batches = iter(batches)
         more = True
+        first = True
         try:
             # Each step stages the next batch (none once the input ends), yields the one
             # committing and starts the staged one; after the input, the last two drain.
+            # The first batch starts once staged: with nothing ahead of it to overlap, it
+            # would wait for the next batch to arrive (a network's worth, when streamed).
             while more or staged is not None or committing is not None:
                 following: _Staged | None = None
                 if more:
@@ -638,6 +641,9 @@ class LMDBBackend(Backend):
                     yield done.result()
                 if staged is not None:
                     committing = self._commit_aside(staged)
+                elif first and following is not None:
+                    committing, following = self._commit_aside(following), None
+                first = False
                 staged = following
         finally:
             if staged is not None and staged.compressed is not None:

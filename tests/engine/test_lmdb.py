@@ -225,6 +225,27 @@ def test_frames_for_a_dictionary_another_writer_beat_are_compressed_again(tmp_pa
         assert store.verify().ok
 
 
+def test_put_many_commits_the_first_batch_before_the_next_arrives(tmp_path):
+    """A streamed first batch is stored while the next is still on its way (a receive's
+    cache writes): it does not wait for the batch after it to arrive."""
+    g = graphgen.generate(600, seed=25)
+    first, rest = g.objects[:300], g.objects[300:]
+    seen: list[bool] = []
+    with objstore.open(tmp_path / "s") as store:
+
+        def arriving():
+            yield [d for _, d in first]
+            for _ in range(200):  # up to 10 s for the first commit
+                if all(store.has("p", [i for i, _ in first]).values()):
+                    break
+                threading.Event().wait(0.05)
+            seen.append(all(store.has("p", [i for i, _ in first]).values()))
+            yield [d for _, d in rest]
+
+        assert store.put_many("p", arriving()).stored == len(g.objects)
+        assert seen == [True]
+
+
 def test_dictionary_beats_plain_zstd(tmp_path):
     g = graphgen.generate(6000, seed=2)
     small = [(i, d) for i, d in g.objects if len(d) < 2000]
