@@ -1094,9 +1094,10 @@ class LMDBBackend(Backend):
                 if pid is None:
                     out.extend([False] * len(chunk))
                     continue
-                keys = _object_keys(pid, list(chunk))
-                found = set(txn.cursor(self._objects).getmulti(sorted(keys), values=False))
-            out.extend(k in found for k in keys)
+                # a cursor seek per key in request order, mapped in C: 0.7 us an id against
+                # 1.15 for a sorted getmulti and a set (the sort alone costs 0.35)
+                seek = txn.cursor(self._objects).set_key
+                out.extend(map(seek, _object_keys(pid, list(chunk))))
         return out
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
