@@ -111,7 +111,10 @@ ACCEPT_ENCODING = ", ".join(_INFLATERS)  # what the streamed reads below can dec
 
 
 def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
-    """The body of a streamed response, decoded when it is zstd or gzip (ISA-L, ~3x zlib)."""
+    """The body of a streamed response, decoded when it is zstd or gzip (ISA-L, ~3x zlib).
+
+    Pieces come as the connection reads them (64 KB): gathering them into bigger chunks
+    copied every byte once more for nothing, since lines are cut from pieces as well."""
     coding = response.headers.get("content-encoding", "").strip().lower()
     make = _INFLATERS.get(coding)
     if make is None:
@@ -119,10 +122,10 @@ def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
             raise errors.UnreadableResponse(
                 f"the server answered in a coding we did not ask for: {coding!r}"
             )
-        yield from response.iter_raw(1 << 20)
+        yield from response.iter_raw()
         return
     inflater = make()
-    for chunk in response.iter_raw(1 << 20):
+    for chunk in response.iter_raw():
         yield inflater.decompress(chunk)
         while inflater.eof and inflater.unused_data:  # concatenated gzip members / zstd frames
             rest = inflater.unused_data
@@ -132,15 +135,27 @@ def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
 
 
 def _whole_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
-    """The lines of a byte stream cut anywhere, a list per chunk, only whole ones: a stream
-    broken off never yields half a line (the last line may lack its newline)."""
-    rest = b""
+    """The lines of a byte stream cut anywhere, a list per chunk that ends one, only whole
+    ones: a stream broken off never yields half a line (the last line may lack its newline).
+
+    A line's pieces from earlier chunks wait in a list, joined once its end arrives: a
+    10 MB object over 64 KB pieces is then copied once, not once per piece."""
+    pending: list[bytes] = []
     for chunk in chunks:
-        if not chunk:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:  # no line ends here (or an empty chunk)
+            if chunk:
+                pending.append(chunk)
             continue
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+            pending = []
+        last = lines.pop()
+        if last:
+            pending.append(last)
         yield lines
+    rest = b"".join(pending)
     if rest.strip():
         yield [rest]
 

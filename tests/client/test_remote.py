@@ -10,9 +10,17 @@ from collections.abc import Generator, Iterator
 import httpx
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from objstore import errors
-from objstore.client.remote import ACCEPT_ENCODING, Remote, is_loopback, iter_decoded
+from objstore.client.remote import (
+    ACCEPT_ENCODING,
+    Remote,
+    _split_lines,
+    is_loopback,
+    iter_decoded,
+)
 
 BODY = b"".join(b'o%05d\t{"id":"o%05d","n":%d}\n' % (i, i, i) for i in range(4000))
 HALF = BODY.index(b"o02000")
@@ -51,6 +59,22 @@ def zstd_frames(*parts: bytes) -> bytes:
 )
 def test_streamed_bodies_decode_whatever_the_cuts(coding, encoded):
     assert b"".join(iter_decoded(response(encoded, coding))) == BODY
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(0, 40_000), max_size=40),
+    final_newline=st.booleans(),
+)
+def test_lines_come_whole_and_exact_wherever_the_stream_is_cut(sizes, cuts, final_newline):
+    """Lines from pieces cut anywhere (empty pieces, and lines over many pieces, as big
+    objects arrive) are the exact lines sent."""
+    pairs = [(f"id{n}", b'{"v":"' + b"x" * size + b'"}') for n, size in enumerate(sizes)]
+    body = b"\n".join(i.encode() + b"\t" + d for i, d in pairs) + (b"\n" if final_newline else b"")
+    points = sorted({min(c, len(body)) for c in cuts})
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    assert list(_split_lines(pieces)) == pairs
 
 
 def test_a_coding_we_did_not_ask_for_is_an_error_not_garbage():
