@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from objstore import errors
+from objstore.client import remote as remote_module
 from objstore.client.remote import (
     ACCEPT_ENCODING,
     Remote,
@@ -273,3 +274,22 @@ def test_get_many_raises_what_a_fetch_met():
     remote = Remote("http://127.0.0.1:9", "t", "p", transport=httpx.MockTransport(handler))
     with pytest.raises(errors.RemoteRejected, match="bad ids"):
         list(remote.get_many(["a", "b"]))
+
+
+def test_remotes_share_one_tls_context(monkeypatch):
+    """Loading the CA bundle is paid once per process, not once per Remote."""
+    made: list[int] = []
+    real = httpx.create_ssl_context
+
+    def counted() -> object:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    remote_module._tls_context.cache_clear()
+    try:
+        for _ in range(3):
+            Remote("https://example.invalid", "t", "p").close()
+        assert made == [1]
+    finally:
+        remote_module._tls_context.cache_clear()
