@@ -12,6 +12,7 @@ Workloads (each bounded by count and by ``max_seconds``):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import platform
 import random
@@ -19,7 +20,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from objstore.bench.drivers import (
     SpecklepyDriver,
     specklepy_available,
 )
-from objstore.bench.targets import SpawnedServer, TargetSpec
+from objstore.bench.targets import SpawnedServer, TargetError, TargetSpec
 from objstore.limits import Limits
 
 WORKLOADS = (
@@ -164,13 +165,8 @@ class Runner:
     # -- drivers per target --------------------------------------------------------------------
 
     def _drivers(
-        self,
-        spec: TargetSpec,
-        server: SpawnedServer | None,
-        stores: dict[str, Any],
-        concurrency: int,
-        rep: int,
-    ) -> Iterator[Driver]:
+        self, spec: TargetSpec, stores: dict[str, Any], concurrency: int, rep: int
+    ) -> Generator[Driver, None, None]:
         if spec.kind == "lmdb":
             store = stores.get(spec.name)
             if store is None:
@@ -183,63 +179,53 @@ class Runner:
             if not self.keep:
                 store.delete_project(project)
             return
-        url, token, project = (
-            (server.url, server.token, server.project)
-            if server
-            else (spec.url, spec.token, spec.project)
-        )
         for client in self.clients:
-            if client == "objstore":
-                yield ObjstoreClientDriver(url, token, project, concurrency, spec.compression)
-            elif client == "specklepy":
-                yield SpecklepyDriver(url, token, project)
+            if spec.kind != "spawn":
+                yield self._client(client, spec, spec.url, spec.token, spec.project, concurrency)
+                continue
+            # a fresh server for each client and repeat: every cold send starts from an empty
+            # store (commits cost more as a store fills), so later ones are not penalised
+            server = SpawnedServer(workers=spec.workers, keep=self.keep).start()
+            try:
+                yield self._client(
+                    client, spec, server.url, server.token, server.project, concurrency
+                )
+            finally:
+                server.stop()
+                if self.keep:
+                    self.notes.append(f"kept spawned store {server.data}")
+
+    def _client(
+        self,
+        client: str,
+        spec: TargetSpec,
+        url: str,
+        token: str | None,
+        project: str,
+        concurrency: int,
+    ) -> Driver:
+        if client == "objstore":
+            return ObjstoreClientDriver(url, token, project, concurrency, spec.compression)
+        if client == "specklepy":
+            return SpecklepyDriver(url, token, project)
+        raise TargetError(f"unknown client {client!r}: objstore or specklepy")
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
-        servers: dict[str, SpawnedServer] = {}
         stores: dict[str, Any] = {}
         shape: dict[str, Any] | None = None
         try:
-            for spec in self.targets:
-                if spec.kind == "spawn":
-                    servers[spec.name] = SpawnedServer(workers=spec.workers, keep=self.keep).start()
             for rep, concurrency, spec in itertools.product(
                 range(self.repeat), self.concurrency, self.targets
             ):
-                server = servers.get(spec.name)
-                for driver in self._drivers(spec, server, stores, concurrency, rep):
-                    salt = xxhash.xxh3_64_hexdigest(  # fixed length: same bytes per run
-                        f"{self.run_id}-{spec.name}-{driver.client}-{rep}-{concurrency}".encode()
-                    )
-                    graph = self.graph_source.load(salt)
-                    if shape is None:
-                        shape = graph_shape(graph)
-                    try:
-                        for workload, measure in self._workloads(
-                            driver, graph, spec.name, concurrency
-                        ):
-                            results.append(
-                                {
-                                    "target": spec.name,
-                                    "kind": spec.kind,
-                                    "workers": spec.workers if spec.kind == "spawn" else None,
-                                    "client": driver.client,
-                                    "compression": driver.compression,
-                                    "workload": workload,
-                                    "concurrency": concurrency,
-                                    "repeat": rep,
-                                    **measure.as_dict(),
-                                }
-                            )
-                    finally:
-                        driver.close()
+                with contextlib.closing(self._drivers(spec, stores, concurrency, rep)) as drivers:
+                    for driver in drivers:
+                        graph = self._measure(driver, spec, concurrency, rep, results)
+                        if shape is None:
+                            shape = graph_shape(graph)
         finally:
-            for server in servers.values():
-                server.stop()
-                if self.keep:
-                    self.notes.append(f"kept spawned store {server.data}")
             for store in stores.values():
                 store.close()
         return {
@@ -261,6 +247,33 @@ class Runner:
             "summary": summarize(results),
             "notes": self.notes,
         }
+
+    def _measure(
+        self, driver: Driver, spec: TargetSpec, concurrency: int, rep: int, results: list[Any]
+    ) -> graphgen.Graph:
+        """Run every workload with ``driver`` on its own salted graph; return the graph."""
+        salt = xxhash.xxh3_64_hexdigest(  # fixed length: same bytes per run
+            f"{self.run_id}-{spec.name}-{driver.client}-{rep}-{concurrency}".encode()
+        )
+        graph = self.graph_source.load(salt)
+        try:
+            for workload, measure in self._workloads(driver, graph, spec.name, concurrency):
+                results.append(
+                    {
+                        "target": spec.name,
+                        "kind": spec.kind,
+                        "workers": spec.workers if spec.kind == "spawn" else None,
+                        "client": driver.client,
+                        "compression": driver.compression,
+                        "workload": workload,
+                        "concurrency": concurrency,
+                        "repeat": rep,
+                        **measure.as_dict(),
+                    }
+                )
+        finally:
+            driver.close()
+        return graph
 
     def _workloads(
         self, driver: Driver, graph: graphgen.Graph, target: str, concurrency: int

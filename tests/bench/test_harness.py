@@ -9,9 +9,10 @@ import pytest
 
 from objstore import cli
 from objstore.bench import GraphSource, Runner, TargetError, compare, parse_target
+from objstore.bench import runner as runner_module
 from objstore.bench.report import chart
 from objstore.bench.runner import WORKLOADS
-from objstore.bench.targets import TargetSpec
+from objstore.bench.targets import SpawnedServer, TargetSpec
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,41 @@ def test_cli_run_writes_json_and_chart(tmp_path, capsys):
     assert {r["workload"] for r in doc["results"]} == {"cold send", "download"}
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "cold send" in capsys.readouterr().out
+
+
+def test_each_client_and_repeat_gets_a_fresh_spawned_server(monkeypatch):
+    """Commits cost more as a store fills: a server shared by the clients and repeats would
+    give the later cold sends a fuller store than the first."""
+    started: list[SpawnedServer] = []
+    live: list[SpawnedServer] = []
+
+    class Recorded(SpawnedServer):
+        def start(self, timeout: float = 60) -> SpawnedServer:
+            assert not live, "a spawned server was still running"
+            started.append(self)
+            live.append(self)
+            return super().start(timeout)
+
+        def stop(self) -> None:
+            super().stop()
+            if self in live:
+                live.remove(self)
+
+    monkeypatch.setattr(runner_module, "SpawnedServer", Recorded)
+    doc = Runner(
+        [TargetSpec("spawned", "spawn")],
+        GraphSource(size=100),
+        workloads=("cold send",),
+        clients=("objstore", "specklepy"),
+        repeat=2,
+    ).run()
+    sends = [r for r in doc["results"] if r["workload"] == "cold send"]
+    assert [(r["client"], r["repeat"]) for r in sends] == [
+        ("objstore", 0),
+        ("specklepy", 0),
+        ("objstore", 1),
+        ("specklepy", 1),
+    ]
+    assert all(r["objects"] == doc["graph"]["objects"] for r in sends)
+    assert len(started) == 4 and not live
+    assert not any(server.data.exists() for server in started)
