@@ -1,10 +1,12 @@
-"""Client benchmark: objstore's client vs specklepy's transports, against one objstore server.
+"""Client benchmark: objstore's client vs specklepy's transports, against objstore servers.
 
     python -m benchmarks.bench_client --objects 100000
 
-On one generated graph, into separate projects of one spawned server:
-  cold send      objstore.send(objects) | ServerTransport + SQLiteTransport save/end_write
-                 (what operations.send does with its default cache, minus serialisation)
+On one generated graph, each client against its own spawned server, started empty (a commit
+costs more as a store fills, so a client sending second into a shared one would be slowed):
+  cold send      objstore.send(objects) through an empty LMDB cache | ServerTransport +
+                 SQLiteTransport save/end_write (what operations.send does with its default
+                 cache, minus serialisation)
   cold receive   objstore.receive into an empty LMDB cache | ServerTransport
                  .copy_object_and_children into an empty SQLiteTransport (operations.receive)
   half-warm      the cache already holds half the objects (not the root)
@@ -58,18 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         from specklepy.transports.server import ServerTransport
         from specklepy.transports.sqlite import SQLiteTransport
 
-        server = SpawnedServer(project="ours", extra_projects=("theirs",), data=tmp / "data")
-        server.start()
-        token = server.token
+        server = SpawnedServer(project="ours", data=tmp / "data").start()
+        other = SpawnedServer(project="theirs", data=tmp / "data-theirs")
         try:
+            other.start()
+            token = server.token
             # -- cold send ----------------------------------------------------------------------
             remote = Remote(server.url, token, "ours")
-            ours = _timed(lambda: send(graph.objects, remote))
+            with objstore.open(tmp / "send-cache") as send_cache:
+                ours = _timed(lambda: send(graph.objects, remote, cache=send_cache))
             texts = [(i, d.decode()) for i, d in graph.objects]
 
             def speckle_send() -> None:
                 cache = SQLiteTransport(base_path=str(tmp / "sq-send"), scope="send")
-                transport = ServerTransport("theirs", url=server.url, token=token)
+                transport = ServerTransport("theirs", url=other.url, token=other.token)
                 for t in (cache, transport):
                     t.begin_write()
                 for object_id, text in texts:
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                 ours = _timed(lambda: receive(graph.root_id, remote, cache))
                 theirs = _timed(
                     lambda: ServerTransport(
-                        "theirs", url=server.url, token=token
+                        "theirs", url=other.url, token=other.token
                     ).copy_object_and_children(graph.root_id, sq)
                 )
                 return {"objstore": ours, "specklepy": theirs}, remote
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             half_cache.close()
         finally:
             server.stop()
+            other.stop()
 
     print(
         f"\n| workload ({n:,} objects) | objstore client | specklepy | ratio |\n|---|---|---|---|"
