@@ -114,8 +114,10 @@ def send(
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
             if writer is not None and cache is not None:  # stored while the window uploads
-                for body in graphgen.batches(window, CACHE_BATCH, _cache_cap(cache)):
-                    writer.put(body)
+                # lists of the objects' bytes, not JSON arrays: an array is joined here and
+                # split again by the cache, two copies and a parse for nothing
+                for group in graphgen.groups(window, CACHE_BATCH, _cache_cap(cache)):
+                    writer.put([data for _, data in group])
             window[:0] = held
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
