@@ -384,6 +384,7 @@ class LMDBBackend(Backend):
         self._codec = Codec(level=compression_level)
         self._dict_threshold = dictionary_threshold
         self._candidate: bytes | None = None  # see _candidate_dictionary
+        self._training = threading.Lock()
         create = not readonly
         self._meta = self._env.open_db(b"meta", create=create)
         try:
@@ -720,11 +721,12 @@ class LMDBBackend(Backend):
         """The first dictionary for a store that has none: the one this process trained for
         a batch not committed yet, so batches staged together share it, or one trained from
         ``datas`` (zstd holds no GIL meanwhile). None without samples enough."""
-        if self._candidate is None:
-            samples = dictionary_samples(datas)
-            if len(samples) >= DICT_MAX_SAMPLES:
-                self._candidate = train_dictionary(samples)
-        return self._candidate
+        with self._training:  # writers staging at once (a server's uploads) train once
+            if self._candidate is None:
+                samples = dictionary_samples(datas)
+                if len(samples) >= DICT_MAX_SAMPLES:
+                    self._candidate = train_dictionary(samples)
+            return self._candidate
 
     def _compress_staged(
         self, datas: list[bytes], dict_id: int, trained: bytes | None, threads: int | None

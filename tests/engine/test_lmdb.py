@@ -207,6 +207,38 @@ def test_batches_staged_before_the_first_dictionary_commits_share_it(tmp_path, m
         assert store.verify().ok
 
 
+def test_writers_staging_at_once_on_a_new_store_train_one_dictionary(tmp_path, monkeypatch):
+    """A server's first uploads arrive together: the second waits for the first's training
+    instead of training its own, which its commit would then have to throw away."""
+    objects = _small_objects(6000, seed=26)
+    halves = objects[: len(objects) // 2], objects[len(objects) // 2 :]
+    trained: list[int] = []
+    real = compression.train_dictionary
+
+    def slow(samples):
+        trained.append(1)
+        threading.Event().wait(0.3)  # the other writer stages meanwhile
+        return real(samples)
+
+    monkeypatch.setattr(lmdb_backend, "train_dictionary", slow)
+    with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
+        start = threading.Barrier(2)
+
+        def upload(half):
+            start.wait()
+            store.put("p", [d for _, d in half])
+
+        threads = [threading.Thread(target=upload, args=(half,)) for half in halves]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert trained == [1]
+        assert _dict_frames(store.backend, objects) == len(objects)  # type: ignore[arg-type]
+        assert dict(store.get_many("p", [i for i, _ in objects])) == dict(objects)
+        assert store.verify().ok
+
+
 def test_frames_for_a_dictionary_another_writer_beat_are_compressed_again(tmp_path):
     """Staged with the dictionary it trained, a batch whose commit finds another one stored
     meanwhile must not keep frames that only its own dictionary decodes."""
