@@ -75,10 +75,19 @@ def check_id(value: object) -> str | None:
     return None
 
 
+def _starts_array(data: bytes | bytearray | memoryview) -> bool:
+    """Whether the first non-whitespace byte is ``[``, without copying a view's bytes."""
+    view = memoryview(data)
+    for start in range(0, len(view), 4096):
+        head = bytes(view[start : start + 4096]).lstrip()
+        if head:
+            return head.startswith(b"[")
+    return False
+
+
 def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:
     """Split the bytes of a JSON array into the exact byte slices of its elements."""
-    stripped = bytes(data).lstrip()
-    if not stripped.startswith(b"["):
+    if not _starts_array(data):
         raise errors.InvalidBatch("batch must be a JSON array of objects")
     try:
         return _split_decoder.decode(data)

@@ -33,6 +33,21 @@ def test_split_rejects_non_arrays():
         codec.split_array(b'[{"id":"a"}, {"id":"b"')  # cut off inside the last element
 
 
+def test_split_takes_views_and_long_leading_whitespace():
+    """A server's upload part arrives as a view into the request body."""
+    padded = b" " * 10_000 + b'[{"id":"a"},{"id":"b"}]'
+    body = b"junk" + padded + b"junk"
+    view = memoryview(body)[4:-4]
+    assert [bytes(r) for r in codec.split_array(view)] == [b'{"id":"a"}', b'{"id":"b"}']
+    assert [r.data for r in codec.prepare_arrays([view], Limits())] == [
+        b'{"id":"a"}',
+        b'{"id":"b"}',
+    ]
+    for bad in (b" " * 10_000 + b'{"id":"x"}', b" " * 10_000):
+        with pytest.raises(errors.InvalidBatch, match="JSON array"):
+            codec.split_array(memoryview(bad))
+
+
 def test_nesting_names_the_deep_element():
     deep = b'{"id":"deep","v":' + b"[" * 2000 + b"]" * 2000 + b"}"
     with pytest.raises(errors.NestingTooDeep) as info:

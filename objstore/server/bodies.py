@@ -39,13 +39,16 @@ class TooLarge(BadRequest):
 
 
 async def read_capped(stream: AsyncIterator[bytes], cap: int, what: str) -> bytes:
-    """The whole body, or TooLarge as soon as it passes ``cap`` bytes."""
-    buf = bytearray()
+    """The whole body, or TooLarge as soon as it passes ``cap`` bytes. Pieces are joined
+    once at the end (a growing bytearray, then bytes of it, copied a 32 MB body 2-3 times)."""
+    pieces: list[bytes] = []
+    size = 0
     async for chunk in stream:
-        buf += chunk
-        if len(buf) > cap:
+        size += len(chunk)
+        if size > cap:
             raise TooLarge(f"{what} is larger than the {cap} byte limit")
-    return bytes(buf)
+        pieces.append(chunk)
+    return b"".join(pieces)
 
 
 _ids_decoder = msgspec.json.Decoder(list[str])
@@ -111,7 +114,7 @@ class _Part:
     media: str = ""
     gzip: bool = False
     inflater: Any = None
-    data: bytearray = field(default_factory=bytearray)
+    pieces: list[bytes | memoryview] = field(default_factory=list)  # joined at the part's end
     sniffed: bool = False
 
 
@@ -133,7 +136,7 @@ class UploadParser:
         self.received = 0
         self.inflated = 0
         self.parts: list[_Part] = []
-        self.arrays: list[bytes] = []
+        self.arrays: list[bytes | memoryview] = []
         self._field = b""
         self._value = b""
         self._parser = MultipartParser(
@@ -160,13 +163,13 @@ class UploadParser:
         except Exception as exc:  # python-multipart's own parse errors
             raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
 
-    def parse(self, chunks: Iterable[bytes]) -> list[bytes]:
+    def parse(self, chunks: Iterable[bytes]) -> list[bytes | memoryview]:
         """Feed every chunk and finish: the inflated JSON array of each part (run off-loop)."""
         for chunk in chunks:
             self.feed(chunk)
         return self.finish()
 
-    def finish(self) -> list[bytes]:
+    def finish(self) -> list[bytes | memoryview]:
         try:
             self._parser.finalize()
         except Exception as exc:
@@ -206,18 +209,19 @@ class UploadParser:
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self.parts[-1]
-        chunk = data[start:end]
+        # a view, not a copy: ``data`` is bytes (the body fed, or the parser's boundary)
+        chunk = memoryview(data)[start:end]
         if not part.sniffed and chunk:
             part.sniffed = True
-            if part.media == "application/octet-stream" and chunk[:2] == b"\x1f\x8b":
+            if part.media == "application/octet-stream" and bytes(chunk[:2]) == b"\x1f\x8b":
                 part.gzip = True
                 part.inflater = isal_zlib.decompressobj(wbits=isal_zlib.MAX_WBITS | 16)
         if part.gzip:
-            self._inflate(part, chunk)
+            self._inflate(part, bytes(chunk))  # compressed: the copy is the small side
         else:
             self._append(part, chunk)
 
-    def _append(self, part: _Part, chunk: bytes) -> None:
+    def _append(self, part: _Part, chunk: bytes | memoryview) -> None:
         self.inflated += len(chunk)
         if self.inflated > self.max_batch:
             raise errors.BatchTooLarge(
@@ -226,7 +230,8 @@ class UploadParser:
                 limit=self.max_batch,
                 size=self.inflated,
             )
-        part.data += chunk
+        if chunk:
+            part.pieces.append(chunk)
 
     def _inflate(self, part: _Part, chunk: bytes) -> None:
         inflater = part.inflater
@@ -256,5 +261,8 @@ class UploadParser:
             assert inflater is not None
             if not inflater.eof:
                 raise BadRequest(f"part {part.index}: gzip stream is truncated", "BAD_GZIP")
-        self.arrays.append(bytes(part.data))
-        part.data = bytearray()
+        pieces = part.pieces
+        # one plain piece (the usual part) stays a view into the body: the records copy
+        # each object's bytes out of it
+        self.arrays.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        part.pieces = []

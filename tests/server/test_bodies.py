@@ -43,6 +43,15 @@ def test_parts_split_in_order_across_chunk_boundaries():
     assert arrays == [b'[{"id":"a"},{"id":"b"}]', b'[{"id":"c"}]']
 
 
+def test_a_body_fed_whole_gives_each_plain_part_exactly():
+    """As the app feeds it: one chunk, each plain part cut out of it without copies."""
+    first, second = b'[{"id":"a"},{"id":"b"}]', b'[{"id":"c"}]'
+    body = multipart([(first, "application/json"), (second, "text/plain")])
+    p = UploadParser("multipart/form-data; boundary=XyZ", 1 << 20, 1 << 20)
+    p.feed(body)
+    assert [bytes(a) for a in p.finish()] == [first, second]
+
+
 def test_concatenated_gzip_members_and_sniffed_octet_stream():
     data = gzip.compress(b'[{"id":"a"},') + gzip.compress(b'{"id":"b"}]')
     _, arrays = parse(multipart([(data, "application/octet-stream")]))
