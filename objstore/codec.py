@@ -8,7 +8,7 @@ The result is a list of :class:`Record` ready for a backend to store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Annotated, NamedTuple, cast
 
@@ -83,6 +83,16 @@ def _starts_array(data: bytes | bytearray | memoryview) -> bool:
         if head:
             return head.startswith(b"[")
     return False
+
+
+def json_array(items: Sequence[bytes]) -> bytes:
+    """The JSON array of objects' bytes (the inverse of :func:`split_array`), copied once:
+    ``b"[" + b",".join(items) + b"]"`` copies a 32 MB batch three times."""
+    if not items:
+        return b"[]"
+    if len(items) == 1:
+        return b"[" + items[0] + b"]"
+    return b",".join([b"[" + items[0], *items[1:-1], items[-1] + b"]"])
 
 
 def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:

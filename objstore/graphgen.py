@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import xxhash
 
+from objstore.codec import json_array
 from objstore.graph import closure_of
 
 _encode = msgspec.json.encode
@@ -246,7 +247,7 @@ def batches(
 ) -> Iterator[bytes]:
     """Group objects into JSON-array batches under both caps (as a client uploads them)."""
     for group in groups(objects, max_objects, max_bytes):
-        yield b"[" + b",".join([data for _, data in group]) + b"]"
+        yield json_array([data for _, data in group])
 
 
 def write_dump(objects: Iterable[tuple[str, bytes]], path: str | Path) -> None:

@@ -18,6 +18,14 @@ def test_split_keeps_exact_element_bytes():
     assert [bytes(r) for r in codec.split_array(data)] == [b'{"a": 1 }', b'{"b":[1, 2]}']
 
 
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.integers()), max_size=6))
+def test_json_array_is_what_split_array_splits(objects):
+    items = [json.dumps(o).encode() for o in objects]
+    body = codec.json_array(items)
+    assert json.loads(body) == objects
+    assert [bytes(r) for r in codec.split_array(body)] == items
+
+
 def test_split_names_the_broken_element_and_its_id():
     data = b'[{"id":"ok"},{"id":"fine"},{"id":"bad-one","x":[1,2,}]'
     with pytest.raises(errors.InvalidJSON) as info:

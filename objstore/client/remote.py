@@ -33,7 +33,7 @@ import msgspec
 import zstandard
 from isal import igzip, isal_zlib
 
-from objstore import errors, graphgen
+from objstore import codec, errors, graphgen
 from objstore.limits import Limits
 
 ID_CHUNK = 25_000
@@ -440,7 +440,7 @@ class Remote:
             yield [data for _, data in group]
 
     def _upload_batch(self, batch: list[bytes]) -> int:
-        body = b"[" + b",".join(batch) + b"]"
+        body = codec.json_array(batch)
         media = "application/json"
         if self.compress:
             body, media = igzip.compress(body, 1), "application/gzip"
