@@ -179,19 +179,26 @@ def test_first_dictionary_is_trained_outside_the_write_lock(tmp_path, monkeypatc
         assert store.verify().ok
 
 
-def test_batches_staged_before_the_first_dictionary_commits_share_it(tmp_path, monkeypatch):
-    """Pipelined writes stage the next batch before the one before commits: both use the
-    one dictionary trained, so neither is trained or compressed twice."""
-    objects = _small_objects(6000, seed=22)
-    halves = objects[: len(objects) // 2], objects[len(objects) // 2 :]
+def _count_training(monkeypatch, delay: float = 0.0) -> list[int]:
+    """Patch the engine's dictionary training to count its calls (and take ``delay`` s)."""
     trained: list[int] = []
     real = compression.train_dictionary
 
     def counted(samples):
         trained.append(1)
+        threading.Event().wait(delay)
         return real(samples)
 
     monkeypatch.setattr(lmdb_backend, "train_dictionary", counted)
+    return trained
+
+
+def test_batches_staged_before_the_first_dictionary_commits_share_it(tmp_path, monkeypatch):
+    """Pipelined writes stage the next batch before the one before commits: both use the
+    one dictionary trained, so neither is trained or compressed twice."""
+    objects = _small_objects(6000, seed=22)
+    halves = objects[: len(objects) // 2], objects[len(objects) // 2 :]
+    trained = _count_training(monkeypatch)
     with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
@@ -212,15 +219,7 @@ def test_writers_staging_at_once_on_a_new_store_train_one_dictionary(tmp_path, m
     instead of training its own, which its commit would then have to throw away."""
     objects = _small_objects(6000, seed=26)
     halves = objects[: len(objects) // 2], objects[len(objects) // 2 :]
-    trained: list[int] = []
-    real = compression.train_dictionary
-
-    def slow(samples):
-        trained.append(1)
-        threading.Event().wait(0.3)  # the other writer stages meanwhile
-        return real(samples)
-
-    monkeypatch.setattr(lmdb_backend, "train_dictionary", slow)
+    trained = _count_training(monkeypatch, delay=0.3)  # the other writer stages meanwhile
     with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
         start = threading.Barrier(2)
 
