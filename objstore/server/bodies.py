@@ -153,6 +153,8 @@ class UploadParser:
         )
 
     def feed(self, chunk: bytes) -> None:
+        if type(chunk) is not bytes:  # parts keep views into what is fed: it must not change
+            chunk = bytes(chunk)
         self.received += len(chunk)
         if self.received > self.max_request:
             raise TooLarge(f"request body is larger than the {self.max_request} byte limit")

@@ -50,6 +50,11 @@ def test_a_body_fed_whole_gives_each_plain_part_exactly():
     p = UploadParser("multipart/form-data; boundary=XyZ", 1 << 20, 1 << 20)
     p.feed(body)
     assert [bytes(a) for a in p.finish()] == [first, second]
+    fed = bytearray(body)  # a buffer the caller may reuse: the parts must not change with it
+    p = UploadParser("multipart/form-data; boundary=XyZ", 1 << 20, 1 << 20)
+    p.feed(fed)  # type: ignore[arg-type]
+    fed[:] = b"x" * len(fed)
+    assert [bytes(a) for a in p.finish()] == [first, second]
 
 
 def test_concatenated_gzip_members_and_sniffed_octet_stream():
