@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--compression",
-            choices=("auto", "on", "off"),
+            choices=("auto", "on", "off"),  # remote.COMPRESSIONS; the CLI imports httpx lazily
             default="auto",
             help="compress request and response bodies (auto: unless the server is on loopback)",
         )

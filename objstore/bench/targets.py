@@ -24,10 +24,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 from objstore import errors
-from objstore.client.remote import Compression, is_loopback
+from objstore.client.remote import COMPRESSIONS, Compression, is_loopback
 
 
 class TargetError(errors.ObjstoreError):
@@ -73,8 +72,8 @@ def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
             spec.token = value
         elif key == "project" and spec.kind == "http":
             spec.project = value
-        elif key == "compression" and value in ("auto", "on", "off"):
-            spec.compression = cast(Compression, value)  # checked just above
+        elif key == "compression" and value in COMPRESSIONS:
+            spec.compression = value  # narrowed by the check above
         elif key == "compression":
             raise TargetError(f"--target {name}: compression must be auto, on or off")
         else:

@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import httpx
 import msgspec
@@ -226,6 +226,7 @@ def _ids_body(ids: list[str]) -> bytes:
 
 
 Compression = Literal["auto", "on", "off"]
+COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
 
 def is_loopback(host: str) -> bool:
@@ -264,7 +265,7 @@ class Remote:
     ) -> None:
         if not project:
             raise ValueError("a project is needed")
-        if compression not in ("auto", "on", "off"):
+        if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be auto, on or off, not {compression!r}")
         self.url = url.rstrip("/")
         self.project = project

@@ -113,11 +113,8 @@ def send(
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
-            if writer is not None and cache is not None:  # stored while the window uploads
-                # lists of the objects' bytes, not JSON arrays: an array is joined here and
-                # split again by the cache, two copies and a parse for nothing
-                for group in graphgen.groups(window, CACHE_BATCH, _cache_cap(cache)):
-                    writer.put([data for _, data in group])
+            if writer is not None:  # stored while the window uploads
+                writer.put_objects(window)
             window[:0] = held
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
@@ -179,6 +176,12 @@ class _CacheWriter:
         self._check()
         self._queue.put(batch)
 
+    def put_objects(self, objects: Iterable[tuple[str, bytes]]) -> None:
+        """Queue (id, bytes) pairs in cache-sized batches: lists of the objects' bytes, not
+        JSON arrays, which would be joined here only to be split again by the cache."""
+        for group in graphgen.groups(objects, CACHE_BATCH, _cache_cap(self._cache)):
+            self.put([data for _, data in group])
+
     def close(self) -> None:
         """Wait for every queued batch to be stored; raise the first failure."""
         if self._thread.is_alive():
@@ -199,7 +202,7 @@ class _CacheWriter:
 
 def _cache_cap(cache: objstore.Store) -> int:
     """Bytes of objects per cache write: CACHE_BATCH_BYTES, or half the cache's batch limit
-    when that is smaller (a batch's array adds its brackets and commas)."""
+    when that is smaller (well clear of it)."""
     return min(CACHE_BATCH_BYTES, cache.limits.max_batch_bytes // 2)
 
 
@@ -218,8 +221,7 @@ def _store_while_streaming(
             broken.append(exc)
 
     with _CacheWriter(cache, project, tick) as writer:
-        for group in graphgen.groups(until_broken(), CACHE_BATCH, _cache_cap(cache)):
-            writer.put([data for _, data in group])
+        writer.put_objects(until_broken())
         if broken:
             raise broken[0]
 

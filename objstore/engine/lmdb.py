@@ -923,7 +923,7 @@ class LMDBBackend(Backend):
             self._dict_threshold, self._counter(txn, _META_DICT_NEXT_TRY)
         ):
             return 0
-        samples = [r.data for r in pending if len(r.data) <= DICT_MAX_SAMPLE_BYTES]
+        samples = dictionary_samples(r.data for r in pending)
         if len(samples) < DICT_MAX_SAMPLES:
             for scanned, (digest, row) in enumerate(txn.cursor(self._index)):
                 raw_len = _REF.unpack_from(row)[1]
