@@ -841,8 +841,14 @@ class LMDBBackend(Backend):
         new_digests = [d for d in added if d not in index]
         missing = [unique[d] for d in new_digests if d not in frames]
         if missing:  # a dictionary was due, or another writer deleted what we saw
-            dict_id = self._current_dict(txn) or self._maybe_train(txn, missing)
-            compressed = self._codec.compress_many(list(map(_DATA, missing)), dict_id)
+            datas = list(map(_DATA, missing))
+            dict_id = self._current_dict(txn)
+            trained = None if dict_id else self._maybe_train(txn, missing)
+            if trained is None:
+                compressed = self._codec.compress_many(datas, dict_id)
+            else:  # the codec loads it from the store once committed; closures go without
+                found = self._codec.compress_frames_with(trained, datas)
+                compressed = self._codec.tag_frames(datas, _FIRST_DICT, found)
             frames = frames | dict(zip(map(_DIGEST_OF, missing), compressed, strict=True))
             closure_values = closure_values | self._encode_closures(
                 [r for r in missing if r.closure], dict_id
@@ -916,13 +922,15 @@ class LMDBBackend(Backend):
         values.update(zip([r.digest for r in small], rows, strict=True))
         return values
 
-    def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> int:
-        """Train the store's zstd dictionary once enough objects exist; return its id or 0."""
+    def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> bytes | None:
+        """Train the store's first zstd dictionary once enough objects exist and store it in
+        ``txn``; return it, or None. The codec is not told: should ``txn`` roll back, it would
+        hold a dictionary the store does not (it loads stored ones when it meets them)."""
         blob_count = txn.stat(self._index)["entries"]
         if blob_count + len(pending) < max(
             self._dict_threshold, self._counter(txn, _META_DICT_NEXT_TRY)
         ):
-            return 0
+            return None
         samples = dictionary_samples(r.data for r in pending)
         if len(samples) < DICT_MAX_SAMPLES:
             for scanned, (digest, row) in enumerate(txn.cursor(self._index)):
@@ -935,10 +943,9 @@ class LMDBBackend(Backend):
         if trained is None:
             next_try = 2 * (blob_count + len(pending))
             txn.put(_META_DICT_NEXT_TRY, _U64.pack(next_try), db=self._meta)
-            return 0
+            return None
         self._adopt_dictionary(txn, trained)
-        self._codec.add_dictionary(_FIRST_DICT, trained)
-        return _FIRST_DICT
+        return trained
 
     def _adopt_dictionary(self, txn: Any, trained: bytes) -> bool:
         """Store ``trained`` as the store's first dictionary; whether the store's current

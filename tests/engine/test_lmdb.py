@@ -256,6 +256,35 @@ def test_frames_for_a_dictionary_another_writer_beat_are_compressed_again(tmp_pa
         assert store.verify().ok
 
 
+def test_a_dictionary_trained_in_a_rolled_back_commit_is_forgotten(tmp_path, monkeypatch):
+    """A commit that trains the first dictionary and then fails leaves no trace of it: the
+    next commit trains its own, and what it compresses decodes after reopening."""
+    objects = _small_objects(4000, seed=27)
+    early, failing, later = objects[:300], objects[300:1200], objects[1200:2100]
+    real = lmdb_backend._pack_frames
+    calls: list[int] = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second commit: the one that trains
+            raise OSError("disk gone")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lmdb_backend, "_pack_frames", fail_once)
+    with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
+        store.put("p", [d for _, d in early])
+        with pytest.raises(OSError):
+            store.put("p", [d for _, d in failing])
+        assert store.stats().dictionaries == 0
+        assert not any(store.has("p", [i for i, _ in failing]).values())
+        store.put("p", [d for _, d in later])
+        assert store.stats().dictionaries == 1
+        assert _dict_frames(store.backend, later) > 0  # type: ignore[arg-type]
+    with objstore.open(tmp_path / "s") as store:
+        assert dict(store.get_many("p", [i for i, _ in early + later])) == dict(early + later)
+        assert store.verify().ok
+
+
 def test_put_many_commits_the_first_batch_before_the_next_arrives(tmp_path):
     """A streamed first batch is stored while the next is still on its way (a receive's
     cache writes): it does not wait for the batch after it to arrive."""
