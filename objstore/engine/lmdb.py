@@ -21,9 +21,10 @@ A pack is freed when its last entry goes; frames of deleted objects inside a liv
 whose other objects another project still uses) stay until :meth:`LMDBBackend.compact`
 rewrites it.
 
-One batch is one write transaction (fsync'd on commit), so a returned ``write`` survives
-``kill -9`` and readers never see half a batch. Compression runs before the write transaction
-where it can, so the lock is held only for the puts.
+A batch is written whole in one write transaction (fsync'd on commit), so a returned
+``write`` survives ``kill -9`` and readers never see half a batch; batches that threads queue
+while another commit syncs share the next transaction (group commit). Compression runs before
+the write transaction where it can, so the lock is held only for the puts.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ CHUNK = 2048
 # held decoded at once.
 CHUNK_STORED_BYTES = 4 * 1024 * 1024
 PACK_BYTES = 64 * 1024
+GROUP_BYTES = 32 * 1024 * 1024  # received bytes one group commit takes at most
 _MAX_KEY = 511
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -315,6 +317,37 @@ class _Staged(NamedTuple):
     optimistic: bool
 
 
+class _Queued:
+    """A staged write waiting for the write lock, its frames tagged, and how it ended."""
+
+    __slots__ = ("applied", "error", "frames", "result", "staged", "trained")
+
+    def __init__(
+        self,
+        staged: _Staged,
+        frames: dict[bytes, bytes],
+        trained: bytes | None,
+        applied: threading.Event | None,
+    ) -> None:
+        self.staged = staged
+        self.frames = frames
+        self.trained = trained
+        self.applied = applied
+        self.result: PutResult | None = None
+        self.error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    def outcome(self) -> PutResult:
+        """The result, or the write's failure raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, "a write asked for before it was done"
+        return self.result
+
+
 class _IdTaken(Exception):
     """An optimistic write found one of its ids stored: roll back and decide per record."""
 
@@ -374,6 +407,8 @@ class LMDBBackend(Backend):
         self._closed = False
         self._readonly = readonly
         self._write_lock = threading.Lock()
+        self._queue: list[_Queued] = []  # writes waiting for the write lock: see _commit
+        self._queue_lock = threading.Lock()
         self._gate_lock = threading.Lock()
         self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
         # (transaction id, byte strings whose index rows it wrote) of this process's last writes
@@ -532,19 +567,23 @@ class LMDBBackend(Backend):
         """Run ``fn(txn)`` in a write transaction, growing the map and retrying when it is full;
         ``committed`` gets its result once the commit is done, before another write begins."""
         with self._write_lock:
-            while True:
-                try:
-                    with self._write() as txn:
-                        out = fn(txn)
-                except lmdb.MapFullError:
-                    self._resize(self._env.info()["map_size"] * 2)
-                    continue
-                except lmdb.MapResizedError:
-                    self._resize(0)
-                    continue
-                if committed is not None:
-                    committed(out)
-                return out
+            return self._write_loop(fn, committed)
+
+    def _write_loop(self, fn: Any, committed: Callable[[Any], None] | None = None) -> Any:
+        """:meth:`_write_retrying` for a caller that holds the write lock."""
+        while True:
+            try:
+                with self._write() as txn:
+                    out = fn(txn)
+            except lmdb.MapFullError:
+                self._resize(self._env.info()["map_size"] * 2)
+                continue
+            except lmdb.MapResizedError:
+                self._resize(0)
+                continue
+            if committed is not None:
+                committed(out)
+            return out
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -737,42 +776,106 @@ class LMDBBackend(Backend):
         return _Frames(frames, _FIRST_DICT, trained)
 
     def _commit(self, staged: _Staged, applied: threading.Event | None = None) -> PutResult:
-        """Write a staged batch in one transaction and commit it; ``applied`` is set once the
-        rows are in and only the commit (the disk) is left."""
+        """Write a staged batch and commit it; ``applied`` is set once its rows are in and
+        only the commit (the disk) is left.
+
+        Group commit: batches that other threads queue while a commit holds the write lock
+        are written by the next one to get it, in one transaction with one disk sync. A
+        sync costs milliseconds, so concurrent small writes (many clients uploading at
+        once) would otherwise spend their time waiting on each other's syncs."""
         if not staged.records:
             return PutResult(0, 0, 0, 0, 0, 0)
-        frames: dict[bytes, bytes] = {}
-        trained = None
-        done = staged.compressed.result() if staged.compressed is not None else None
-        if done is not None:
-            datas = map(_DATA, map(staged.unique.__getitem__, staged.fresh))
-            blobs = self._codec.tag_frames(list(datas), done.dict_id, done.frames)
-            frames = dict(zip(staged.fresh, blobs, strict=True))
-            trained = done.trained
-        optimistic = staged.optimistic
+        mine = self._queued_write(staged, applied)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._write_lock:
+            while not mine.done:
+                group = self._next_group()
+                try:
+                    self._commit_group(group)
+                finally:  # when interrupted, the others' own threads commit theirs
+                    others = [q for q in group if q is not mine and not q.done]
+                    if others:
+                        with self._queue_lock:
+                            self._queue[:0] = others
+        return mine.outcome()
 
-        def apply(txn: Any) -> tuple[PutResult, int, list[bytes]]:
-            usable = frames
+    def _queued_write(self, staged: _Staged, applied: threading.Event | None) -> _Queued:
+        """A staged batch with its frames tagged (waiting for them to compress first)."""
+        done = staged.compressed.result() if staged.compressed is not None else None
+        if done is None:
+            return _Queued(staged, {}, None, applied)
+        datas = map(_DATA, map(staged.unique.__getitem__, staged.fresh))
+        blobs = self._codec.tag_frames(list(datas), done.dict_id, done.frames)
+        return _Queued(staged, dict(zip(staged.fresh, blobs, strict=True)), done.trained, applied)
+
+    def _next_group(self) -> list[_Queued]:
+        """The queued writes the next transaction takes: the oldest, and those after it up
+        to GROUP_BYTES received in all (one transaction's pages stay bounded)."""
+        with self._queue_lock:
+            taken, total = 0, 0
+            for queued in self._queue:
+                total += queued.staged.bytes_received
+                if taken and total > GROUP_BYTES:
+                    break
+                taken += 1
+            group, self._queue[:taken] = self._queue[:taken], []
+        return group
+
+    def _commit_group(self, group: list[_Queued]) -> None:
+        """Commit queued writes in one transaction; should that fail, each in its own, so a
+        write that fails costs the others nothing and stores nothing itself."""
+        if len(group) > 1:
+            try:
+                results = self._write_loop(partial(self._apply_group, group), self._log_commit)
+            except Exception:  # rolled back: each alone below finds which one fails, and why
+                pass
+            else:
+                for queued, result in zip(group, results[0], strict=True):
+                    queued.result = result
+                return
+        for queued in group:
+            try:
+                queued.result = self._commit_alone(queued)
+            except Exception as exc:
+                queued.error = exc
+
+    def _commit_alone(self, queued: _Queued) -> PutResult:
+        done: tuple[list[PutResult], int, list[bytes]]
+        try:
+            done = self._write_loop(partial(self._apply_group, [queued]), self._log_commit)
+        except _IdTaken:  # rolled back: decide record by record
+            apply = partial(self._apply_group, [queued], optimistic=False)
+            done = self._write_loop(apply, self._log_commit)
+        return done[0][0]
+
+    def _log_commit(self, done: tuple[list[PutResult], int, list[bytes]]) -> None:
+        self._commits.append(done[1:])
+
+    def _apply_group(
+        self, group: list[_Queued], txn: Any, optimistic: bool = True
+    ) -> tuple[list[PutResult], int, list[bytes]]:
+        """Put each queued write's rows in ``txn``, in queue order; return their results,
+        the transaction's id and the byte strings whose index rows it wrote."""
+        results: list[PutResult] = []
+        touched: set[bytes] = set()
+        for queued in group:
+            staged = queued.staged
+            frames = queued.frames
             # frames made with a dictionary not stored yet hold only if the store has none
             # or that same one: another writer may have stored its own since (then they are
             # compressed again, with that one)
-            if trained is not None and not self._adopt_dictionary(txn, trained):
-                usable = {}
-            result, touched = self._apply(txn, staged, usable, optimistic)
-            if applied is not None:
-                applied.set()
-            return result, txn.id(), touched
-
-        def log(done: tuple[PutResult, int, list[bytes]]) -> None:
-            self._commits.append(done[1:])
-
-        try:
-            done = self._write_retrying(apply, log)
-        except _IdTaken:  # rolled back: decide record by record
-            optimistic = False
-            done = self._write_retrying(apply, log)
-        result: PutResult = done[0]
-        return result
+            if queued.trained is not None and not self._adopt_dictionary(txn, queued.trained):
+                frames = {}
+            # a batch's guess that its ids are free does not hold where one before it in
+            # this transaction wrote the same objects
+            guess = optimistic and staged.optimistic and touched.isdisjoint(staged.unique)
+            result, wrote = self._apply(txn, staged, frames, guess, touched)
+            touched.update(wrote)
+            results.append(result)
+            if queued.applied is not None:
+                queued.applied.set()
+        return results, txn.id(), list(touched)
 
     def _touched_since(self, seen: int, now: int) -> set[bytes] | None:
         """The byte strings whose index rows this process's writes changed in the commits
@@ -785,10 +888,15 @@ class LMDBBackend(Backend):
         return set().union(*(logged[txn_id] for txn_id in between))
 
     def _apply(
-        self, txn: Any, staged: _Staged, frames: dict[bytes, bytes], optimistic: bool
+        self,
+        txn: Any,
+        staged: _Staged,
+        frames: dict[bytes, bytes],
+        optimistic: bool,
+        earlier: set[bytes],
     ) -> tuple[PutResult, list[bytes]]:
         """Put a staged batch's rows in ``txn``; return the result and the byte strings whose
-        index rows it wrote."""
+        index rows it wrote. ``earlier``: those that writes before it in ``txn`` wrote."""
         project, records, unique, seen = staged.project, staged.records, staged.unique, staged.seen
         closure_values = staged.closures
         pid = self._pid_of(txn, project)
@@ -828,6 +936,8 @@ class LMDBBackend(Backend):
         touched = (
             set() if txn.id() == seen.txn_id + 1 else self._touched_since(seen.txn_id, txn.id())
         )
+        if touched is not None:
+            touched |= earlier
         if touched is None:  # commits not ours since the read phase: read the rows again
             index = dict(index_cur.getmulti(added_sorted))
         else:  # the read phase's rows hold, but for those our own commits since then changed

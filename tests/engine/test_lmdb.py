@@ -306,6 +306,132 @@ def test_put_many_commits_the_first_batch_before_the_next_arrives(tmp_path):
         assert seen == [True]
 
 
+def _put_while_a_commit_holds_the_lock(store, jobs):
+    """Run ``store.put(project, objects)`` for each job on its own thread while the write
+    lock is held (as by a commit syncing), release it once all are queued; return each
+    job's result or exception and how many transactions were committed."""
+    backend = store.backend
+    env = backend._env
+    outcomes: dict[int, object] = {}
+
+    def put(k, project, objects):
+        try:
+            outcomes[k] = store.put(project, [d for _, d in objects])
+        except BaseException as exc:
+            outcomes[k] = exc
+
+    before = env.info()["last_txnid"]
+    threads = [threading.Thread(target=put, args=(k, *job)) for k, job in enumerate(jobs)]
+    with backend._write_lock:
+        for thread in threads:
+            thread.start()
+        for _ in range(400):  # up to 20 s for every write to stage and queue
+            if len(backend._queue) == len(jobs):
+                break
+            threading.Event().wait(0.05)
+        assert len(backend._queue) == len(jobs)
+    for thread in threads:
+        thread.join(60)
+    return [outcomes[k] for k in range(len(jobs))], env.info()["last_txnid"] - before
+
+
+def test_writes_queued_behind_a_commit_share_one_transaction(tmp_path):
+    """Group commit: concurrent writes waiting for the write lock are committed together,
+    one disk sync for all, each with its own result."""
+    g = graphgen.generate(900, seed=30)
+    parts = [g.objects[k::3] for k in range(3)]
+    with objstore.open(tmp_path / "s") as store:
+        results, txns = _put_while_a_commit_holds_the_lock(store, [("p", part) for part in parts])
+        assert txns == 1
+        assert [r.stored for r in results] == [len(part) for part in parts]
+        assert dict(store.iter_with_children("p", g.root_id)) == dict(g.objects)
+        assert store.verify().ok
+    with objstore.open(tmp_path / "s") as store:
+        assert dict(store.get_many("p", [i for i, _ in g.objects])) == dict(g.objects)
+
+
+def test_a_group_commit_is_bounded_in_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdb_backend, "GROUP_BYTES", 1)
+    g = graphgen.generate(300, seed=31)
+    with objstore.open(tmp_path / "s") as store:
+        jobs = [("p", g.objects[k::3]) for k in range(3)]
+        results, txns = _put_while_a_commit_holds_the_lock(store, jobs)
+        assert txns == 3
+        assert sum(r.stored for r in results) == len(g.objects)
+
+
+def test_the_same_objects_twice_in_one_group_are_stored_once(tmp_path):
+    g = graphgen.generate(400, seed=32)
+    with objstore.open(tmp_path / "s") as store:
+        jobs = [("p", g.objects), ("p", g.objects), ("q", g.objects)]
+        results, txns = _put_while_a_commit_holds_the_lock(store, jobs)
+        assert txns == 1  # no write had to be rolled back and redone alone
+        assert sorted((r.stored, r.duplicates) for r in results) == [
+            (0, len(g.objects)),
+            (len(g.objects), 0),
+            (len(g.objects), 0),
+        ]
+        assert store.stats().blobs == len(g.objects)
+        store.delete_project("p")  # q's references keep every byte string alive
+        assert dict(store.iter_with_children("q", g.root_id)) == dict(g.objects)
+        assert store.verify().ok
+
+
+def test_a_write_failing_in_a_group_fails_alone(tmp_path, monkeypatch):
+    """The group's transaction rolls back; the others are committed without it, and it
+    stores nothing."""
+    g = graphgen.generate(300, seed=33)
+    real = LMDBBackend._apply
+
+    def apply(self, txn, staged, *args):
+        if staged.project == "bad":
+            raise OSError("disk gone")
+        return real(self, txn, staged, *args)
+
+    monkeypatch.setattr(LMDBBackend, "_apply", apply)
+    with objstore.open(tmp_path / "s") as store:
+        jobs = [("good", g.objects[::2]), ("bad", g.objects), ("good", g.objects[1::2])]
+        results, txns = _put_while_a_commit_holds_the_lock(store, jobs)
+        assert isinstance(results[1], OSError)
+        assert results[0].stored + results[2].stored == len(g.objects)
+        assert txns == 2
+        assert store.count("bad") == 0
+        assert dict(store.iter_with_children("good", g.root_id)) == dict(g.objects)
+        assert store.verify().ok
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_writes_in_an_interrupted_group_are_committed_by_their_own_threads(tmp_path, monkeypatch):
+    """A commit interrupted (KeyboardInterrupt, say) fails its own write only: the writes it
+    had taken from the queue are put back, and their threads commit them."""
+    g = graphgen.generate(300, seed=34)
+    real = LMDBBackend._commit_group
+    interrupted: list[int] = []
+
+    def commit_group(self, group):
+        if not interrupted:
+            interrupted.append(len(group))
+            raise _Interrupt
+        return real(self, group)
+
+    monkeypatch.setattr(LMDBBackend, "_commit_group", commit_group)
+    with objstore.open(tmp_path / "s") as store:
+        jobs = [(f"p{k}", g.objects) for k in range(3)]
+        results, _ = _put_while_a_commit_holds_the_lock(store, jobs)
+        assert interrupted == [3]
+        failed = [k for k, r in enumerate(results) if isinstance(r, _Interrupt)]
+        assert len(failed) == 1
+        for k, result in enumerate(results):
+            expected = 0 if k in failed else len(g.objects)
+            assert store.count(f"p{k}") == expected
+            if k not in failed:
+                assert result.stored == len(g.objects)
+        assert store.verify().ok
+
+
 def test_dictionary_beats_plain_zstd(tmp_path):
     g = graphgen.generate(6000, seed=2)
     small = [(i, d) for i, d in g.objects if len(d) < 2000]
