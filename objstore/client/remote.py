@@ -178,12 +178,6 @@ def _pairs_of(lines: list[bytes]) -> Iterator[tuple[str, bytes]]:
             yield object_id.decode(), data.rstrip(b"\r")
 
 
-def _split_lines(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
-    """(id, json) pairs of the ``id\\tjson`` lines of a byte stream cut anywhere."""
-    for lines in _whole_lines(chunks):
-        yield from _pairs_of(lines)
-
-
 class _Stopped(Exception):
     """The consumer of a :meth:`Remote.get_many` went away: its fetches stop."""
 
@@ -538,6 +532,13 @@ class Remote:
 
         Retried only until the first object arrives; after that a failure is raised.
         """
+        for lines in self.download_lines(root_id):
+            yield from _pairs_of(lines)
+
+    def download_lines(self, root_id: str) -> Iterator[list[bytes]]:
+        """:meth:`download` as its ``id\tjson`` lines, a list per piece read: whole lines,
+        none empty, a carriage return before a newline kept. For consumers that take objects
+        a block at a time, with no Python step per object."""
         attempt = 0
         while True:
             started = False
@@ -557,10 +558,13 @@ class Remote:
                         raise _error_from(r, f"download {self.project}/{root_id}")
                     count = 0
                     try:
-                        for pair in _split_lines(iter_decoded(r)):
-                            started = True
-                            count += 1
-                            yield pair
+                        for lines in _whole_lines(iter_decoded(r)):
+                            if not all(lines):
+                                lines = list(filter(None, lines))
+                            if lines:
+                                started = True
+                                count += len(lines)
+                                yield lines
                     finally:
                         self.stats.add(objects_downloaded=count)
                 return

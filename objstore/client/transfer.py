@@ -11,8 +11,10 @@ import contextlib
 import itertools
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import TypeVar
 
 import objstore
 from objstore import codec, errors, graphgen
@@ -26,6 +28,8 @@ WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of them (or o
 # batches 29.9k -> 27.2k.
 CACHE_BATCH = 50_000
 CACHE_BATCH_BYTES = 32 * 1024 * 1024
+_AFTER_TAB = itemgetter(2)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,26 @@ class _CacheWriter:
         for group in graphgen.groups(objects, CACHE_BATCH, _cache_cap(self._cache)):
             self.put([data for _, data in group])
 
+    def put_blocks(self, blocks: Iterable[list[bytes]]) -> None:
+        """:meth:`put_objects` for lists of objects' bytes (a stream's blocks), batched a
+        block at a time: no Python step per object, which a receive's thread spends its GIL
+        on while the cache's threads wait for it."""
+        cap = _cache_cap(self._cache)
+        batch: list[bytes] = []
+        size = 0
+        for datas in blocks:
+            block_size = sum(map(len, datas))
+            if batch and (len(batch) + len(datas) > CACHE_BATCH or size + block_size > cap):
+                self.put(batch)
+                batch, size = [], 0
+            if block_size > cap or len(datas) > CACHE_BATCH:  # big objects: one at a time
+                self.put_objects(zip(itertools.repeat(""), datas))
+                continue
+            batch += datas
+            size += block_size
+        if batch:
+            self.put(batch)
+
     def close(self) -> None:
         """Wait for every queued batch to be stored; raise the first failure."""
         if self._thread.is_alive():
@@ -207,23 +231,36 @@ def _cache_cap(cache: objstore.Store) -> int:
 
 
 def _store_while_streaming(
-    cache: objstore.Store, project: str, stream: Iterator[tuple[str, bytes]], tick: object
+    cache: objstore.Store,
+    project: str,
+    stream: Iterator[_T],
+    tick: object,
+    feed: Callable[[_CacheWriter, Iterable[_T]], None],
 ) -> None:
-    """Write streamed objects to the cache in batches while the download goes on. A stream
-    that breaks off (ConnectionFailed) has every object it delivered stored before the error
-    is raised."""
+    """Write streamed objects to the cache in batches (``feed``: the writer's method that
+    takes them) while the download goes on. A stream that breaks off
+    (ConnectionFailed) has every object it delivered stored before the error is raised."""
     broken: list[errors.ConnectionFailed] = []
 
-    def until_broken() -> Iterator[tuple[str, bytes]]:
+    def until_broken() -> Iterator[_T]:
         try:
             yield from stream
         except errors.ConnectionFailed as exc:  # end the last batch here; raised once stored
             broken.append(exc)
 
     with _CacheWriter(cache, project, tick) as writer:
-        writer.put_objects(until_broken())
+        feed(writer, until_broken())
         if broken:
             raise broken[0]
+
+
+def _children_data(blocks: Iterable[list[bytes]], root_id: str) -> Iterator[list[bytes]]:
+    """The JSON of every ``id\\tjson`` line but the root's, a list per block, cut in C."""
+    root = root_id.encode() + b"\t"
+    for lines in blocks:
+        if any(map(bytes.startswith, lines, itertools.repeat(root))):
+            lines = [line for line in lines if not line.startswith(root)]
+        yield list(map(_AFTER_TAB, map(bytes.partition, lines, itertools.repeat(b"\t"))))
 
 
 def receive(
@@ -266,14 +303,18 @@ def receive(
     if tick:
         tick(from_cache)
     if len(missing) > len(closure_ids) // 2:
-        stream = (pair for pair in remote.download(root_id) if pair[0] != root_id)
+        blocks = _children_data(remote.download_lines(root_id), root_id)
         try:
-            _store_while_streaming(cache, project, stream, tick)
+            _store_while_streaming(cache, project, blocks, tick, _CacheWriter.put_blocks)
         except errors.ConnectionFailed:  # the stream broke off (after its own retries)
             lacking = [i for i, ok in cache.has(project, missing).items() if not ok]
-            _store_while_streaming(cache, project, remote.get_many(lacking), tick)
+            _store_while_streaming(
+                cache, project, remote.get_many(lacking), tick, _CacheWriter.put_objects
+            )
     elif missing:
-        _store_while_streaming(cache, project, remote.get_many(missing), tick)
+        _store_while_streaming(
+            cache, project, remote.get_many(missing), tick, _CacheWriter.put_objects
+        )
     still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
     downloaded = len(missing) - len(still)
     cache.put(project, [root])

@@ -18,7 +18,8 @@ from objstore.client import remote as remote_module
 from objstore.client.remote import (
     ACCEPT_ENCODING,
     Remote,
-    _split_lines,
+    _pairs_of,
+    _whole_lines,
     is_loopback,
     iter_decoded,
 )
@@ -75,7 +76,26 @@ def test_lines_come_whole_and_exact_wherever_the_stream_is_cut(sizes, cuts, fina
     body = b"\n".join(i.encode() + b"\t" + d for i, d in pairs) + (b"\n" if final_newline else b"")
     points = sorted({min(c, len(body)) for c in cuts})
     pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
-    assert list(_split_lines(pieces)) == pairs
+    assert [pair for lines in _whole_lines(pieces) for pair in _pairs_of(lines)] == pairs
+
+
+def test_download_lines_are_whole_and_never_empty():
+    """download_lines hands on the body's lines as sent (a CRLF line keeps its CR), blank
+    lines left out; download reads the same lines as (id, json) pairs, the CR cut off."""
+    body = b'r\t{"id":"r"}\r\n\n\na\t{"id":"a"}\n' + b"\n" * 5 + b'b\t{"id":"b"}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Pieces(body, size=3))
+
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=httpx.MockTransport(handler))
+    lines = [line for block in remote.download_lines("r") for line in block]
+    assert lines == [b'r\t{"id":"r"}\r', b'a\t{"id":"a"}', b'b\t{"id":"b"}']
+    assert list(remote.download("r")) == [
+        ("r", b'{"id":"r"}'),
+        ("a", b'{"id":"a"}'),
+        ("b", b'{"id":"b"}'),
+    ]
+    assert remote.stats.objects_downloaded == 6
 
 
 def test_a_coding_we_did_not_ask_for_is_an_error_not_garbage():

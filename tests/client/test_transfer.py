@@ -203,6 +203,29 @@ def test_receive_writes_the_cache_in_batches_under_its_limit(server):
     assert len(batches) > g.total_bytes // 200_000 and max(batches) < len(g)
 
 
+def test_receive_cuts_stream_blocks_bigger_than_a_cache_batch(server):
+    """A cache whose batch limit is below one streamed block (64 KB) still gets batches
+    under it: such blocks are cut object by object."""
+    children = [
+        (f"c{n}", json.dumps({"id": f"c{n}", "pad": "x" * 20_000}).encode()) for n in range(40)
+    ]
+    closure = {object_id: 1 for object_id, _ in children}
+    root = ("root", json.dumps({"id": "root", "__closure": closure}).encode())
+    with remote(server, "other") as r:
+        send([*children, root], r)
+    cache = objstore.open_memory(objstore.Limits(max_object_bytes=25_000, max_batch_bytes=50_000))
+    with remote(server, "other") as r:
+        got = receive("root", r, cache)
+    assert got.total == got.downloaded == len(children) + 1
+    assert dict(cache.iter_with_children("other", "root")) == dict([root, *children])
+
+
+def test_children_data_leaves_out_the_root_wherever_it_comes():
+    blocks = [[b'a\t{"id":"a"}', b'root\t{"id":"root"}\r'], [b'b\t{"id":"b"}\r']]
+    got = list(transfer._children_data(blocks, "root"))
+    assert got == [[b'{"id":"a"}'], [b'{"id":"b"}\r']]
+
+
 def test_top_level_send_and_receive_wrappers(server, tmp_path):
     g = graphgen.generate(300, seed=41)
     with remote(server, "other") as r:
