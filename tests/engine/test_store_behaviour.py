@@ -334,6 +334,51 @@ def test_threads_writing_and_reading_concurrently(store):
     assert store.verify().ok
 
 
+def test_concurrent_writers_of_the_same_ids_store_each_once(store):
+    """Threads writing overlapping batches, some ids with other bytes: each id ends with the
+    bytes of exactly one write, every other write of it counts as a duplicate or a conflict,
+    and the bookkeeping of shared byte strings holds (verify, then a delete)."""
+    import threading
+
+    ids = [f"o{n}" for n in range(400)]
+    failures: list[BaseException] = []
+    results: list[object] = []
+
+    def body(object_id: str, version: int) -> bytes:
+        return json.dumps({"id": object_id, "v": version % 2}).encode()
+
+    def writer(k: int) -> None:
+        try:
+            for start in range(0, len(ids), 50):
+                offset = (start + 100 * k) % len(ids)
+                chunk = ids[offset : offset + 50]
+                results.append(store.put("p", [body(i, k) for i in chunk]))
+                results.append(store.put(f"q{k}", [body(i, 0) for i in chunk]))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures
+    stored = dict(store.get_many("p", ids))
+    assert sorted(stored) == sorted(ids)
+    assert all(data in (body(i, 0), body(i, 1)) for i, data in stored.items())
+    received = sum(r.received for r in results)  # type: ignore[attr-defined]
+    counted = sum(r.stored + r.duplicates + r.conflicts for r in results)  # type: ignore[attr-defined]
+    assert counted == received
+    assert sum(r.stored for r in results) == sum(  # type: ignore[attr-defined]
+        store.count(project) for project in ("p", "q0", "q1", "q2", "q3")
+    )
+    assert store.verify().ok
+    for project in ("q0", "q1", "q2", "q3"):
+        store.delete_project(project)
+    assert dict(store.get_many("p", ids)) == stored
+    assert store.verify().ok
+
+
 def test_put_many_stores_batches_in_order_with_totals(store):
     other_a = b'{"id":"a","speckle_type":"Base","x":999}'
     res = store.put_many("p1", [arr(A), arr(other_a, B), arr(B, ROOT)])
