@@ -34,6 +34,7 @@ import os
 import struct
 import sys
 import threading
+import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -76,6 +77,7 @@ PACK_BYTES = 64 * 1024
 # less. Five 100k sends into one 1-worker server, the fifth: 22k objects/s with 32 MB, 29-32k
 # with 96 MB or more.
 GROUP_BYTES = 128 * 1024 * 1024
+_GROUP_AHEAD = 2  # batches a single writer stages for the one transaction after a commit
 _MAX_KEY = 511
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -412,6 +414,7 @@ class LMDBBackend(Backend):
         self._readonly = readonly
         self._write_lock = threading.Lock()
         self._queue: list[_Queued] = []  # writes waiting for the write lock: see _commit
+        self._disk_bound = False  # whether the last commit took longer to sync than to write
         self._queue_lock = threading.Lock()
         self._gate_lock = threading.Lock()
         self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
@@ -577,8 +580,11 @@ class LMDBBackend(Backend):
         """:meth:`_write_retrying` for a caller that holds the write lock."""
         while True:
             try:
+                started = time.perf_counter()
                 with self._write() as txn:
                     out = fn(txn)
+                    applied = time.perf_counter()
+                self._disk_bound = time.perf_counter() - applied > applied - started
             except lmdb.MapFullError:
                 self._resize(self._env.info()["map_size"] * 2)
                 continue
@@ -653,25 +659,33 @@ class LMDBBackend(Backend):
         return self._commit(self._stage(project, records))
 
     def write_many(self, project: str, batches: Iterable[Sequence[Record]]) -> Iterator[PutResult]:
-        """Each batch's result once it is committed, three batches in flight: while one is
-        written and committed on a helper thread, the next one's frames compress (zstd,
-        outside the GIL) and, once its rows are in and only the disk is left, this thread
-        checks the one after. Python never runs on both sides at once: py-lmdb lets go of
-        the GIL for every row it puts, and a thread fighting for it then waits each time.
+        """Each batch's result once it is committed, with batches in flight: while one commit
+        is written on a helper thread, the next batches' frames compress (zstd, outside the
+        GIL) and, once its rows are in and only the disk is left, this thread checks the
+        ones after. Python never runs on both sides at once: py-lmdb lets go of the GIL for
+        every row it puts, and a thread fighting for it then waits each time.
+
+        When commits wait on the disk (the last one took longer to sync than to write) and
+        one is still syncing once the next batch is staged, one more is staged and the two
+        share a transaction (at most _GROUP_AHEAD wait beside the one committing). On a big
+        store a commit costs the B-tree pages its random keys land on, so fewer, bigger ones
+        write less: five 100k receives into one cache, the fifth, 20.5-23.2k -> 24.3-25.4k
+        objects/s.
 
         When ``batches`` raises, the batches it gave before are stored and yielded first."""
-        committing: futures.Future[PutResult] | None = None
-        staged: _Staged | None = None
+        committing: futures.Future[list[PutResult]] | None = None
+        waiting: list[_Staged] = []  # staged, for the transaction after the one committing
         failure: Exception | None = None
         batches = iter(batches)
         more = True
         first = True
         try:
-            # Each step stages the next batch (none once the input ends), yields the one
-            # committing and starts the staged one; after the input, the last two drain.
-            # The first batch starts once staged: with nothing ahead of it to overlap, it
-            # would wait for the next batch to arrive (a network's worth, when streamed).
-            while more or staged is not None or committing is not None:
+            # Each step stages the next batch (none once the input ends), yields the results
+            # of the commit in flight once it is done and starts one with the batches staged
+            # in the steps before. The first batch starts once staged: with nothing ahead of
+            # it to overlap, it would wait for the next batch to arrive (a network's worth,
+            # when streamed).
+            while more or waiting or committing is not None:
                 following: _Staged | None = None
                 if more:
                     try:
@@ -681,27 +695,32 @@ class LMDBBackend(Backend):
                     except Exception as exc:  # a bad batch: the ones before it are still stored
                         failure, more = exc, False
                 if committing is not None:
-                    done, committing = committing, None
-                    yield done.result()
-                if staged is not None:
-                    committing = self._commit_aside(staged)
-                elif first and following is not None:
-                    committing, following = self._commit_aside(following), None
+                    gather = self._disk_bound and more and len(waiting) < _GROUP_AHEAD
+                    if not gather or committing.done():
+                        done, committing = committing, None
+                        yield from done.result()
+                if committing is None and waiting:
+                    committing, waiting = self._commit_aside(waiting), []
+                elif committing is None and first and following is not None:
+                    committing, following = self._commit_aside([following]), None
                 first = False
-                staged = following
+                if following is not None:
+                    waiting.append(following)
         finally:
-            if staged is not None and staged.compressed is not None:
-                staged.compressed.cancel()
+            for staged in waiting:
+                if staged.compressed is not None:
+                    staged.compressed.cancel()
             if committing is not None:  # stopped early or failed: the commit in flight completes
                 futures.wait([committing])
         if failure is not None:
             raise failure
 
-    def _commit_aside(self, staged: _Staged) -> futures.Future[PutResult]:
-        """Start :meth:`_commit` on a helper thread; return once its rows are put."""
+    def _commit_aside(self, group: list[_Staged]) -> futures.Future[list[PutResult]]:
+        """Start committing staged batches on a helper thread; return once their rows are
+        put."""
         applied = threading.Event()
         try:
-            committing = self._helper().submit(self._commit, staged, applied)
+            committing = self._helper().submit(self._commit_staged, group, applied)
         except RuntimeError:  # shut down by close() on another thread
             raise errors.StoreClosed("the store is closed") from None
         committing.add_done_callback(partial(_set_event, applied))
@@ -779,30 +798,49 @@ class LMDBBackend(Backend):
         frames = self._codec.compress_frames_with(trained, datas, threads)
         return _Frames(frames, _FIRST_DICT, trained)
 
-    def _commit(self, staged: _Staged, applied: threading.Event | None = None) -> PutResult:
-        """Write a staged batch and commit it; ``applied`` is set once its rows are in and
-        only the commit (the disk) is left.
+    def _commit(self, staged: _Staged) -> PutResult:
+        """Write a staged batch and commit it.
 
         Group commit: batches that other threads queue while a commit holds the write lock
         are written by the next one to get it, in one transaction with one disk sync. A
         sync costs milliseconds, so concurrent small writes (many clients uploading at
         once) would otherwise spend their time waiting on each other's syncs."""
-        if not staged.records:
-            return PutResult(0, 0, 0, 0, 0, 0)
-        mine = self._queued_write(staged, applied)
+        return self._commit_staged([staged])[0]
+
+    def _commit_staged(
+        self, group: list[_Staged], applied: threading.Event | None = None
+    ) -> list[PutResult]:
+        """Commit staged batches, in order, in as few transactions as the queue allows;
+        ``applied`` is set once the last one's rows are in and only the disk is left."""
+        last = len(group) - 1
+        mine = [
+            self._queued_write(staged, applied if n == last else None)
+            for n, staged in enumerate(group)
+        ]
+        todo = [queued for queued in mine if queued.staged.records]
+        for queued in mine:
+            if not queued.staged.records:
+                queued.result = PutResult(0, 0, 0, 0, 0, 0)
+                if queued.applied is not None:
+                    queued.applied.set()
         with self._queue_lock:
-            self._queue.append(mine)
+            self._queue.extend(todo)
+        ours = set(map(id, todo))
         with self._write_lock:
-            while not mine.done:
-                group = self._next_group()
+            while not all(queued.done for queued in todo):
+                taken = self._next_group()
                 try:
-                    self._commit_group(group)
-                finally:  # when interrupted, the others' own threads commit theirs
-                    others = [q for q in group if q is not mine and not q.done]
+                    self._commit_group(taken)
+                except BaseException:  # interrupted: ours still queued are taken back
+                    with self._queue_lock:
+                        self._queue[:] = [q for q in self._queue if id(q) not in ours]
+                    raise
+                finally:  # and the others' own threads commit theirs
+                    others = [q for q in taken if id(q) not in ours and not q.done]
                     if others:
                         with self._queue_lock:
                             self._queue[:0] = others
-        return mine.outcome()
+        return [queued.outcome() for queued in mine]
 
     def _queued_write(self, staged: _Staged, applied: threading.Event | None) -> _Queued:
         """A staged batch with its frames tagged (waiting for them to compress first)."""

@@ -432,6 +432,38 @@ def test_writes_in_an_interrupted_group_are_committed_by_their_own_threads(tmp_p
         assert store.verify().ok
 
 
+def test_put_many_gathers_batches_while_commits_wait_on_the_disk(tmp_path, monkeypatch):
+    """A single writer whose commits take longer to sync than to write stages one more
+    batch while a commit syncs and commits the two in one transaction: results still come
+    per batch, in order, and an id written twice keeps its first bytes."""
+    real = LMDBBackend._write
+
+    @contextlib.contextmanager
+    def slow_sync(self):
+        with real(self) as txn:
+            yield txn
+        threading.Event().wait(0.2)  # the commit's sync, as on a big store's disk
+
+    monkeypatch.setattr(LMDBBackend, "_write", slow_sync)
+    g = graphgen.generate(1200, seed=35)
+    parts = [g.objects[k : k + 150] for k in range(0, len(g.objects), 150)]
+    first = json.loads(parts[1][0][1])
+    twice = json.dumps({**first, "again": True}).encode()  # the same id, other bytes
+    batches = [[d for _, d in part] for part in parts] + [[twice]]
+    with objstore.open(tmp_path / "s") as store:
+        env = store.backend._env  # type: ignore[attr-defined]
+        store.put("warm", [b'{"id":"w"}'])  # one slow commit: the store is disk-bound now
+        before = env.info()["last_txnid"]
+        results = list(store.iter_put("p", batches))
+        txns = env.info()["last_txnid"] - before
+        assert [r.stored for r in results] == [len(part) for part in parts] + [0]
+        assert results[-1].conflicts == 1
+        assert txns < len(parts), txns  # (the last batch, all conflict, writes nothing)
+        assert store.get("p", first["id"]) == parts[1][0][1]
+        assert dict(store.iter_with_children("p", g.root_id)) == dict(g.objects)
+        assert store.verify().ok
+
+
 def test_dictionary_beats_plain_zstd(tmp_path):
     g = graphgen.generate(6000, seed=2)
     small = [(i, d) for i, d in g.objects if len(d) < 2000]
