@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,25 @@ def store(backend_kind: str, tmp_path: Path) -> Iterator[objstore.Store]:
     s = make_store(backend_kind, tmp_path)
     yield s
     s.close()
+
+
+def run_threads(
+    fn: Callable[..., object], calls: Iterable[tuple[object, ...]], timeout: float = 120
+) -> list[BaseException]:
+    """Run ``fn(*args)`` for each args on its own thread at once, join each (bounded) and
+    return what they raised."""
+    raised: list[BaseException] = []
+
+    def run(args: tuple[object, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            raised.append(exc)
+
+    threads = [threading.Thread(target=run, args=(args,)) for args in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish in time"
+    return raised

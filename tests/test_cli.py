@@ -10,13 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
 
 from objstore import cli
+
+from .conftest import run_threads
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -186,11 +187,7 @@ def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
                     if r.status_code != 201:
                         failures.append(r.text)
 
-        threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        assert not run_threads(send, [(w,) for w in range(4)])
         assert not failures
         ids = [f"w{w}-{b}-{i}" for w in range(4) for b in range(10) for i in range(200)]
         with httpx.Client(timeout=60) as c:

@@ -10,7 +10,7 @@ from objstore import errors
 from objstore.codec import digest_of
 from objstore.limits import Limits
 
-from ..conftest import make_store
+from ..conftest import make_store, run_threads
 
 
 def arr(*objs: bytes) -> bytes:
@@ -304,28 +304,17 @@ def test_close_and_context_manager(backend_kind, tmp_path):
 
 
 def test_threads_writing_and_reading_concurrently(store):
-    import threading
-
     from objstore import graphgen
 
     g = graphgen.generate(6000, seed=8)
     parts = list(graphgen.batches(g.objects, max_objects=500))
-    failures: list[BaseException] = []
 
     def writer(mine: list[bytes], project: str) -> None:
-        try:
-            for body in mine:
-                store.put(project, body)
-                store.get_many(project, ["x"])
-        except BaseException as exc:
-            failures.append(exc)
+        for body in mine:
+            store.put(project, body)
+            store.get_many(project, ["x"])
 
-    threads = [threading.Thread(target=writer, args=(parts[i::4], f"t{i % 2}")) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not failures
+    assert not run_threads(writer, [(parts[i::4], f"t{i % 2}") for i in range(4)])
     expected = dict(g.objects)
     for project in ("t0", "t1"):
         got = dict(store.get_many(project, list(expected)))
@@ -338,31 +327,20 @@ def test_concurrent_writers_of_the_same_ids_store_each_once(store):
     """Threads writing overlapping batches, some ids with other bytes: each id ends with the
     bytes of exactly one write, every other write of it counts as a duplicate or a conflict,
     and the bookkeeping of shared byte strings holds (verify, then a delete)."""
-    import threading
-
     ids = [f"o{n}" for n in range(400)]
-    failures: list[BaseException] = []
     results: list[object] = []
 
     def body(object_id: str, version: int) -> bytes:
         return json.dumps({"id": object_id, "v": version % 2}).encode()
 
     def writer(k: int) -> None:
-        try:
-            for start in range(0, len(ids), 50):
-                offset = (start + 100 * k) % len(ids)
-                chunk = ids[offset : offset + 50]
-                results.append(store.put("p", [body(i, k) for i in chunk]))
-                results.append(store.put(f"q{k}", [body(i, 0) for i in chunk]))
-        except BaseException as exc:
-            failures.append(exc)
+        for start in range(0, len(ids), 50):
+            offset = (start + 100 * k) % len(ids)
+            chunk = ids[offset : offset + 50]
+            results.append(store.put("p", [body(i, k) for i in chunk]))
+            results.append(store.put(f"q{k}", [body(i, 0) for i in chunk]))
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not failures
+    assert not run_threads(writer, [(k,) for k in range(4)])
     stored = dict(store.get_many("p", ids))
     assert sorted(stored) == sorted(ids)
     assert all(data in (body(i, 0), body(i, 1)) for i, data in stored.items())
