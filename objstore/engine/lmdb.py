@@ -78,6 +78,7 @@ PACK_BYTES = 64 * 1024
 # with 96 MB or more.
 GROUP_BYTES = 128 * 1024 * 1024
 _GROUP_AHEAD = 2  # batches a single writer stages for the one transaction after a commit
+STAGER_WAIT = 0.05  # seconds a commit waits at most for writers still staging a batch
 _MAX_KEY = 511
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -416,6 +417,9 @@ class LMDBBackend(Backend):
         self._queue: list[_Queued] = []  # writes waiting for the write lock: see _commit
         self._disk_bound = False  # whether the last commit took longer to sync than to write
         self._queue_lock = threading.Lock()
+        self._queued = threading.Condition(self._queue_lock)  # notified as writes queue
+        self._staging = 0  # write() calls staging a batch, not queued yet
+        self._sync_seconds = 0.0  # how long the last commit's sync took
         self._gate_lock = threading.Lock()
         self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
         # (transaction id, byte strings whose index rows it wrote) of this process's last writes
@@ -584,7 +588,8 @@ class LMDBBackend(Backend):
                 with self._write() as txn:
                     out = fn(txn)
                     applied = time.perf_counter()
-                self._disk_bound = time.perf_counter() - applied > applied - started
+                self._sync_seconds = time.perf_counter() - applied
+                self._disk_bound = self._sync_seconds > applied - started
             except lmdb.MapFullError:
                 self._resize(self._env.info()["map_size"] * 2)
                 continue
@@ -656,7 +661,20 @@ class LMDBBackend(Backend):
     # -- writes --------------------------------------------------------------------------------
 
     def write(self, project: str, records: Sequence[Record]) -> PutResult:
-        return self._commit(self._stage(project, records))
+        with self._queued:
+            self._staging += 1
+        try:
+            staged = self._stage(project, records)
+            if not staged.records:
+                return PutResult(0, 0, 0, 0, 0, 0)
+            queued = self._queued_write(staged, None)
+            with self._queued:
+                self._queue.append(queued)
+        finally:
+            with self._queued:
+                self._staging -= 1
+                self._queued.notify_all()
+        return self._lead([queued])[0]
 
     def write_many(self, project: str, batches: Iterable[Sequence[Record]]) -> Iterator[PutResult]:
         """Each batch's result once it is committed, with batches in flight: while one commit
@@ -825,9 +843,16 @@ class LMDBBackend(Backend):
                     queued.applied.set()
         with self._queue_lock:
             self._queue.extend(todo)
+        self._lead(todo)
+        return [queued.outcome() for queued in mine]
+
+    def _lead(self, todo: list[_Queued]) -> list[PutResult]:
+        """Commit queued writes ``todo`` (with whatever else is queued) and return their
+        results: under the write lock, groups are committed until all of ``todo`` are."""
         ours = set(map(id, todo))
         with self._write_lock:
             while not all(queued.done for queued in todo):
+                self._await_stagers()
                 taken = self._next_group()
                 try:
                     self._commit_group(taken)
@@ -840,7 +865,17 @@ class LMDBBackend(Backend):
                     if others:
                         with self._queue_lock:
                             self._queue[:0] = others
-        return [queued.outcome() for queued in mine]
+        return [queued.outcome() for queued in todo]
+
+    def _await_stagers(self) -> None:
+        """Give writers still staging a batch (``write`` calls) the time of one sync, at
+        most STAGER_WAIT, to queue it for this transaction: writers released together by
+        one commit otherwise split into a lone one and the rest, a sync each."""
+        limit = min(self._sync_seconds, STAGER_WAIT)
+        deadline = time.monotonic() + limit
+        with self._queued:
+            while self._staging and (left := deadline - time.monotonic()) > 0:
+                self._queued.wait(left)
 
     def _queued_write(self, staged: _Staged, applied: threading.Event | None) -> _Queued:
         """A staged batch with its frames tagged (waiting for them to compress first)."""

@@ -432,6 +432,69 @@ def test_writes_in_an_interrupted_group_are_committed_by_their_own_threads(tmp_p
         assert store.verify().ok
 
 
+def _slow_staging(monkeypatch, project, release):
+    """Make staging a batch for ``project`` signal, then wait for ``release``; return the
+    event it sets once it has begun."""
+    real = LMDBBackend._stage
+    begun = threading.Event()
+
+    def stage(self, name, records, helper=None):
+        if name == project:
+            begun.set()
+            release.wait(60)
+        return real(self, name, records, helper)
+
+    monkeypatch.setattr(LMDBBackend, "_stage", stage)
+    return begun
+
+
+def test_a_commit_waits_for_a_writer_still_staging(tmp_path, monkeypatch):
+    """Writers released together by one commit stage again at once: the first to queue
+    waits (about one sync) for the others, so they share a transaction instead of the
+    first going alone."""
+    release = threading.Event()
+    begun = _slow_staging(monkeypatch, "late", release)
+    g = graphgen.generate(200, seed=36)
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        env = backend._env
+        before = env.info()["last_txnid"]
+        late = threading.Thread(target=store.put, args=("late", [d for _, d in g.objects]))
+        late.start()
+        assert begun.wait(30)
+        backend._sync_seconds = 10.0  # as after a slow sync: wait the most (STAGER_WAIT)
+        monkeypatch.setattr(lmdb_backend, "STAGER_WAIT", 30.0)
+        threading.Timer(0.2, release.set).start()  # the late one queues while the other waits
+        store.put("early", [b'{"id":"e"}'])
+        late.join(60)
+        assert env.info()["last_txnid"] - before == 1
+        assert store.count("late") == len(g.objects) and store.count("early") == 1
+
+
+def test_the_wait_for_writers_staging_is_bounded(tmp_path, monkeypatch):
+    release = threading.Event()
+    begun = _slow_staging(monkeypatch, "stuck", release)
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        stuck = threading.Thread(target=store.put, args=("stuck", [b'{"id":"s"}']))
+        stuck.start()
+        safety = threading.Timer(20, release.set)  # ends the test should the wait not end
+        safety.start()
+        try:
+            assert begun.wait(30)
+            backend._sync_seconds = 1e9  # as after an endless sync: STAGER_WAIT still bounds it
+            assert store.put("other", [b'{"id":"o"}']).stored == 1
+            assert not release.is_set()  # it returned while the other was still staging
+            assert store.count("stuck") == 0
+        finally:
+            release.set()
+            safety.cancel()
+            stuck.join(60)
+        assert store.count("stuck") == 1
+
+
 def test_put_many_gathers_batches_while_commits_wait_on_the_disk(tmp_path, monkeypatch):
     """A single writer whose commits take longer to sync than to write stages one more
     batch while a commit syncs and commits the two in one transaction: results still come
