@@ -310,7 +310,7 @@ class _Frames(NamedTuple):
 
 
 class _Staged(NamedTuple):
-    """A write prepared outside the write lock, ready for :meth:`LMDBBackend._commit`: the
+    """A write prepared outside the write lock, ready for :meth:`LMDBBackend._commit_staged`: the
     byte strings it found new (``fresh``) and their frames, compressed or compressing."""
 
     project: str
@@ -414,12 +414,12 @@ class LMDBBackend(Backend):
         self._closed = False
         self._readonly = readonly
         self._write_lock = threading.Lock()
-        self._queue: list[_Queued] = []  # writes waiting for the write lock: see _commit
-        self._disk_bound = False  # whether the last commit took longer to sync than to write
+        self._queue: list[_Queued] = []  # writes waiting for the write lock: see _lead
         self._queue_lock = threading.Lock()
         self._queued = threading.Condition(self._queue_lock)  # notified as writes queue
         self._staging = 0  # write() calls staging a batch, not queued yet
-        self._sync_seconds = 0.0  # how long the last commit's sync took
+        self._apply_seconds = 0.0  # how long the last commit took to write its rows
+        self._sync_seconds = 0.0  # ... and to sync them
         self._gate_lock = threading.Lock()
         self._helpers: futures.ThreadPoolExecutor | None = None  # made on first bulk read
         # (transaction id, byte strings whose index rows it wrote) of this process's last writes
@@ -588,8 +588,8 @@ class LMDBBackend(Backend):
                 with self._write() as txn:
                     out = fn(txn)
                     applied = time.perf_counter()
+                self._apply_seconds = applied - started
                 self._sync_seconds = time.perf_counter() - applied
-                self._disk_bound = self._sync_seconds > applied - started
             except lmdb.MapFullError:
                 self._resize(self._env.info()["map_size"] * 2)
                 continue
@@ -664,17 +664,12 @@ class LMDBBackend(Backend):
         with self._queued:
             self._staging += 1
         try:
-            staged = self._stage(project, records)
-            if not staged.records:
-                return PutResult(0, 0, 0, 0, 0, 0)
-            queued = self._queued_write(staged, None)
-            with self._queued:
-                self._queue.append(queued)
+            mine = self._enqueue([self._stage(project, records)])
         finally:
             with self._queued:
                 self._staging -= 1
                 self._queued.notify_all()
-        return self._lead([queued])[0]
+        return self._lead(mine)[0]
 
     def write_many(self, project: str, batches: Iterable[Sequence[Record]]) -> Iterator[PutResult]:
         """Each batch's result once it is committed, with batches in flight: while one commit
@@ -713,7 +708,8 @@ class LMDBBackend(Backend):
                     except Exception as exc:  # a bad batch: the ones before it are still stored
                         failure, more = exc, False
                 if committing is not None:
-                    gather = self._disk_bound and more and len(waiting) < _GROUP_AHEAD
+                    disk_bound = self._sync_seconds > self._apply_seconds
+                    gather = disk_bound and more and len(waiting) < _GROUP_AHEAD
                     if not gather or committing.done():
                         done, committing = committing, None
                         yield from done.result()
@@ -816,39 +812,41 @@ class LMDBBackend(Backend):
         frames = self._codec.compress_frames_with(trained, datas, threads)
         return _Frames(frames, _FIRST_DICT, trained)
 
-    def _commit(self, staged: _Staged) -> PutResult:
-        """Write a staged batch and commit it.
-
-        Group commit: batches that other threads queue while a commit holds the write lock
-        are written by the next one to get it, in one transaction with one disk sync. A
-        sync costs milliseconds, so concurrent small writes (many clients uploading at
-        once) would otherwise spend their time waiting on each other's syncs."""
-        return self._commit_staged([staged])[0]
-
     def _commit_staged(
         self, group: list[_Staged], applied: threading.Event | None = None
     ) -> list[PutResult]:
         """Commit staged batches, in order, in as few transactions as the queue allows;
         ``applied`` is set once the last one's rows are in and only the disk is left."""
+        return self._lead(self._enqueue(group, applied))
+
+    def _enqueue(
+        self, group: list[_Staged], applied: threading.Event | None = None
+    ) -> list[_Queued]:
+        """Queue staged batches for the write lock, in order, once their frames are tagged;
+        an empty one is done at once. ``applied`` goes to the last."""
         last = len(group) - 1
         mine = [
             self._queued_write(staged, applied if n == last else None)
             for n, staged in enumerate(group)
         ]
-        todo = [queued for queued in mine if queued.staged.records]
         for queued in mine:
             if not queued.staged.records:
                 queued.result = PutResult(0, 0, 0, 0, 0, 0)
                 if queued.applied is not None:
                     queued.applied.set()
         with self._queue_lock:
-            self._queue.extend(todo)
-        self._lead(todo)
-        return [queued.outcome() for queued in mine]
+            self._queue.extend(queued for queued in mine if not queued.done)
+        return mine
 
-    def _lead(self, todo: list[_Queued]) -> list[PutResult]:
-        """Commit queued writes ``todo`` (with whatever else is queued) and return their
-        results: under the write lock, groups are committed until all of ``todo`` are."""
+    def _lead(self, mine: list[_Queued]) -> list[PutResult]:
+        """The results of queued writes ``mine``, committed under the write lock in groups
+        with whatever else is queued until all of them are.
+
+        Group commit: batches that other threads queue while a commit holds the write lock
+        are written by the next one to get it, in one transaction with one disk sync. A
+        sync costs milliseconds, so concurrent small writes (many clients uploading at
+        once) would otherwise spend their time waiting on each other's syncs."""
+        todo = [queued for queued in mine if not queued.done]
         ours = set(map(id, todo))
         with self._write_lock:
             while not all(queued.done for queued in todo):
@@ -865,7 +863,7 @@ class LMDBBackend(Backend):
                     if others:
                         with self._queue_lock:
                             self._queue[:0] = others
-        return [queued.outcome() for queued in todo]
+        return [queued.outcome() for queued in mine]
 
     def _await_stagers(self) -> None:
         """Give writers still staging a batch (``write`` calls) the time of one sync, at

@@ -207,7 +207,7 @@ def test_batches_staged_before_the_first_dictionary_commits_share_it(tmp_path, m
             for half in halves
         ]
         for one in staged:
-            backend._commit(one)
+            backend._commit_staged([one])
         assert trained == [1]
         assert _dict_frames(backend, objects) == len(objects)
         assert dict(store.get_many("p", [i for i, _ in objects])) == dict(objects)
@@ -249,7 +249,7 @@ def test_frames_for_a_dictionary_another_writer_beat_are_compressed_again(tmp_pa
         assert staged.compressed is not None and staged.compressed.result().trained
         backend._candidate = None  # as if another process trained (from other objects)
         store.put("q", [d for _, d in theirs])
-        backend._commit(staged)
+        backend._commit_staged([staged])
         assert store.stats().dictionaries == 1
         assert dict(store.get_many("p", [i for i, _ in mine])) == dict(mine)
         assert dict(store.get_many("q", [i for i, _ in theirs])) == dict(theirs)
