@@ -81,7 +81,8 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
+def _error_from(response: httpx.Response) -> errors.RemoteError:
+    """The error a refused request raises, naming the request (method and URL) it answers."""
     try:
         body = response.json()
         message = body["error"]["message"]
@@ -97,6 +98,8 @@ def _error_from(response: httpx.Response, what: str) -> errors.RemoteError:
         400: errors.RemoteRejected,
         413: errors.RemoteRejected,
     }.get(status, errors.RemoteError)
+    request = response.request
+    what = f"{request.method} {request.url.copy_with(query=None)}"
     return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
 
 
@@ -319,7 +322,7 @@ class Remote:
                 if response.status_code < 400:
                     return response
                 if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
-                    raise _error_from(response, f"{kind} {self.project}")
+                    raise _error_from(response)
                 delay = _retry_after(response)
                 response.close()
             attempt += 1
@@ -555,7 +558,7 @@ class Remote:
                             attempt += 1
                             self._pause(attempt, _retry_after(r))
                             continue
-                        raise _error_from(r, f"download {self.project}/{root_id}")
+                        raise _error_from(r)
                     count = 0
                     try:
                         for lines in _whole_lines(iter_decoded(r)):

@@ -293,7 +293,8 @@ def receive(
     root = remote.get(root_id)
     if root is None:
         raise errors.RemoteNotFound(
-            f"object {root_id!r} not found in project {remote.project!r}", status=404
+            f"object {root_id!r} not found in project {remote.project!r} on {remote.url}",
+            status=404,
         )
     record = codec.decode_record(root, 0, cache.limits)
     closure_ids = [i for i in (record.closure or {}) if i != root_id]

@@ -75,12 +75,13 @@ def test_errors_are_one_line(server, tmp_path, capsys):
     assert code == 2 and err.startswith("objstore: cannot reach") and err.count("\n") == 1
     code, _, err = run(capsys, "push", str(path), "--url", server.url, "--token", "x" * 42, *base)
     assert code == 2 and "HTTP 403" in err and "Traceback" not in err
+    assert f"POST {server.url}/api/diff/priv: HTTP 403" in err  # names the request refused
     code, _, err = run(capsys, "push", str(path), "--url", server.url, *base)
     assert code == 2 and "HTTP 401" in err
     code, _, err = run(
         capsys, "pull", "f" * 32, "--url", server.url, "--token", server.tokens["alice"], *base
     )
-    assert code == 2 and "not found" in err
+    assert code == 2 and f"not found in project 'priv' on {server.url}" in err
 
 
 def test_compression_flag_reaches_the_client():
