@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -354,6 +355,103 @@ def test_concurrent_writers_of_the_same_ids_store_each_once(store):
     for project in ("q0", "q1", "q2", "q3"):
         store.delete_project(project)
     assert dict(store.get_many("p", ids)) == stored
+    assert store.verify().ok
+
+
+_POOL = [f"o{n}" for n in range(300)]
+
+
+def _variant_body(object_id: str, variant: int) -> bytes:
+    """Object ``object_id`` in one of a few versions, some with a closure."""
+    n = int(object_id[1:])
+    closure = {_POOL[(n * 7 + k + 1) % len(_POOL)]: k + 1 for k in range(variant % 3)}
+    doc: dict[str, object] = {"id": object_id, "speckle_type": "Base", "v": variant}
+    if closure:
+        doc["__closure"] = closure
+    return json.dumps(doc).encode()
+
+
+def _random_plan(
+    rng: random.Random, ops: int
+) -> list[tuple[str, str, list[list[tuple[str, int]]], int]]:
+    """One writer's operations: (put or many, project, batches of (id, variant), the index
+    of the batch made bad, or -1). Project q only gets versions 0 and 1, whose bytes p has
+    too."""
+    plan = []
+    for _ in range(ops):
+        project = rng.choice("pq")
+        top = 3 if project == "p" else 1
+        count = 1 if rng.random() < 0.5 else rng.randint(2, 4)
+        batches = [
+            [(rng.choice(_POOL), rng.randint(0, top)) for _ in range(rng.randint(1, 40))]
+            for _ in range(count)
+        ]
+        bad = rng.randrange(count) if rng.random() < 0.2 else -1
+        plan.append(("put" if count == 1 else "many", project, batches, bad))
+    return plan
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_concurrent_writes_match_a_model(store, seed):
+    """Threads putting random batches at once (put and put_many; repeated, conflicting and
+    shared bytes; closures; now and then a bad batch): each id ends with the bytes of one
+    accepted write, the counts add up id by id, a rejected batch stores nothing, and the
+    shared-bytes bookkeeping survives a delete and a compaction."""
+    rng = random.Random(seed)
+    plans = [_random_plan(rng, 25) for _ in range(4)]
+    accepted: list[tuple[str, str, int]] = []  # (project, id, variant) of every accepted write
+    results: list[object] = []
+
+    def encoded(batch: list[tuple[str, int]], bad: bool) -> bytes:
+        bodies = [_variant_body(i, v) for i, v in batch]
+        if bad:
+            bodies.insert(len(bodies) // 2, b'{"id": "o1", "v": }')
+        return arr(*bodies)
+
+    def writer(plan: list[tuple[str, str, list[list[tuple[str, int]]], int]]) -> None:
+        for kind, project, batches, bad in plan:
+            bodies = [encoded(b, n == bad) for n, b in enumerate(batches)]
+            if kind == "put":
+                try:
+                    results.append(store.put(project, bodies[0]))
+                except errors.InvalidObject:
+                    assert bad == 0
+                else:
+                    accepted.extend((project, i, v) for i, v in batches[0])
+                continue
+            done = 0
+            try:
+                for result in store.iter_put(project, bodies):
+                    results.append(result)
+                    accepted.extend((project, i, v) for i, v in batches[done])
+                    done += 1
+            except errors.InvalidObject:
+                assert done == bad
+            else:
+                assert bad == -1
+
+    assert not run_threads(writer, [(plan,) for plan in plans])
+    written: dict[tuple[str, str], list[int]] = {}
+    for project, object_id, variant in accepted:
+        written.setdefault((project, object_id), []).append(variant)
+    duplicates = conflicts = 0
+    for project in "pq":
+        stored = dict(store.get_many(project, _POOL))
+        assert set(stored) == {i for (p, i) in written if p == project}
+        for object_id, data in stored.items():
+            variants = written[project, object_id]
+            final = json.loads(data)["v"]
+            assert data == _variant_body(object_id, final) and final in variants
+            assert store.closure(project, object_id) == json.loads(data).get("__closure", {})
+            duplicates += variants.count(final) - 1
+            conflicts += len(variants) - variants.count(final)
+    totals = [sum(getattr(r, f) for r in results) for f in ("stored", "duplicates", "conflicts")]
+    assert totals == [len(written), duplicates, conflicts]
+    assert store.verify().ok
+    kept = dict(store.get_many("p", _POOL))
+    store.delete_project("q")
+    store.compact(min_dead=0.01)
+    assert dict(store.get_many("p", _POOL)) == kept
     assert store.verify().ok
 
 
