@@ -925,7 +925,12 @@ class LMDBBackend(Backend):
         return done[0][0]
 
     def _log_commit(self, done: tuple[list[PutResult], int, list[bytes]]) -> None:
-        self._commits.append(done[1:])
+        """Remember which byte strings a commit changed, for :meth:`_touched_since`. Only a
+        commit that put index rows is remembered: LMDB gives a transaction that changed
+        nothing no id of its own, so the next commit, maybe another process's, takes the
+        same one; trusting the log for it would skip rows that process changed."""
+        if done[2]:
+            self._commits.append(done[1:])
 
     def _apply_group(
         self, group: list[_Queued], txn: Any, optimistic: bool = True

@@ -680,6 +680,32 @@ def test_a_delete_between_phases_makes_the_write_read_its_rows_again(tmp_path, m
         assert (_entries(backend, "packs"), _entries(backend, "index")) == (0, 0)
 
 
+def test_a_commit_that_changed_nothing_does_not_hide_another_process_commit(tmp_path, monkeypatch):
+    """LMDB gives a write that changed nothing no transaction id of its own: the next commit,
+    here another process's, takes the one it had. A write whose read phase came before both
+    must still read the rows that process changed (it once trusted the log, and the shared
+    byte string's refcount came out one short: a delete would then free bytes in use)."""
+    x = b'{"id":"x","v":1}'
+    path = tmp_path / "s"
+    other = f"import objstore; objstore.open({str(path)!r}).put('r', [{x!r}])"
+
+    def meanwhile() -> None:
+        assert store.put("p", [x]).duplicates == 1  # changes nothing
+        subprocess.run([sys.executable, "-c", other], check=True, timeout=60)
+
+    with objstore.open(path) as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("p", [x])
+        _between_phases(monkeypatch, backend, meanwhile)
+        assert store.put("q", [x]).stored == 1
+        assert store.verify().ok
+        for project in ("p", "r"):
+            store.delete_project(project)
+        assert store.get("q", "x") == x
+        assert store.verify().ok
+
+
 def test_pipelined_batches_sharing_bytes_count_every_reference(tmp_path, monkeypatch):
     """put_many reads batch N+2's stored rows before N and N+1 commit: rows those commits
     changed are read again, the rest trusted, and every refcount comes out exact."""
