@@ -214,6 +214,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with _open(args) as store:
+        if args.repair:
+            print(f"repaired {store.recount():,} reference counts")
         report = store.verify()
     print(f"checked {report.blobs_checked:,} blobs, {report.objects_checked:,} objects")
     for problem in report.problems:
@@ -445,7 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--project", default="demo")
     add("stats", cmd_stats, "print store statistics")
-    add("verify", cmd_verify, "re-check every checksum and reference")
+    verify = add("verify", cmd_verify, "re-check every checksum and reference")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="first set every reference count from the objects that use it",
+    )
     compact = add(
         "compact",
         cmd_compact,

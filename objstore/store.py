@@ -197,6 +197,10 @@ class Store:
     def verify(self) -> VerifyReport:
         return self.backend.verify()
 
+    def recount(self) -> int:
+        """Repair the reference counts :meth:`verify` reports wrong (see Backend.recount)."""
+        return self.backend.recount()
+
     def close(self) -> None:
         self.backend.close()
 

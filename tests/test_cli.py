@@ -90,6 +90,32 @@ def test_compact_reports_what_it_freed(tmp_path, capsys):
     assert run(capsys, "verify", "--data", str(data))[0] == 0
 
 
+def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
+    import objstore
+    from objstore.codec import digest_of
+    from objstore.engine.lmdb import _REF
+
+    data = tmp_path / "d"
+    shared = json.dumps({"id": "shared", "v": 1}).encode()
+    with objstore.open(data / "objects") as store:
+        store.put("a", [shared])
+        store.put("b", [shared])
+        backend = store.backend
+        with backend._read() as txn:  # type: ignore[attr-defined]
+            row = txn.get(digest_of(shared), db=backend._index)  # type: ignore[attr-defined]
+        head = _REF.pack(1, _REF.unpack_from(row)[1]) + row[_REF.size :]
+        backend._raw_put("index", digest_of(shared), head)  # type: ignore[attr-defined]
+    code, out, _ = run(capsys, "verify", "--data", str(data))
+    assert code == 1 and "refcount 1 but 2 objects" in out
+    code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))
+    assert (
+        code == 0 and out.startswith("repaired 1 reference counts") and out.strip().endswith("ok")
+    )
+    with objstore.open(data / "objects") as store:
+        store.delete_project("a")
+        assert store.get("b", "shared") == shared
+
+
 def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
     for name in list(sys.modules):
         if name == "httpx" or name.startswith(("httpx.", "objstore.client")):

@@ -149,5 +149,11 @@ class Backend(abc.ABC):
     def verify(self) -> VerifyReport:
         """Re-check every checksum and every reference; report, never raise, on damage."""
 
+    def recount(self) -> int:
+        """Set every byte string's reference count from the objects that use it, freeing
+        unused ones; return how many were wrong. A backend that keeps no stored counts
+        (the memory one) has none to repair."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the backend is unusable afterwards."""

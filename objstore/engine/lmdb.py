@@ -1164,39 +1164,71 @@ class LMDBBackend(Backend):
                     rows += 1
                     if not cur.delete():
                         break
-            raw_removed = stored_removed = 0
-            emptied: dict[bytes, int] = {}  # pack key -> entries that died in it
-            for digest in sorted(removed):
-                row = txn.get(digest, db=self._index)
-                if row is None:
-                    continue
-                count, raw_len = _REF.unpack_from(row)
-                if count > removed[digest]:
-                    head = _REF.pack(count - removed[digest], raw_len)
-                    txn.put(digest, head + row[_REF.size :], db=self._index)
-                    continue
-                raw_removed += raw_len
-                txn.delete(digest, db=self._index)
-                txn.delete(row[_REF.size : _REF.size + _PLACE], db=self._closures)
-                pack_key = row[_REF.size : _REF.size + 8]
-                emptied[pack_key] = emptied.get(pack_key, 0) + 1
-            for pack_key, dead in sorted(emptied.items()):
-                live_row = txn.get(pack_key, db=self._packrefs)
-                live = (_U32.unpack(live_row)[0] if live_row else 0) - dead
-                if live > 0:
-                    txn.put(pack_key, _U32.pack(live), db=self._packrefs)
-                    continue
-                pack = txn.get(pack_key, db=self._packs)
-                stored_removed += len(pack) if pack else 0
-                txn.delete(pack_key, db=self._packs)
-                txn.delete(pack_key, db=self._packrefs)
+            self._release(txn, removed)
             txn.delete(project.encode(), db=self._projects)
-            self._add_counter(txn, _META_RAW, -raw_removed)
-            self._add_counter(txn, _META_STORED, -stored_removed)
             return rows
 
         removed_rows: int = self._write_retrying(drop)
         return removed_rows
+
+    def _release(self, txn: Any, removed: dict[bytes, int]) -> None:
+        """Drop ``removed[d]`` references to each byte string ``d``, freeing those left with
+        none (their closure rows, and their packs once no live frame is left in them)."""
+        raw_removed = stored_removed = 0
+        emptied: dict[bytes, int] = {}  # pack key -> entries that died in it
+        for digest in sorted(removed):
+            row = txn.get(digest, db=self._index)
+            if row is None:
+                continue
+            count, raw_len = _REF.unpack_from(row)
+            if count > removed[digest]:
+                head = _REF.pack(count - removed[digest], raw_len)
+                txn.put(digest, head + row[_REF.size :], db=self._index)
+                continue
+            raw_removed += raw_len
+            txn.delete(digest, db=self._index)
+            txn.delete(row[_REF.size : _REF.size + _PLACE], db=self._closures)
+            pack_key = row[_REF.size : _REF.size + 8]
+            emptied[pack_key] = emptied.get(pack_key, 0) + 1
+        for pack_key, dead in sorted(emptied.items()):
+            live_row = txn.get(pack_key, db=self._packrefs)
+            live = (_U32.unpack(live_row)[0] if live_row else 0) - dead
+            if live > 0:
+                txn.put(pack_key, _U32.pack(live), db=self._packrefs)
+                continue
+            pack = txn.get(pack_key, db=self._packs)
+            stored_removed += len(pack) if pack else 0
+            txn.delete(pack_key, db=self._packs)
+            txn.delete(pack_key, db=self._packrefs)
+        self._add_counter(txn, _META_RAW, -raw_removed)
+        self._add_counter(txn, _META_STORED, -stored_removed)
+
+    def recount(self) -> int:
+        """Set each stored byte string's reference count to the number of objects that use
+        it, freeing those no object uses; return how many counts were wrong. One write
+        transaction over every object row: writers wait while it runs."""
+
+        def run(txn: Any) -> int:
+            referenced: dict[bytes, int] = {}
+            for row in txn.cursor(self._objects).iternext(keys=False, values=True):
+                digest = row[:_DIGEST]
+                referenced[digest] = referenced.get(digest, 0) + 1
+            wrong: list[tuple[bytes, bytes]] = []
+            unused: dict[bytes, int] = {}
+            for digest, row in txn.cursor(self._index):
+                count, raw_len = _REF.unpack_from(row)
+                uses = referenced.get(digest, 0)
+                if uses and uses != count:
+                    wrong.append((digest, _REF.pack(uses, raw_len) + row[_REF.size :]))
+                elif not uses:
+                    unused[digest] = count
+            for digest, value in wrong:
+                txn.put(digest, value, db=self._index)
+            self._release(txn, unused)
+            return len(wrong) + len(unused)
+
+        fixed: int = self._write_retrying(run)
+        return fixed
 
     def compact(self, min_dead: float = 0.25) -> CompactReport:
         """Rewrite every pack whose dead frames (left by :meth:`delete_project` when other

@@ -817,6 +817,35 @@ def test_verify_reports_a_wrong_pack_count(tmp_path):
         assert any("pack 1: counted 5 live entries, found 2" in p for p in report.problems)
 
 
+def test_recount_repairs_wrong_reference_counts_and_frees_unused_bytes(tmp_path):
+    a, b, c = b'{"id":"a","v":1}', b'{"id":"b","v":2}', b'{"id":"c","v":3}'
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [a, b, c])
+        store.put("q", [a])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        rows = {}
+        with backend._read() as txn:
+            for data in (a, b):
+                rows[data] = txn.get(digest_of(data), db=backend._index)
+        ref = lmdb_backend._REF
+        for data, wrong in ((a, 1), (b, 3)):  # a one short (what the bug left), b too many
+            _, raw_len = ref.unpack_from(rows[data])
+            head = ref.pack(wrong, raw_len) + rows[data][ref.size :]
+            backend._raw_put("index", digest_of(data), head)
+        with backend._write() as txn:  # c's only object row lost: its bytes are unused
+            assert txn.delete(b"\x00\x00\x00\x01c", db=backend._objects)
+        problems = store.verify().problems
+        assert len(problems) == 3 and any("refcount 1 but 2 objects" in p for p in problems)
+        assert store.recount() == 3
+        assert store.verify().ok
+        assert store.stats().blobs == 2
+        assert store.recount() == 0
+        store.delete_project("p")  # with a's count one short this freed bytes q still uses
+        assert store.get("q", "a") == a
+        assert store.verify().ok
+
+
 def test_readonly_open_reads_everything_and_refuses_writes(tmp_path):
     g = graphgen.generate(500, seed=4)
     with objstore.open(tmp_path / "s") as store:

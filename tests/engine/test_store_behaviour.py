@@ -296,6 +296,16 @@ def test_corruption_is_detected_not_returned(store):
     assert any(digest_of(A).hex() in p for p in report.problems)
 
 
+def test_recount_of_a_sound_store_changes_nothing(store):
+    store.put("p1", arr(A, B, ROOT))
+    store.put("p2", arr(A))
+    before = store.stats()
+    assert store.recount() == 0
+    assert store.stats() == before
+    assert dict(store.get_many("p1", ["a", "b", "root"])) == {"a": A, "b": B, "root": ROOT}
+    assert store.verify().ok
+
+
 def test_close_and_context_manager(backend_kind, tmp_path):
     with make_store(backend_kind, tmp_path) as s:
         s.put("p1", arr(A))
