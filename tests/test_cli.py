@@ -158,7 +158,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
     data = str(tmp_path)
-    run(capsys, "project", "create", "p", "--owner", "w", "--data", data)
+    for project in ("p", "q"):
+        run(capsys, "project", "create", project, "--owner", "w", "--data", data)
     token = run(capsys, "token", "create", "--user", "w", "--data", data)[1].strip()
     port = _free_port()
     proc = subprocess.Popen(
@@ -194,24 +195,27 @@ def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
         assert httpx.get(f"{url}/api/server-info").json()["limits"]["max_batch_bytes"] == 20 << 20
         failures: list[str] = []
 
+        def upload(c: httpx.Client, project: str, objects: list[str]) -> None:
+            body = gzip.compress(("[" + ",".join(objects) + "]").encode())
+            r = c.post(
+                f"{url}/objects/{project}",
+                headers=headers,
+                files={"b": ("b", body, "application/gzip")},
+            )
+            if r.status_code != 201:
+                failures.append(r.text)
+
         def send(worker: int) -> None:
             with httpx.Client(timeout=60) as c:
                 for batch in range(10):
-                    body = (
-                        "["
-                        + ",".join(
-                            json.dumps({"id": f"w{worker}-{batch}-{i}", "pad": "z" * 300})
-                            for i in range(200)
-                        )
-                        + "]"
-                    )
-                    r = c.post(
-                        f"{url}/objects/p",
-                        headers=headers,
-                        files={"b": ("b", gzip.compress(body.encode()), "application/gzip")},
-                    )
-                    if r.status_code != 201:
-                        failures.append(r.text)
+                    own = [
+                        json.dumps({"id": f"w{worker}-{batch}-{i}", "pad": "z" * 300})
+                        for i in range(200)
+                    ]
+                    # bytes every worker sends, to both projects: counted across processes
+                    shared = [json.dumps({"id": f"s{batch}-{i}", "v": i}) for i in range(50)]
+                    upload(c, "p", own + shared)
+                    upload(c, "q", shared)
 
         assert not run_threads(send, [(w,) for w in range(4)])
         assert not failures
@@ -219,12 +223,13 @@ def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
         with httpx.Client(timeout=60) as c:
             diff = c.post(f"{url}/api/diff/p", data={"objects": json.dumps(ids)}, headers=headers)
             assert all(diff.json().values()) and len(diff.json()) == 8000
+            ids += [f"s{b}-{i}" for b in range(10) for i in range(50)]
             lines = c.post(
                 f"{url}/api/getobjects/p",
                 data={"objects": json.dumps(ids)},
                 headers={**headers, "Accept": "text/plain"},
             ).text.splitlines()
-            assert len(lines) == 8000
+            assert len(lines) == 8500
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -232,6 +237,8 @@ def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert run(capsys, "verify", "--data", data)[0] == 0
+    assert run(capsys, "project", "delete", "q", "--data", data)[0] == 0
+    assert run(capsys, "verify", "--data", data)[0] == 0  # p's shared bytes all still there
 
 
 def test_worker_socket_is_tcp_so_asyncio_sets_nodelay():
