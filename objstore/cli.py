@@ -25,12 +25,22 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _store_dir(data: str) -> Path:
-    """Objects live in DATA/objects, auth state in DATA/auth."""
-    return Path(data) / "objects"
+    """Objects live in DATA/objects, auth state in DATA/auth; DATA may also be a store
+    itself (a client cache)."""
+    path = Path(data)
+    return path if (path / "data.mdb").exists() else path / "objects"
 
 
-def _open(args: argparse.Namespace) -> objstore.Store:
-    return objstore.open(_store_dir(args.data))
+def _open(args: argparse.Namespace, *, create: bool = False) -> objstore.Store:
+    """The store under --data; unless ``create``, one must be there already (a mistyped
+    path would otherwise get a new empty store, which verifies ok)."""
+    path = _store_dir(args.data)
+    if not create and not (path / "data.mdb").exists():
+        raise objstore.ObjstoreError(
+            f"no store in {args.data} (neither {args.data}/objects nor {args.data} holds a "
+            "data.mdb): check --data or OBJSTORE_DATA"
+        )
+    return objstore.open(path)
 
 
 def _auth(args: argparse.Namespace) -> AuthStore:
@@ -53,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ["OBJSTORE_DATA"] = str(args.data)
-    objstore.open(_store_dir(args.data)).close()  # create it (and fail early) in this process
+    # create it (and fail early) in this process; the server's store is always DATA/objects
+    objstore.open(Path(args.data) / "objects").close()
     _auth(args).close()
     config = uvicorn.Config(
         "objstore.server:create_app_from_env",
@@ -114,7 +125,7 @@ def cmd_project(args: argparse.Namespace) -> int:
                 print(f"{project.name}\tpublic={project.public}\tmembers={project.members}")
         elif args.action == "delete":
             existed = auth.delete_project(args.name)
-            with _open(args) as store:
+            with _open(args, create=True) as store:
                 removed = store.delete_project(args.name)
             if not existed and not removed:
                 print(f"no project {args.name!r}", file=sys.stderr)
@@ -174,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"generated {len(graph):,} objects, {graph.total_bytes / 1e6:.1f} MB, root {graph.root_id}"
     )
-    with _open(args) as store:
+    with _open(args, create=True) as store:
         start = time.perf_counter()
         stored = store.put_many(args.project, graphgen.batches(graph.objects)).stored
         took = time.perf_counter() - start

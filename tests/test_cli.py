@@ -116,6 +116,20 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
         assert store.get("b", "shared") == shared
 
 
+def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_path, capsys):
+    import objstore
+
+    for command in ("stats", "verify", "compact"):
+        code, _, err = run(capsys, command, "--data", str(tmp_path / "typo"))
+        assert code == 2 and err.startswith("objstore: no store in ") and "--data" in err
+    assert not (tmp_path / "typo").exists()  # nothing was created there
+    with objstore.open(tmp_path / "cache") as cache:  # a store dir itself, as a client cache
+        cache.put("p", [b'{"id":"a"}'])
+    code, out, _ = run(capsys, "verify", "--data", str(tmp_path / "cache"))
+    assert code == 0 and "1 objects" in out
+    assert not (tmp_path / "cache" / "objects").exists()
+
+
 def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
     for name in list(sys.modules):
         if name == "httpx" or name.startswith(("httpx.", "objstore.client")):
@@ -140,6 +154,9 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, capsys, monkeypatch):
         def fileno(self) -> int:
             return 99
 
+    import objstore
+
+    objstore.open(tmp_path / "objects").close()
     redirected: list[int] = []
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     monkeypatch.setattr(os, "open", lambda *a: 98)
