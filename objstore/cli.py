@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 import objstore
-from objstore import graphgen
+from objstore import errors, graphgen
 from objstore.auth import AuthStore
 
 DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
@@ -36,7 +36,7 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> objstore.Store:
     path would otherwise get a new empty store, which verifies ok)."""
     path = _store_dir(args.data)
     if not create and not (path / "data.mdb").exists():
-        raise objstore.ObjstoreError(
+        raise errors.StoreNotFound(
             f"no store in {args.data} (neither {args.data}/objects nor {args.data} holds a "
             "data.mdb): check --data or OBJSTORE_DATA"
         )

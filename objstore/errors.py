@@ -119,6 +119,10 @@ class StoreClosed(ObjstoreError):
     """The store was closed, or is used from a process it was not opened in."""
 
 
+class StoreNotFound(ObjstoreError):
+    """No store is where one was expected (a command that inspects or repairs one)."""
+
+
 class StoreReadOnly(ObjstoreError):
     """A write was attempted on a store opened with ``readonly=True``."""
 

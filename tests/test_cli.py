@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from objstore import cli
+from objstore import cli, errors
 
 from .conftest import run_threads
 
@@ -122,6 +122,8 @@ def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_pat
     for command in ("stats", "verify", "compact"):
         code, _, err = run(capsys, command, "--data", str(tmp_path / "typo"))
         assert code == 2 and err.startswith("objstore: no store in ") and "--data" in err
+    with pytest.raises(errors.StoreNotFound):
+        cli._open(cli.build_parser().parse_args(["stats", "--data", str(tmp_path / "x")]))
     assert not (tmp_path / "typo").exists()  # nothing was created there
     with objstore.open(tmp_path / "cache") as cache:  # a store dir itself, as a client cache
         cache.put("p", [b'{"id":"a"}'])
