@@ -403,14 +403,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not specs:
         print("objstore: give at least one --target (or --spawn)", file=sys.stderr)
         return 2
-    workloads = args.workloads.split(",") if args.workloads else bench.WORKLOADS
-    unknown = set(workloads) - set(bench.WORKLOADS)
-    if unknown:
-        print(
-            f"objstore: unknown workloads {sorted(unknown)}; choose from "
-            f"{', '.join(bench.WORKLOADS)}",
-            file=sys.stderr,
-        )
+    try:
+        chosen = args.workloads.split(",") if args.workloads else bench.WORKLOADS
+        workloads = bench.workloads_named(chosen)
+    except bench.TargetError as exc:
+        print(f"objstore: {exc}", file=sys.stderr)
         return 2
     with console.status("objstore bench") as status:
         runner = bench.Runner(

@@ -1,7 +1,7 @@
 """The benchmark harness behind ``objstore bench``: targets, drivers, runner, report."""
 
 from objstore.bench.report import chart, compare, markdown, print_table
-from objstore.bench.runner import PRESETS, WORKLOADS, GraphSource, Runner
+from objstore.bench.runner import PRESETS, WORKLOADS, GraphSource, Runner, workloads_named
 from objstore.bench.targets import TargetError, TargetSpec, parse_target
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "markdown",
     "parse_target",
     "print_table",
+    "workloads_named",
 ]

@@ -45,6 +45,26 @@ WORKLOADS = (
 PRESETS = {"small": 10_000, "medium": 100_000, "large": 1_000_000}
 
 
+def _squashed(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def workloads_named(names: Iterable[str]) -> list[str]:
+    """The workloads ``names`` mean, written as shown or in any case with dashes, underscores
+    or no spaces, or by a unique start ("cold-send", "resend", "single", "diff"); raises
+    TargetError naming those that match none or several."""
+    found: list[str] = []
+    for name in names:
+        key = _squashed(name)
+        matches = [w for w in WORKLOADS if _squashed(w) == key]
+        matches = matches or [w for w in WORKLOADS if key and _squashed(w).startswith(key)]
+        if len(matches) != 1:
+            problem = "matches several" if matches else "is unknown"
+            raise TargetError(f"workload {name!r} {problem}; choose from {', '.join(WORKLOADS)}")
+        found.append(matches[0])
+    return found
+
+
 @dataclass
 class GraphSource:
     """A preset size (generated, salted per run) or a user's dump file."""

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from objstore import cli
+from objstore import bench, cli
 from objstore.bench import GraphSource, Runner, TargetError, compare, parse_target
 from objstore.bench import runner as runner_module
 from objstore.bench.report import chart
@@ -169,3 +169,22 @@ def test_each_client_and_repeat_gets_a_fresh_spawned_server(monkeypatch):
     assert all(r["objects"] == doc["graph"]["objects"] for r in sends)
     assert len(started) == 4 and not live
     assert not any(server.data.exists() for server in started)
+
+
+def test_workloads_are_named_loosely_but_never_ambiguously():
+    assert bench.workloads_named(["cold-send", "RESEND", "single", "diff_100k", "get"]) == [
+        "cold send",
+        "re-send",
+        "single GET",
+        "diff 100k",
+        "getobjects",
+    ]
+    with pytest.raises(bench.TargetError, match="'upload' is unknown; choose from cold send"):
+        bench.workloads_named(["upload"])
+    with pytest.raises(bench.TargetError, match="'d' matches several"):
+        bench.workloads_named(["d"])  # download, diff 100k
+
+
+def test_cli_names_an_unknown_workload(capsys):
+    code = cli.main(["bench", "--target", "e=lmdb:/nonexistent", "--workloads", "cold,upload"])
+    assert code == 2 and "workload 'upload' is unknown" in capsys.readouterr().err
