@@ -232,6 +232,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print("ok" if report.ok else f"{len(report.problems)} problems")
+    if report.miscounted:
+        print(
+            f"{report.miscounted:,} reference counts are wrong: `objstore verify --repair` "
+            "sets them from the objects"
+        )
     return 0 if report.ok else 1
 
 

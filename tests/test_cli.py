@@ -106,7 +106,7 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
         head = _REF.pack(1, _REF.unpack_from(row)[1]) + row[_REF.size :]
         backend._raw_put("index", digest_of(shared), head)  # type: ignore[attr-defined]
     code, out, _ = run(capsys, "verify", "--data", str(data))
-    assert code == 1 and "refcount 1 but 2 objects" in out
+    assert code == 1 and "refcount 1 but 2 objects" in out and "verify --repair" in out
     code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))
     assert (
         code == 0 and out.startswith("repaired 1 reference counts") and out.strip().endswith("ok")

@@ -54,6 +54,7 @@ class VerifyReport:
     blobs_checked: int = 0
     objects_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    miscounted: int = 0  # byte strings whose reference count is wrong: recount() repairs them
 
     @property
     def ok(self) -> bool:

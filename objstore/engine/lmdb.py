@@ -1670,10 +1670,12 @@ class LMDBBackend(Backend):
             if digest not in refcounts:
                 report.problems.append(f"blob {digest.hex()}: missing, {count} objects use it")
             elif refcounts[digest] != count:
+                report.miscounted += 1
                 report.problems.append(
                     f"blob {digest.hex()}: refcount {refcounts[digest]} but {count} objects"
                 )
         for digest in refcounts.keys() - referenced.keys():
+            report.miscounted += 1
             report.problems.append(f"blob {digest.hex()}: stored but no object uses it")
         live: dict[bytes, int] = {}
         self._scan(self._packrefs, lambda k, v: live.__setitem__(k, _U32.unpack(v)[0]))

@@ -835,8 +835,9 @@ def test_recount_repairs_wrong_reference_counts_and_frees_unused_bytes(tmp_path)
             backend._raw_put("index", digest_of(data), head)
         with backend._write() as txn:  # c's only object row lost: its bytes are unused
             assert txn.delete(b"\x00\x00\x00\x01c", db=backend._objects)
-        problems = store.verify().problems
-        assert len(problems) == 3 and any("refcount 1 but 2 objects" in p for p in problems)
+        report = store.verify()
+        assert len(report.problems) == 3 and report.miscounted == 3
+        assert any("refcount 1 but 2 objects" in p for p in report.problems)
         assert store.recount() == 3
         assert store.verify().ok
         assert store.stats().blobs == 2
