@@ -19,6 +19,7 @@ from typing import TypeVar
 import objstore
 from objstore import codec, errors, graphgen
 from objstore.client.remote import Remote
+from objstore.limits import Limits
 
 WINDOW = 20_000  # objects diffed/uploaded per step: bounds memory on any graph size
 WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of them (or one object)
@@ -62,6 +63,18 @@ class ReceiveResult:
             f"{self.total:,} objects: {self.downloaded:,} downloaded, {self.from_cache:,} from "
             f"the cache{missing}"
         )
+
+
+def _admitting(cache: objstore.Store, remote: Remote) -> objstore.Store:
+    """``cache`` as a store that takes every object the server takes: a view on the same
+    backend with the server's object limit, when that is the larger, and a batch limit
+    raised only as far as one such object needs. A cache refusing objects the server holds
+    could never hold their graphs."""
+    mine, theirs = cache.limits, remote.limits
+    if theirs.max_object_bytes <= mine.max_object_bytes:
+        return cache
+    batch = max(mine.max_batch_bytes, theirs.max_object_bytes)
+    return objstore.Store(cache.backend, Limits(theirs.max_object_bytes, batch))
 
 
 def _cache_project(remote: Remote, cache_project: str | None) -> str:
@@ -110,7 +123,7 @@ def send(
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
     if cache is not None and not isinstance(source, str):
-        writer = _CacheWriter(cache, project)
+        writer = _CacheWriter(_admitting(cache, remote), project)
 
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
@@ -155,12 +168,14 @@ class _CacheWriter:
         self._tick = tick
         self._queue: queue.Queue[bytes | list[bytes] | None] = queue.Queue(maxsize=2)
         self._failure: list[BaseException] = []
+        self._ended = False  # the end marker was taken off the queue (on the writer thread)
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
 
     def _batches(self) -> Iterator[bytes | list[bytes]]:
         while (batch := self._queue.get()) is not None:
             yield batch
+        self._ended = True
 
     def _run(self) -> None:
         try:
@@ -169,8 +184,11 @@ class _CacheWriter:
                     self._tick(result.received)  # type: ignore[operator]
         except BaseException as exc:
             self._failure.append(exc)
-            for _ in self._batches():  # drop the rest: put() must not block on a full queue
-                pass
+            # drop the rest, so put() never blocks on a full queue; a failure in the last
+            # commit comes after the end marker, and waiting for another would hang close()
+            if not self._ended:
+                for _ in self._batches():
+                    pass
 
     def _check(self) -> None:
         if self._failure:
@@ -291,6 +309,7 @@ def receive(
                 tick(len(closure_ids) + 1)
             return ReceiveResult(root_id, len(closure_ids) + 1, len(closure_ids) + 1, 0, 0)
     root = remote.get(root_id)
+    cache = _admitting(cache, remote)
     if root is None:
         raise errors.RemoteNotFound(
             f"object {root_id!r} not found in project {remote.project!r} on {remote.url}",

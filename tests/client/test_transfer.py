@@ -12,7 +12,9 @@ import pytest
 import objstore
 from objstore import errors, graphgen
 from objstore.client import Remote, receive, send, transfer
+from objstore.limits import DEFAULT_MAX_OBJECT_BYTES
 
+from ..server.conftest import setup_auth, start_server
 from .conftest import Faults
 
 
@@ -193,7 +195,8 @@ def test_receive_writes_the_cache_in_batches_under_its_limit(server):
     g = graphgen.generate(2000, seed=32)
     with remote(server, "other") as r:
         send(g.objects, r)
-    cache = objstore.open_memory(objstore.Limits(max_object_bytes=1 << 20, max_batch_bytes=400_000))
+    limits = objstore.Limits(max_object_bytes=DEFAULT_MAX_OBJECT_BYTES, max_batch_bytes=400_000)
+    cache = objstore.open_memory(limits)
     ticks: list[int] = []
     with remote(server, "other") as r:
         got = receive(g.root_id, r, cache, progress=type("P", (), {"advance": ticks.append}))
@@ -262,12 +265,39 @@ def test_getobjects_retries_a_body_lost_midway(server, model):
     assert r.stats.retries == 1 and r.stats.requests["getobjects"] == 2
 
 
-def test_a_cache_that_refuses_a_batch_fails_the_send(server):
+def test_a_cache_that_refuses_a_batch_fails_the_send(server, tmp_path):
     g = graphgen.generate(300, seed=14)
-    # the server takes these objects; this cache's object limit does not
-    cache = objstore.open_memory(objstore.Limits(max_object_bytes=200, max_batch_bytes=1 << 20))
-    with remote(server, "other") as r, pytest.raises(errors.ObjectTooLarge):
+    objstore.open(tmp_path / "cache").close()
+    with (
+        objstore.open(tmp_path / "cache", readonly=True) as cache,
+        remote(server, "other") as r,
+        pytest.raises(errors.StoreReadOnly),
+    ):
         send(g.objects, r, cache)
+
+
+def test_a_cache_takes_every_object_the_server_takes(tmp_path):
+    """A server whose object limit is above the cache's: send and receive still go through
+    that cache (objects the server holds must fit in it), and its own limits stay as they
+    were."""
+    gen = start_server(tmp_path / "big", limits=objstore.Limits(3 << 20, 8 << 20))
+    run = next(gen)
+    setup_auth(run)
+    try:
+        big = json.dumps({"id": "big", "pad": "x" * (2 << 20)}).encode()
+        root = json.dumps({"id": "root", "__closure": {"big": 1}}).encode()
+        small = objstore.Limits(max_object_bytes=1 << 20, max_batch_bytes=1 << 20)
+        with objstore.open_memory(small) as cache, remote(run, "other") as r:
+            assert send([("big", big), ("root", root)], r, cache).uploaded == 2
+            assert cache.get("other", "big") == big
+        with objstore.open_memory(small) as cache, remote(run, "other") as r:
+            assert receive("root", r, cache).downloaded == 2
+            assert dict(cache.iter_with_children("other", "root")) == {"root": root, "big": big}
+            assert cache.limits == small
+            with pytest.raises(errors.LimitExceeded):
+                cache.put("mine", [big])  # outside a transfer the cache keeps its limits
+    finally:
+        gen.close()
 
 
 class _CutAfter(httpx.SyncByteStream):
