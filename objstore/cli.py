@@ -89,6 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_RESUMABLE = {"push", "pull", "cp"}
+
+
 def _tcp_socket(args: argparse.Namespace) -> socket.socket:
     """The shared listening socket for workers, created with proto=IPPROTO_TCP.
 
@@ -625,6 +628,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:  # Ctrl+C: requests in flight were let finish; no traceback
+        again = " (run it again: it moves only what is still missing)"
+        print(
+            f"objstore: interrupted{again if args.command in _RESUMABLE else ''}", file=sys.stderr
+        )
+        return 130
     except ModuleNotFoundError as exc:
         hint = _missing_extra(args.command, exc)
         if hint is None:

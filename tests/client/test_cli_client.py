@@ -67,6 +67,22 @@ def test_push_dump_and_cp_both_ways(server, tmp_path, capsys):
     assert code == 0 and f"{len(g):,} already on the server" in err
 
 
+def test_ctrl_c_ends_a_push_with_one_line_and_code_130(tmp_path, capsys, monkeypatch):
+    import objstore.client
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(objstore.client, "send", interrupted)
+    path = tmp_path / "d.json"
+    path.write_text('{"a": 1}')
+    argv = ["push", str(path), "--url", "http://127.0.0.1:9", "--project", "p"]
+    code, _, err = run(capsys, *argv, "--cache", str(tmp_path / "c"))
+    assert code == 130 and err == (
+        "objstore: interrupted (run it again: it moves only what is still missing)\n"
+    )
+
+
 def test_errors_are_one_line(server, tmp_path, capsys):
     path = tmp_path / "d.json"
     path.write_text('{"a": 1}')
