@@ -370,16 +370,23 @@ def cmd_cp(args: argparse.Namespace) -> int:
         print("objstore: cp needs one local store directory and one http(s) URL", file=sys.stderr)
         return 2
     url, local = (args.src, args.dst) if src_remote else (args.dst, args.src)
+    if not src_remote and not (Path(local) / "data.mdb").exists():
+        raise errors.StoreNotFound(f"no store in {local} (no {local}/data.mdb) to copy from")
+    project = args.local_project or args.project
     with (
         _remote(args, url) as remote,
         objstore.open(Path(local)) as store,
         _progress("cp", None) as tick,
     ):
         if src_remote:
-            got = receive(args.root, remote, store, progress=tick)
+            got = receive(args.root, remote, store, cache_project=project, progress=tick)
             print(got.summary(), file=sys.stderr)
         else:
-            sent = send(args.root, remote, store, progress=tick)
+            try:
+                sent = send(args.root, remote, store, cache_project=project, progress=tick)
+            except errors.ObjectNotFound as exc:
+                where = f"the local store {local} (--local-project names another)"
+                raise errors.ObjectNotFound(exc.project, exc.object_id, where) from None
             print(sent.summary(), file=sys.stderr)
     return 0
 
@@ -541,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("src")
     cp.add_argument("dst")
     cp.add_argument("--root", required=True, help="root object id")
+    cp.add_argument(
+        "--local-project", help="the graph's project in the local store (default: --project)"
+    )
     remote_flags(cp, url=False)
     cp.set_defaults(func=cmd_cp)
 

@@ -95,10 +95,11 @@ class InvalidProject(ObjstoreError):
 class ObjectNotFound(ObjstoreError, KeyError):
     """The object is not in the project."""
 
-    def __init__(self, project: str, object_id: str):
+    def __init__(self, project: str, object_id: str, where: str = ""):
         self.project = project
         self.object_id = object_id
-        super().__init__(f"object {object_id!r} not found in project {project!r}")
+        place = f" of {where}" if where else ""
+        super().__init__(f"object {object_id!r} not found in project {project!r}{place}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

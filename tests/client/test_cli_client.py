@@ -65,6 +65,17 @@ def test_push_dump_and_cp_both_ways(server, tmp_path, capsys):
         capsys, "cp", str(tmp_path / "local"), server.url, "--root", g.root_id, *common
     )
     assert code == 0 and f"{len(g):,} already on the server" in err
+    # into another project: the local store holds the graph under "other"
+    to_priv = ["cp", str(tmp_path / "local"), server.url, "--root", g.root_id]
+    to_priv += ["--token", server.tokens["alice"], "--project", "priv"]
+    code, _, err = run(capsys, *to_priv)
+    assert code == 2 and f"project 'priv' of the local store {tmp_path / 'local'}" in err
+    code, _, err = run(capsys, *to_priv, "--local-project", "other")
+    assert code == 0 and f"{len(g):,} objects" in err
+    assert server.store.count("priv") >= len(g)
+    code, _, err = run(capsys, "cp", str(tmp_path / "none"), server.url, "--root", "x", *common)
+    assert code == 2 and err.startswith("objstore: no store in ")
+    assert not (tmp_path / "none").exists()
 
 
 def test_ctrl_c_ends_a_push_with_one_line_and_code_130(tmp_path, capsys, monkeypatch):
