@@ -53,9 +53,15 @@ _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _duration(text: str) -> float:
     """'90s', '15m', '12h', '30d' or plain seconds."""
     unit = text[-1:].lower()
-    if unit in _DURATION:
-        return float(text[:-1]) * _DURATION[unit]
-    return float(text)
+    try:
+        seconds = float(text[:-1]) * _DURATION[unit] if unit in _DURATION else float(text)
+    except ValueError:
+        raise ValueError(
+            f"--expires takes a duration such as 90s, 15m, 12h, 30d or seconds, got {text!r}"
+        ) from None
+    if seconds <= 0:
+        raise ValueError(f"--expires must be more than 0, got {text!r}")
+    return seconds
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -55,6 +55,9 @@ def test_project_and_token_admin(tmp_path, capsys):
     assert secret[:10] in out and "live" in out and secret[10:] not in out
     code, _, err = run(capsys, "token", "create", "--scopes", "streams:admin", "--data", data)
     assert code == 2 and "unknown scope" in err
+    for bad in ("3x", "-1h", "0"):
+        code, _, err = run(capsys, "token", "create", f"--expires={bad}", "--data", data)
+        assert code == 2 and err.startswith("objstore: --expires ") and repr(bad) in err
     assert run(capsys, "token", "revoke", secret, "--data", data)[0] == 0
     assert run(capsys, "token", "revoke", secret, "--data", data)[0] == 1
     assert run(capsys, "project", "delete", "p1", "--data", data)[0] == 0
