@@ -120,6 +120,10 @@ class StoreClosed(ObjstoreError):
     """The store was closed, or is used from a process it was not opened in."""
 
 
+class StoreFull(ObjstoreError):
+    """The disk has no room for a write; nothing of it was stored and the store is intact."""
+
+
 class StoreNotFound(ObjstoreError):
     """No store is where one was expected (a command that inspects or repairs one)."""
 

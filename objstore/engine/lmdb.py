@@ -30,6 +30,7 @@ the write transaction where it can, so the lock is held only for the puts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import sys
@@ -80,6 +81,8 @@ GROUP_BYTES = 128 * 1024 * 1024
 _GROUP_AHEAD = 2  # batches a single writer stages for the one transaction after a commit
 STAGER_WAIT = 0.05  # seconds a commit waits at most for writers still staging a batch
 _MAX_KEY = 511
+RESERVE_MARGIN = 8 * 1024 * 1024  # bytes reserved past a write's estimate (freelist, meta)
+_ROW_ALLOWANCE = 256  # bytes of new B-tree pages a record's rows may add, on top of its data
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LOC = struct.Struct(">QII")  # pack number, offset, length
@@ -355,6 +358,17 @@ class _Queued:
         return self.result
 
 
+def _adds(group: Sequence[_Queued]) -> int:
+    """Bytes that committing ``group`` may add to the file, at most: all its data (raw, as
+    frames a dictionary was due for are compressed only then), its closures, and rows."""
+    return sum(
+        q.staged.bytes_received
+        + _ROW_ALLOWANCE * len(q.staged.records)
+        + sum(map(len, q.staged.closures.values()))
+        for q in group
+    )
+
+
 class _IdTaken(Exception):
     """An optimistic write found one of its ids stored: roll back and decide per record."""
 
@@ -428,6 +442,11 @@ class LMDBBackend(Backend):
         self._active = 0
         self._resizing = False
         self._codec = Codec(level=compression_level)
+        # with a writable map, disk blocks are reserved before each write (see _reserve)
+        self._data_fd: int | None = None
+        self._reserved_to = 0  # the file's bytes this process has seen allocated
+        if writemap and not readonly and hasattr(os, "posix_fallocate"):
+            self._data_fd = os.open(data_file, os.O_RDWR)
         self._dict_threshold = dictionary_threshold
         self._candidate: bytes | None = None  # see _candidate_dictionary
         self._training = threading.Lock()
@@ -574,18 +593,24 @@ class LMDBBackend(Backend):
         finally:
             self._leave()
 
-    def _write_retrying(self, fn: Any, committed: Callable[[Any], None] | None = None) -> Any:
+    def _write_retrying(
+        self, fn: Any, committed: Callable[[Any], None] | None = None, adds: int = 0
+    ) -> Any:
         """Run ``fn(txn)`` in a write transaction, growing the map and retrying when it is full;
-        ``committed`` gets its result once the commit is done, before another write begins."""
+        ``committed`` gets its result once the commit is done, before another write begins.
+        ``adds``: bytes of new data the write may put (see :meth:`_reserve`)."""
         with self._write_lock:
-            return self._write_loop(fn, committed)
+            return self._write_loop(fn, committed, adds)
 
-    def _write_loop(self, fn: Any, committed: Callable[[Any], None] | None = None) -> Any:
+    def _write_loop(
+        self, fn: Any, committed: Callable[[Any], None] | None = None, adds: int = 0
+    ) -> Any:
         """:meth:`_write_retrying` for a caller that holds the write lock."""
         while True:
             try:
                 started = time.perf_counter()
                 with self._write() as txn:
+                    self._reserve(txn, adds)
                     out = fn(txn)
                     applied = time.perf_counter()
                 self._apply_seconds = applied - started
@@ -599,6 +624,41 @@ class LMDBBackend(Backend):
             if committed is not None:
                 committed(out)
             return out
+
+    def _reserve(self, txn: Any, adds: int) -> None:
+        """Have the disk blocks under every page the write in ``txn`` may add allocated
+        before it adds them, or raise StoreFull with nothing written. With a writable map
+        LMDB writes new pages straight into the file's unallocated tail, and on a full disk
+        such a write kills the process (SIGBUS) instead of failing. A write may add its new
+        data (``adds``), a copy of each tree page it changes (at most all of them) and their
+        splits, hence the estimate; blocks already allocated cost nothing again."""
+        if self._data_fd is None:
+            return
+        info = self._env.info()
+        psize = self._env.stat()["psize"]
+        trees = (self._objects, self._index, self._closures, self._packrefs, self._projects)
+        tree_pages = sum(stat["branch_pages"] + stat["leaf_pages"] for stat in map(txn.stat, trees))
+        used = (info["last_pgno"] + 1) * psize
+        room = info["map_size"] - used  # past the map the write fails (MapFullError) instead
+        need = min(adds + tree_pages * psize + RESERVE_MARGIN, room)
+        if used + need <= self._reserved_to:
+            return
+        # ahead by an eighth of the store more, so that the file's allocation (and with it
+        # the metadata each sync must write) changes once in many commits, not every one
+        ahead = min(need + max(need, used // 8), room)
+        for length in (ahead, need):
+            try:
+                os.posix_fallocate(self._data_fd, used, length)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                continue
+            self._reserved_to = used + length
+            return
+        raise errors.StoreFull(
+            f"no space left for this write in {self.path}: it may need "
+            f"{need / 1e6:,.1f} MB past the {used / 1e6:,.1f} MB in use; nothing was stored"
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -902,7 +962,9 @@ class LMDBBackend(Backend):
         write that fails costs the others nothing and stores nothing itself."""
         if len(group) > 1:
             try:
-                results = self._write_loop(partial(self._apply_group, group), self._log_commit)
+                results = self._write_loop(
+                    partial(self._apply_group, group), self._log_commit, _adds(group)
+                )
             except Exception:  # rolled back: each alone below finds which one fails, and why
                 pass
             else:
@@ -918,10 +980,11 @@ class LMDBBackend(Backend):
     def _commit_alone(self, queued: _Queued) -> PutResult:
         done: tuple[list[PutResult], int, list[bytes]]
         try:
-            done = self._write_loop(partial(self._apply_group, [queued]), self._log_commit)
+            apply = partial(self._apply_group, [queued])
+            done = self._write_loop(apply, self._log_commit, _adds([queued]))
         except _IdTaken:  # rolled back: decide record by record
             apply = partial(self._apply_group, [queued], optimistic=False)
-            done = self._write_loop(apply, self._log_commit)
+            done = self._write_loop(apply, self._log_commit, _adds([queued]))
         return done[0][0]
 
     def _log_commit(self, done: tuple[list[PutResult], int, list[bytes]]) -> None:
@@ -1255,6 +1318,7 @@ class LMDBBackend(Backend):
             )
             if not sparse:
                 return CompactReport()
+            self._reserve(txn, sum(live[key] for key in sparse))  # the packs written anew
             wanted = set(sparse)
             entries: dict[bytes, list[tuple[int, int, bytes, bytes]]] = {k: [] for k in sparse}
             for digest, row in txn.cursor(self._index):
@@ -1772,3 +1836,5 @@ class LMDBBackend(Backend):
                 if self._helpers is not None:  # no helper may read the map once it is gone
                     self._helpers.shutdown(wait=True)
                 self._env.close()
+                if self._data_fd is not None:
+                    os.close(self._data_fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -764,6 +765,101 @@ def test_put_many_beside_another_writing_thread_keeps_counts_exact(tmp_path):
         store.delete_project("p")
         store.delete_project("r")
         assert _entries(store.backend, "packs") == 0  # type: ignore[arg-type]
+
+
+def _disk_full(monkeypatch, backend: LMDBBackend) -> list[tuple[int, int]]:
+    """Make every block reservation fail as on a full disk; return the ranges asked for."""
+    if backend._data_fd is None:
+        pytest.skip("reservations are made only with a writable map (Linux)")
+    asked: list[tuple[int, int]] = []
+
+    def full(fd: int, offset: int, length: int) -> None:
+        asked.append((offset, length))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    backend._reserved_to = 0  # forget what was reserved before
+    return asked
+
+
+def test_a_full_disk_refuses_the_write_and_keeps_the_store(tmp_path, monkeypatch):
+    """With a writable map, a write into blocks the disk cannot give kills the process
+    (SIGBUS); blocks are reserved first, and a disk that has none left refuses the write."""
+    a, b = b'{"id":"a","v":1}', b'{"id":"b","v":2}'
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("p", [a])
+        asked = _disk_full(monkeypatch, backend)
+        with pytest.raises(errors.StoreFull, match="no space left for this write"):
+            store.put("p", [b])
+        with pytest.raises(errors.StoreFull):
+            store.put_many("p", [[b], [b'{"id":"c"}']])
+        assert asked and all(length >= lmdb_backend.RESERVE_MARGIN for _, length in asked)
+        assert store.has("p", ["a", "b", "c"]) == {"a": True, "b": False, "c": False}
+        assert store.verify().ok
+        monkeypatch.undo()  # room again
+        assert store.put("p", [b]).stored == 1
+        assert store.get("p", "b") == b
+
+
+def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch):
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        if backend._data_fd is None:
+            pytest.skip("reservations are made only with a writable map (Linux)")
+        calls: list[int] = []
+        real = os.posix_fallocate
+        monkeypatch.setattr(
+            os, "posix_fallocate", lambda fd, off, n: (calls.append(n), real(fd, off, n))
+        )
+        for n in range(200):
+            store.put("p", [json.dumps({"id": f"o{n}", "pad": "x" * 500}).encode()])
+        assert 1 <= len(calls) <= 3
+
+
+_FILL_UNTIL_FULL = """
+import json, os, sys, objstore
+from objstore import errors
+store = objstore.open(sys.argv[1])
+stored = 0
+try:
+    for batch in range(10_000):
+        store.put("p", [json.dumps({"id": f"b{batch}-{i}", "pad": os.urandom(500).hex()}).encode()
+                        for i in range(200)])
+        stored += 200
+except errors.StoreFull:
+    print(stored)
+"""
+
+
+def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path):
+    """On a real 24 MB tmpfs (skipped where one cannot be mounted): the writer gets
+    StoreFull, not SIGBUS, and every batch it was told was stored reads back."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        path = str(mount / "s")
+        writer = subprocess.run(
+            [sys.executable, "-c", _FILL_UNTIL_FULL, path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert writer.returncode == 0, (writer.returncode, writer.stderr[-500:])  # -7: SIGBUS
+        stored = int(writer.stdout)
+        assert stored > 1000
+        with objstore.open(path, readonly=True) as store:
+            assert store.count("p") == stored
+            assert store.verify().ok
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_put_many_on_a_store_closed_midway_raises_and_keeps_what_committed(tmp_path):

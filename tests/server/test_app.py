@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
+import os
 import socket
 import threading
 import time
@@ -281,6 +283,24 @@ def test_rejected_upload_stores_nothing_not_even_earlier_parts(
             ).status_code
             == 404
         )
+
+
+def test_a_full_disk_is_507_and_stores_nothing(server, loaded, monkeypatch):
+    backend = server.store.backend
+    if getattr(backend, "_data_fd", None) is None:
+        pytest.skip("reservations are made only with a writable map (Linux)")
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr(backend, "_reserved_to", 0)
+    before = _count(server)
+    r = upload(server, "priv", [("b", array(objs("F", 3)), "application/json")])
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "STORE_FULL"
+    assert "no space left" in r.json()["error"]["message"]
+    assert _count(server) == before
 
 
 def test_gzip_bomb_is_refused_at_the_batch_limit(server, loaded):
