@@ -443,10 +443,9 @@ class LMDBBackend(Backend):
         self._resizing = False
         self._codec = Codec(level=compression_level)
         # with a writable map, disk blocks are reserved before each write (see _reserve)
-        self._data_fd: int | None = None
+        self._reserving = writemap and not readonly and hasattr(os, "posix_fallocate")
+        self._data_fd: int | None = None  # the data file, opened for the first reservation
         self._reserved_to = 0  # the file's bytes this process has seen allocated
-        if writemap and not readonly and hasattr(os, "posix_fallocate"):
-            self._data_fd = os.open(data_file, os.O_RDWR)
         self._dict_threshold = dictionary_threshold
         self._candidate: bytes | None = None  # see _candidate_dictionary
         self._training = threading.Lock()
@@ -632,8 +631,10 @@ class LMDBBackend(Backend):
         such a write kills the process (SIGBUS) instead of failing. A write may add its new
         data (``adds``), a copy of each tree page it changes (at most all of them) and their
         splits, hence the estimate; blocks already allocated cost nothing again."""
-        if self._data_fd is None:
+        if not self._reserving:
             return
+        if self._data_fd is None:
+            self._data_fd = os.open(self.path / "data.mdb", os.O_RDWR)
         info = self._env.info()
         psize = self._env.stat()["psize"]
         trees = (self._objects, self._index, self._closures, self._packrefs, self._projects)

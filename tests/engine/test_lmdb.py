@@ -769,7 +769,7 @@ def test_put_many_beside_another_writing_thread_keeps_counts_exact(tmp_path):
 
 def _disk_full(monkeypatch, backend: LMDBBackend) -> list[tuple[int, int]]:
     """Make every block reservation fail as on a full disk; return the ranges asked for."""
-    if backend._data_fd is None:
+    if not backend._reserving:
         pytest.skip("reservations are made only with a writable map (Linux)")
     asked: list[tuple[int, int]] = []
 
@@ -807,7 +807,7 @@ def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch)
     with objstore.open(tmp_path / "s") as store:
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        if backend._data_fd is None:
+        if not backend._reserving:
             pytest.skip("reservations are made only with a writable map (Linux)")
         calls: list[int] = []
         real = os.posix_fallocate
