@@ -811,9 +811,12 @@ def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch)
             pytest.skip("reservations are made only with a writable map (Linux)")
         calls: list[int] = []
         real = os.posix_fallocate
-        monkeypatch.setattr(
-            os, "posix_fallocate", lambda fd, off, n: (calls.append(n), real(fd, off, n))
-        )
+
+        def counted(fd: int, offset: int, length: int) -> None:
+            calls.append(length)
+            real(fd, offset, length)
+
+        monkeypatch.setattr(os, "posix_fallocate", counted)
         for n in range(200):
             store.put("p", [json.dumps({"id": f"o{n}", "pad": "x" * 500}).encode()])
         assert 1 <= len(calls) <= 3
