@@ -637,7 +637,10 @@ class LMDBBackend(Backend):
             self._data_fd = os.open(self.path / "data.mdb", os.O_RDWR)
         info = self._env.info()
         psize = self._env.stat()["psize"]
-        trees = (self._objects, self._index, self._closures, self._packrefs, self._projects)
+        trees = (
+            self._objects, self._index, self._closures, self._packs, self._packrefs,
+            self._projects, self._meta,
+        )  # fmt: skip
         tree_pages = sum(stat["branch_pages"] + stat["leaf_pages"] for stat in map(txn.stat, trees))
         used = (info["last_pgno"] + 1) * psize
         room = info["map_size"] - used  # past the map the write fails (MapFullError) instead
