@@ -27,6 +27,7 @@ from objstore.errors import (
     ObjectTooLarge,
     ObjstoreError,
     StoreClosed,
+    StoreFull,
 )
 from objstore.limits import Limits
 from objstore.store import ChildrenStream, Store, open, open_memory
@@ -74,6 +75,7 @@ __all__ = [
     "Stats",
     "Store",
     "StoreClosed",
+    "StoreFull",
     "VerifyReport",
     "__version__",
     "errors",

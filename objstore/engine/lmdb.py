@@ -592,19 +592,17 @@ class LMDBBackend(Backend):
         finally:
             self._leave()
 
-    def _write_retrying(
-        self, fn: Any, committed: Callable[[Any], None] | None = None, adds: int = 0
-    ) -> Any:
+    def _write_retrying(self, fn: Any, committed: Callable[[Any], None] | None = None) -> Any:
         """Run ``fn(txn)`` in a write transaction, growing the map and retrying when it is full;
-        ``committed`` gets its result once the commit is done, before another write begins.
-        ``adds``: bytes of new data the write may put (see :meth:`_reserve`)."""
+        ``committed`` gets its result once the commit is done, before another write begins."""
         with self._write_lock:
-            return self._write_loop(fn, committed, adds)
+            return self._write_loop(fn, committed)
 
     def _write_loop(
         self, fn: Any, committed: Callable[[Any], None] | None = None, adds: int = 0
     ) -> Any:
-        """:meth:`_write_retrying` for a caller that holds the write lock."""
+        """:meth:`_write_retrying` for a caller that holds the write lock; ``adds``: bytes of
+        new data the write may put (see :meth:`_reserve`)."""
         while True:
             try:
                 started = time.perf_counter()
