@@ -649,6 +649,10 @@ class LMDBBackend(Backend):
         # the metadata each sync must write) changes once in many commits, not every one
         ahead = min(need + max(need, used // 8), room)
         for length in (ahead, need):
+            # a reservation the disk cannot give is not tried: a failed one keeps what it
+            # got, and would leave the disk full for every other program too
+            if not self._disk_has(used + length):
+                continue
             try:
                 os.posix_fallocate(self._data_fd, used, length)
             except OSError as exc:
@@ -661,6 +665,15 @@ class LMDBBackend(Backend):
             f"no space left for this write in {self.path}: it may need "
             f"{need / 1e6:,.1f} MB past the {used / 1e6:,.1f} MB in use; nothing was stored"
         )
+
+    def _disk_has(self, end: int) -> bool:
+        """Whether the disk has the free blocks to allocate the data file up to ``end``
+        (what the file already holds, by this process's reservations or its size on disk,
+        counted as there)."""
+        assert self._data_fd is not None
+        held = max(self._reserved_to, os.fstat(self._data_fd).st_blocks * 512)
+        disk = os.statvfs(self.path)
+        return end - held <= disk.f_bavail * disk.f_frsize
 
     # -- helpers -------------------------------------------------------------------------------
 
