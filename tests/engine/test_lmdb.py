@@ -803,6 +803,24 @@ def test_a_full_disk_refuses_the_write_and_keeps_the_store(tmp_path, monkeypatch
         assert store.get("p", "b") == b
 
 
+def test_a_reservation_the_free_space_cannot_cover_is_not_tried(tmp_path, monkeypatch):
+    """A failed fallocate keeps the blocks it got (the disk is left full for everyone); a
+    disk reporting too little free space is refused before any is asked for."""
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("p", [b'{"id":"a"}'])
+        asked = _disk_full(monkeypatch, backend)
+        real = os.statvfs(tmp_path)
+        tiny = os.statvfs_result((*real[:4], 1, *real[5:]))  # one free block
+        monkeypatch.setattr(os, "statvfs", lambda path: tiny)
+        big = [json.dumps({"id": f"b{n}", "pad": "y" * 4000}).encode() for n in range(1000)]
+        with pytest.raises(errors.StoreFull):
+            store.put("p", big)  # more than the file holds already
+        assert asked == []
+        assert store.has("p", ["a", "b0"]) == {"a": True, "b0": False}
+
+
 def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch):
     with objstore.open(tmp_path / "s") as store:
         backend = store.backend
