@@ -83,6 +83,7 @@ STAGER_WAIT = 0.05  # seconds a commit waits at most for writers still staging a
 _MAX_KEY = 511
 RESERVE_MARGIN = 1024 * 1024  # bytes reserved past a write's estimate (the free-page list)
 _ROW_ALLOWANCE = 256  # bytes of new B-tree pages a record's rows may add, on top of its data
+_RESERVE_STEP = 2 * 1024 * 1024  # the least a reservation runs ahead of the write asking
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _LOC = struct.Struct(">QII")  # pack number, offset, length
@@ -359,14 +360,17 @@ class _Queued:
 
 
 def _adds(group: Sequence[_Queued]) -> int:
-    """Bytes that committing ``group`` may add to the file, at most: all its data (raw, as
-    frames a dictionary was due for are compressed only then), its closures, and rows."""
-    return sum(
-        q.staged.bytes_received
-        + _ROW_ALLOWANCE * len(q.staged.records)
-        + sum(map(len, q.staged.closures.values()))
-        for q in group
-    )
+    """Bytes that committing ``group`` may add to the file, at most: its new frames (raw
+    bytes for those not compressed yet, as when a dictionary was due), closures and rows."""
+    total = 0
+    for q in group:
+        staged = q.staged
+        unframed = [d for d in staged.fresh if d not in q.frames]
+        total += sum(map(len, q.frames.values()))
+        total += sum(len(staged.unique[d].data) for d in unframed)
+        total += sum(map(len, staged.closures.values()))
+        total += _ROW_ALLOWANCE * len(staged.records)
+    return total
 
 
 class _IdTaken(Exception):
@@ -645,9 +649,9 @@ class LMDBBackend(Backend):
         need = min(adds + tree_pages * psize + RESERVE_MARGIN, room)
         if used + need <= self._reserved_to:
             return
-        # ahead by an eighth of the store more, so that the file's allocation (and with it
-        # the metadata each sync must write) changes once in many commits, not every one
-        ahead = min(need + max(need, used // 8), room)
+        # ahead by an eighth of the store more (2 MB at least), so that the file's allocation
+        # (and with it the metadata each sync must write) changes once in many commits
+        ahead = min(need + max(need, _RESERVE_STEP, used // 8), room)
         for length in (ahead, need):
             # a reservation the disk cannot give is not tried: a failed one keeps what it
             # got, and would leave the disk full for every other program too

@@ -814,7 +814,9 @@ def test_a_reservation_the_free_space_cannot_cover_is_not_tried(tmp_path, monkey
         real = os.statvfs(tmp_path)
         tiny = os.statvfs_result((*real[:4], 1, *real[5:]))  # one free block
         monkeypatch.setattr(os, "statvfs", lambda path: tiny)
-        big = [json.dumps({"id": f"b{n}", "pad": "y" * 4000}).encode() for n in range(1000)]
+        big = [
+            json.dumps({"id": f"b{n}", "pad": os.urandom(2000).hex()}).encode() for n in range(2000)
+        ]
         with pytest.raises(errors.StoreFull):
             store.put("p", big)  # more than the file holds already
         assert asked == []
