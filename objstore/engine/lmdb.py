@@ -366,8 +366,8 @@ def _adds(group: Sequence[_Queued]) -> int:
     for q in group:
         staged = q.staged
         unframed = [d for d in staged.fresh if d not in q.frames]
-        total += sum(map(len, q.frames.values()))
-        total += sum(len(staged.unique[d].data) for d in unframed)
+        data = sum(map(len, q.frames.values())) + sum(len(staged.unique[d].data) for d in unframed)
+        total += data + data // 16  # a pack's last page is a part one: 4 KB per 64 KB at most
         total += sum(map(len, staged.closures.values()))
         total += _ROW_ALLOWANCE * len(staged.records)
     return total
