@@ -647,8 +647,8 @@ class LMDBBackend(Backend):
         used = (info["last_pgno"] + 1) * psize
         room = info["map_size"] - used  # past the map the write fails (MapFullError) instead
         need = min(adds + tree_pages * psize + RESERVE_MARGIN, room)
-        if used + need <= self._reserved_to:
-            return
+        if need <= 0 or used + need <= self._reserved_to:
+            return  # (a full map: the write fails with MapFullError and the map grows)
         # ahead by an eighth of the store more (2 MB at least), so that the file's allocation
         # (and with it the metadata each sync must write) changes once in many commits
         ahead = min(need + max(need, _RESERVE_STEP, used // 8), room)

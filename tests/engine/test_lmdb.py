@@ -823,6 +823,32 @@ def test_a_reservation_the_free_space_cannot_cover_is_not_tried(tmp_path, monkey
         assert store.has("p", ["a", "b0"]) == {"a": True, "b0": False}
 
 
+def test_a_full_map_leaves_the_write_to_grow_it_not_to_reserve(tmp_path, monkeypatch):
+    """With no room left in the map there is nothing to reserve (a zero-length fallocate is
+    EINVAL): the write goes on, meets MapFullError and grows the map, as it always did."""
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        if not backend._reserving:
+            pytest.skip("reservations are made only with a writable map (Linux)")
+        env = backend._env
+
+        class FullMap:
+            def __getattr__(self, name: str) -> object:
+                return getattr(env, name)
+
+            def info(self) -> dict[str, int]:
+                info: dict[str, int] = dict(env.info())
+                info["last_pgno"] = info["map_size"] // env.stat()["psize"] - 1
+                return info
+
+        monkeypatch.setattr(backend, "_env", FullMap())
+        backend._reserved_to = 0
+        assert store.put("p", [b'{"id":"a"}']).stored == 1
+        monkeypatch.undo()
+        assert store.get("p", "a") == b'{"id":"a"}'
+
+
 def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch):
     with objstore.open(tmp_path / "s") as store:
         backend = store.backend
