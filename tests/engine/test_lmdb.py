@@ -838,7 +838,7 @@ def test_a_full_map_leaves_the_write_to_grow_it_not_to_reserve(tmp_path, monkeyp
                 return getattr(env, name)
 
             def info(self) -> dict[str, int]:
-                info: dict[str, int] = dict(env.info())
+                info = {key: int(value) for key, value in env.info().items()}
                 info["last_pgno"] = info["map_size"] // env.stat()["psize"] - 1
                 return info
 
