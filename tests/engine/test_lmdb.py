@@ -837,10 +837,9 @@ def test_a_full_map_leaves_the_write_to_grow_it_not_to_reserve(tmp_path, monkeyp
             def __getattr__(self, name: str) -> object:
                 return getattr(env, name)
 
-            def info(self) -> dict[str, int]:
-                info = {key: int(value) for key, value in env.info().items()}
-                info["last_pgno"] = info["map_size"] // env.stat()["psize"] - 1
-                return info
+            def info(self) -> dict[str, int]:  # the fields _reserve reads: no page left
+                map_size = env.info()["map_size"]
+                return {"map_size": map_size, "last_pgno": map_size // env.stat()["psize"] - 1}
 
         monkeypatch.setattr(backend, "_env", FullMap())
         backend._reserved_to = 0
