@@ -450,6 +450,7 @@ class LMDBBackend(Backend):
         self._reserving = writemap and not readonly and hasattr(os, "posix_fallocate")
         self._data_fd: int | None = None  # the data file, opened for the first reservation
         self._reserved_to = 0  # the file's bytes this process has seen allocated
+        self._psize: int = self._env.stat()["psize"]
         self._dict_threshold = dictionary_threshold
         self._candidate: bytes | None = None  # see _candidate_dictionary
         self._training = threading.Lock()
@@ -638,7 +639,7 @@ class LMDBBackend(Backend):
         if self._data_fd is None:
             self._data_fd = os.open(self.path / "data.mdb", os.O_RDWR)
         info = self._env.info()
-        psize = self._env.stat()["psize"]
+        psize = self._psize
         trees = (
             self._objects, self._index, self._closures, self._packs, self._packrefs,
             self._projects, self._meta,
