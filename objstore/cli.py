@@ -24,18 +24,22 @@ DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _holds_store(path: Path) -> bool:
+    return (path / "data.mdb").exists()
+
+
 def _store_dir(data: str) -> Path:
     """Objects live in DATA/objects, auth state in DATA/auth; DATA may also be a store
     itself (a client cache)."""
     path = Path(data)
-    return path if (path / "data.mdb").exists() else path / "objects"
+    return path if _holds_store(path) else path / "objects"
 
 
 def _open(args: argparse.Namespace, *, create: bool = False) -> objstore.Store:
     """The store under --data; unless ``create``, one must be there already (a mistyped
     path would otherwise get a new empty store, which verifies ok)."""
     path = _store_dir(args.data)
-    if not create and not (path / "data.mdb").exists():
+    if not create and not _holds_store(path):
         raise errors.StoreNotFound(
             f"no store in {args.data} (neither {args.data}/objects nor {args.data} holds a "
             "data.mdb): check --data or OBJSTORE_DATA"
@@ -93,9 +97,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-_RESUMABLE = {"push", "pull", "cp"}
 
 
 def _tcp_socket(args: argparse.Namespace) -> socket.socket:
@@ -376,7 +377,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
         print("objstore: cp needs one local store directory and one http(s) URL", file=sys.stderr)
         return 2
     url, local = (args.src, args.dst) if src_remote else (args.dst, args.src)
-    if not src_remote and not (Path(local) / "data.mdb").exists():
+    if not src_remote and not _holds_store(Path(local)):
         raise errors.StoreNotFound(f"no store in {local} (no {local}/data.mdb) to copy from")
     project = args.local_project or args.project
     with (
@@ -628,6 +629,9 @@ def _missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
         f"objstore {command} needs {module}, from the {extra!r} extra: "
         f"pip install 'objstore[{extra}]'"
     )
+
+
+_RESUMABLE = {"push", "pull", "cp"}  # commands a rerun continues (see main's Ctrl+C)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
