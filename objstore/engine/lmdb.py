@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import struct
 import sys
 import threading
@@ -623,6 +624,13 @@ class LMDBBackend(Backend):
             except lmdb.MapResizedError:
                 self._resize(0)
                 continue
+            except lmdb.Error as exc:
+                if type(exc) is lmdb.Error and self._disk_short(adds):
+                    raise errors.StoreFull(
+                        f"no space left for this write in {self.path}: the disk has "
+                        f"{self._disk_free() / 1e6:,.1f} MB free; nothing was stored ({exc})"
+                    ) from exc
+                raise
             if committed is not None:
                 committed(out)
             return out
@@ -639,15 +647,9 @@ class LMDBBackend(Backend):
         if self._data_fd is None:
             self._data_fd = os.open(self.path / "data.mdb", os.O_RDWR)
         info = self._env.info()
-        psize = self._psize
-        trees = (
-            self._objects, self._index, self._closures, self._packs, self._packrefs,
-            self._projects, self._meta,
-        )  # fmt: skip
-        tree_pages = sum(stat["branch_pages"] + stat["leaf_pages"] for stat in map(txn.stat, trees))
-        used = (info["last_pgno"] + 1) * psize
+        used = (info["last_pgno"] + 1) * self._psize
         room = info["map_size"] - used  # past the map the write fails (MapFullError) instead
-        need = min(adds + tree_pages * psize + RESERVE_MARGIN, room)
+        need = min(self._need(txn, adds), room)
         if need <= 0 or used + need <= self._reserved_to:
             return  # (a full map: the write fails with MapFullError and the map grows)
         # ahead by an eighth of the store more (2 MB at least), so that the file's allocation
@@ -670,6 +672,34 @@ class LMDBBackend(Backend):
             f"no space left for this write in {self.path}: it may need "
             f"{need / 1e6:,.1f} MB past the {used / 1e6:,.1f} MB in use; nothing was stored"
         )
+
+    def _need(self, txn: Any, adds: int) -> int:
+        """The most new file space a write of ``adds`` new bytes in ``txn`` may take."""
+        trees = (
+            self._objects, self._index, self._closures, self._packs, self._packrefs,
+            self._projects, self._meta,
+        )  # fmt: skip
+        tree_pages: int = sum(
+            stat["branch_pages"] + stat["leaf_pages"] for stat in map(txn.stat, trees)
+        )
+        return adds + tree_pages * self._psize + RESERVE_MARGIN
+
+    def _disk_free(self) -> int:
+        try:
+            return shutil.disk_usage(self.path).free
+        except OSError:
+            return -1
+
+    def _disk_short(self, adds: int) -> bool:
+        """Whether the disk has less room than a write of ``adds`` new bytes may need: how a
+        write that failed without a reservation (no writable map: LMDB's ``pwrite`` of its
+        pages fails on a full disk, with ENOSPC or, cut short, EIO) is told from another
+        I/O error. LMDB aborts such a write whole; the store stays as it was."""
+        free = self._disk_free()
+        if free < 0:
+            return False
+        with self._read() as txn:
+            return free < self._need(txn, adds)
 
     def _disk_has(self, end: int) -> bool:
         """Whether the disk has the free blocks to allocate the data file up to ``end``

@@ -7,11 +7,14 @@ import errno
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
 import tracemalloc
+from typing import Any
 
+import lmdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -823,6 +826,70 @@ def test_a_reservation_the_free_space_cannot_cover_is_not_tried(tmp_path, monkey
         assert store.has("p", ["a", "b0"]) == {"a": True, "b0": False}
 
 
+class _FailingCommits:
+    """An LMDB environment whose write transactions fail to commit as ``pwrite`` on a full
+    disk makes them fail (no writable map): aborted, with a plain lmdb.Error."""
+
+    def __init__(self, env: Any, message: str) -> None:
+        self._env, self._message = env, message
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._env, name)
+
+    def begin(self, write: bool = False, **kwargs: Any) -> Any:
+        txn = self._env.begin(write=write, **kwargs)
+        return _FailingCommit(txn, self._message) if write else txn
+
+
+class _FailingCommit:
+    def __init__(self, txn: Any, message: str) -> None:
+        self._txn, self._message = txn, message
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._txn, name)
+
+    def commit(self) -> None:
+        self._txn.abort()
+        raise lmdb.Error(self._message)
+
+
+@pytest.mark.parametrize("error", ["Input/output error", "No space left on device"])
+def test_without_a_writable_map_a_full_disk_is_store_full(tmp_path, monkeypatch, error):
+    """Off Linux (no writable map) LMDB writes pages with pwrite, which on a full disk fails
+    (ENOSPC, or EIO when cut short) and the commit is aborted: that is StoreFull, naming the
+    free space, and the store keeps what it had."""
+    backend = LMDBBackend(tmp_path / "s", writemap=False)
+    store = objstore.Store(backend)
+    store.put("p", [b'{"id":"a"}'])
+    env = backend._env
+    monkeypatch.setattr(backend, "_env", _FailingCommits(env, f"mdb_txn_commit: {error}"))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=4096))
+    with pytest.raises(errors.StoreFull, match=r"disk has 0\.0 MB free; nothing was stored") as e:
+        store.put("p", [b'{"id":"b","v":1}'])
+    assert isinstance(e.value.__cause__, lmdb.Error)
+    monkeypatch.undo()
+    assert store.has("p", ["a", "b"]) == {"a": True, "b": False}
+    assert store.verify().ok
+    assert store.put("p", [b'{"id":"b","v":1}']).stored == 1
+    store.close()
+
+
+def test_an_io_error_with_room_on_the_disk_stays_an_io_error(tmp_path, monkeypatch):
+    backend = LMDBBackend(tmp_path / "s", writemap=False)
+    store = objstore.Store(backend)
+    monkeypatch.setattr(
+        backend, "_env", _FailingCommits(backend._env, "mdb_txn_commit: Input/output error")
+    )
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10**12))
+    with pytest.raises(lmdb.Error, match="Input/output error") as e:
+        store.put("p", [b'{"id":"a"}'])
+    assert not isinstance(e.value, errors.StoreFull)
+    monkeypatch.undo()
+    store.close()
+
+
 def test_a_full_map_leaves_the_write_to_grow_it_not_to_reserve(tmp_path, monkeypatch):
     """With no room left in the map there is nothing to reserve (a zero-length fallocate is
     EINVAL): the write goes on, meets MapFullError and grows the map, as it always did."""
@@ -870,7 +937,7 @@ def test_reservations_are_made_ahead_not_for_every_commit(tmp_path, monkeypatch)
 _FILL_UNTIL_FULL = """
 import json, os, sys, objstore
 from objstore import errors
-store = objstore.open(sys.argv[1])
+store = objstore.open(sys.argv[1], writemap=sys.argv[2] == "writemap")
 stored = 0
 try:
     for batch in range(10_000):
@@ -882,9 +949,11 @@ except errors.StoreFull:
 """
 
 
-def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path):
+@pytest.mark.parametrize("mode", ["writemap", "pwrite"])
+def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path, mode):
     """On a real 24 MB tmpfs (skipped where one cannot be mounted): the writer gets
-    StoreFull, not SIGBUS, and every batch it was told was stored reads back."""
+    StoreFull (not SIGBUS with a writable map, not a bare lmdb.Error without), and every
+    batch it was told was stored reads back."""
     mount = tmp_path / "small"
     mount.mkdir()
     made = subprocess.run(
@@ -895,7 +964,7 @@ def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path):
     try:
         path = str(mount / "s")
         writer = subprocess.run(
-            [sys.executable, "-c", _FILL_UNTIL_FULL, path],
+            [sys.executable, "-c", _FILL_UNTIL_FULL, path, mode],
             capture_output=True,
             text=True,
             timeout=120,
