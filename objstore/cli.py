@@ -47,8 +47,36 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> objstore.Store:
     return objstore.open(path)
 
 
+def _is_cache(args: argparse.Namespace) -> bool:
+    """Whether --data is a store itself (a client cache): projects, but no users or tokens."""
+    return _holds_store(Path(args.data))
+
+
 def _auth(args: argparse.Namespace) -> AuthStore:
+    if _is_cache(args):  # an auth store made there would only litter the cache
+        raise ValueError(
+            f"{args.data} is a client cache (a store with no users or tokens; send and receive "
+            f"make its projects): {args.command} {args.action} needs a server's data dir"
+        )
     return AuthStore(Path(args.data) / "auth")
+
+
+def _cache_project(args: argparse.Namespace) -> int:
+    """``project list|delete`` on a client cache: its store's projects, no auth (``create``
+    and ``member`` are refused, naming why)."""
+    if args.action not in ("list", "delete"):
+        _auth(args).close()  # raises
+    with _open(args) as store:
+        if args.action == "list":
+            for project in store.projects():
+                print(f"{project}\t{store.count(project):,} objects")
+            return 0
+        if args.name not in store.projects():
+            print(f"no project {args.name!r} in {args.data}", file=sys.stderr)
+            return 1
+        removed = store.delete_project(args.name)
+    print(f"deleted project {args.name} ({removed:,} objects)")
+    return 0
 
 
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -119,6 +147,8 @@ def _tcp_socket(args: argparse.Namespace) -> socket.socket:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
+    if _is_cache(args):
+        return _cache_project(args)
     auth = _auth(args)
     try:
         if args.action == "create":

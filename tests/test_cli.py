@@ -135,6 +135,33 @@ def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_pat
     assert not (tmp_path / "cache" / "objects").exists()
 
 
+def test_project_list_and_delete_work_on_a_cache_and_leave_no_auth_in_it(tmp_path, capsys):
+    """A client cache is a store with no users or tokens: ``project list|delete`` act on its
+    store, and nothing makes an auth store inside it."""
+    import objstore
+
+    cache = tmp_path / "cache"
+    with objstore.open(cache) as store:
+        store.put("p1", [b'{"id":"a"}', b'{"id":"b"}'])
+        store.put("p2", [b'{"id":"a"}'])
+    code, out, _ = run(capsys, "project", "list", "--data", str(cache))
+    assert code == 0 and out.splitlines() == ["p1\t2 objects", "p2\t1 objects"]
+    code, out, _ = run(capsys, "project", "delete", "p1", "--data", str(cache))
+    assert code == 0 and "deleted project p1 (2 objects)" in out
+    code, _, err = run(capsys, "project", "delete", "p1", "--data", str(cache))
+    assert code == 1 and "no project 'p1'" in err
+    for argv in (
+        ["project", "create", "p3"],
+        ["project", "member", "p2", "bob", "reviewer"],
+        ["token", "list"],
+    ):
+        code, _, err = run(capsys, *argv, "--data", str(cache))
+        assert code == 2 and "is a client cache" in err and "server's data dir" in err, argv
+    assert not (cache / "auth").exists()
+    with objstore.open(cache) as store:
+        assert store.projects() == ["p2"] and store.get("p2", "a") == b'{"id":"a"}'
+
+
 def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
     for name in list(sys.modules):
         if name == "httpx" or name.startswith(("httpx.", "objstore.client")):
