@@ -27,7 +27,9 @@ from objstore.errors import (
     ObjectTooLarge,
     ObjstoreError,
     StoreClosed,
+    StoreCorrupt,
     StoreFull,
+    UnsupportedFormat,
 )
 from objstore.limits import Limits
 from objstore.store import ChildrenStream, Store, open, open_memory
@@ -75,7 +77,9 @@ __all__ = [
     "Stats",
     "Store",
     "StoreClosed",
+    "StoreCorrupt",
     "StoreFull",
+    "UnsupportedFormat",
     "VerifyReport",
     "__version__",
     "errors",

@@ -124,12 +124,20 @@ class StoreFull(ObjstoreError):
     """The disk has no room for a write; nothing of it was stored and the store is intact."""
 
 
+class StoreCorrupt(ObjstoreError):
+    """A store's files are damaged or are not an objstore store at all (opening it failed)."""
+
+
 class StoreNotFound(ObjstoreError):
     """No store is where one was expected (a command that inspects or repairs one)."""
 
 
 class StoreReadOnly(ObjstoreError):
     """A write was attempted on a store opened with ``readonly=True``."""
+
+
+class UnsupportedFormat(ObjstoreError):
+    """The store was written in a format this version of objstore does not read."""
 
 
 class RemoteError(ObjstoreError):

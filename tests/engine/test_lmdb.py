@@ -560,10 +560,45 @@ def test_corrupt_compressed_frame_raises(tmp_path):
 def test_unknown_format_version_refused(tmp_path):
     with objstore.open(tmp_path / "s") as store:
         store.backend._raw_put("meta", b"version", (99).to_bytes(4, "big"))  # type: ignore[attr-defined]
-    with pytest.raises(errors.ObjstoreError, match="format 99"):
+    with pytest.raises(errors.UnsupportedFormat, match="format 99"):
         objstore.open(tmp_path / "s")
-    with pytest.raises(errors.ObjstoreError, match="format 99"):
+    with pytest.raises(errors.UnsupportedFormat, match="format 99"):
         objstore.open(tmp_path / "s", readonly=True)
+
+
+def _damage_by_truncating(path) -> None:
+    (path / "data.mdb").write_bytes((path / "data.mdb").read_bytes()[: 2 * 4096])
+
+
+def _damage_with_noise(path) -> None:
+    (path / "data.mdb").write_bytes(random.Random(0).randbytes(100_000))
+
+
+@pytest.mark.parametrize("damage", [_damage_by_truncating, _damage_with_noise])
+@pytest.mark.parametrize("mode", ["readonly", "writemap", "pwrite"])
+def test_a_damaged_store_is_refused_with_store_corrupt(tmp_path, damage, mode):
+    """Files that are not an LMDB environment (noise), or one cut short after its headers,
+    are StoreCorrupt naming the path, not a bare lmdb error (nor, opened without a writable
+    map, a SIGBUS reading past the file's end: the open runs in a child to see that)."""
+    with objstore.open(tmp_path / "s", writemap=mode == "writemap") as store:
+        store.put("p", [json.dumps({"id": f"o{n}", "pad": "x" * 900}).encode() for n in range(50)])
+    damage(tmp_path / "s")
+    opening = (
+        "import sys, objstore\n"
+        "try:\n"
+        f"    objstore.open(sys.argv[1], readonly={mode == 'readonly'}, "
+        f"writemap={mode == 'writemap'})\n"
+        "except objstore.StoreCorrupt as exc:\n"
+        "    print(exc)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", opening, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-500:])  # -7: SIGBUS
+    assert f"{tmp_path / 's'} is damaged or not an objstore store (" in child.stdout
 
 
 def test_use_after_fork_is_refused(tmp_path):
