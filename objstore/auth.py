@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import lmdb
 import msgspec
 
 from objstore import errors
+from objstore.engine.environment import open_environment, refusing_damage
 from objstore.store import check_project
 
 ROLES = {"reviewer": 1, "contributor": 2, "owner": 3}
@@ -77,9 +77,10 @@ class AuthStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(str(self.path), map_size=1 << 30, max_dbs=4, max_readers=1024)
-        self._projects = self._env.open_db(b"projects")
-        self._tokens = self._env.open_db(b"tokens")
+        self._env = open_environment(self.path, map_size=1 << 30, max_dbs=4, max_readers=1024)
+        with refusing_damage(self.path, self._env):
+            self._projects = self._env.open_db(b"projects")
+            self._tokens = self._env.open_db(b"tokens")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -65,3 +65,14 @@ def test_project_admin_errors(auth):
     assert auth.update_project("p", members={"u": "reviewer"}).members == {"u": "reviewer"}
     assert auth.update_project("p", members={"u": None}).members == {}
     assert auth.delete_project("p") and not auth.delete_project("p")
+
+
+def test_a_cut_short_auth_store_is_store_corrupt(tmp_path):
+    auth = AuthStore(tmp_path / "auth")
+    for n in range(300):
+        auth.create_project(f"project-{n}", owner="alice")
+    auth.close()
+    data = tmp_path / "auth" / "data.mdb"
+    data.write_bytes(data.read_bytes()[: 2 * 4096])
+    with pytest.raises(errors.StoreCorrupt, match="auth is damaged"):
+        AuthStore(tmp_path / "auth")

@@ -66,6 +66,7 @@ from objstore.compression import (
     train_dictionary,
 )
 from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
+from objstore.engine.environment import open_environment, refusing_damage
 
 FORMAT_VERSION = 2
 CHUNK = 2048
@@ -109,16 +110,6 @@ DEFAULT_MAP_SIZE = 1 << 30
 # a hole; elsewhere (NTFS, HFS+) it could take the map's full size on disk from the start.
 WRITEMAP_DEFAULT = sys.platform.startswith("linux")
 _json_closure = msgspec.json.Decoder(dict[str, int])
-# what LMDB raises opening files that are not an LMDB environment, or a damaged one
-_DAMAGED = (
-    lmdb.InvalidError,
-    lmdb.CorruptedError,
-    lmdb.PageNotFoundError,
-    lmdb.IncompatibleError,
-    lmdb.VersionMismatchError,
-    lmdb.BadChecksumError,
-    lmdb.PanicError,
-)
 
 
 def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
@@ -429,19 +420,15 @@ class LMDBBackend(Backend):
             # LMDB truncates a writable map's file to the map size: a smaller map here would cut
             # the file under another process's bigger map, and its next write there faults.
             size = max(size, data_file.stat().st_size)
-        try:
-            self._env = lmdb.open(
-                str(self.path),
-                map_size=size,
-                max_dbs=8,
-                max_readers=1024,
-                readahead=readahead,
-                readonly=readonly,
-                writemap=writemap and not readonly,
-                subdir=True,
-            )
-        except _DAMAGED as exc:
-            raise self._damaged(exc) from exc
+        self._env = open_environment(
+            self.path,
+            map_size=size,
+            max_dbs=8,
+            max_readers=1024,
+            readahead=readahead,
+            readonly=readonly,
+            writemap=writemap and not readonly,
+        )
         self._pid = os.getpid()
         self._closed = False
         self._readonly = readonly
@@ -469,8 +456,7 @@ class LMDBBackend(Backend):
         self._candidate: bytes | None = None  # see _candidate_dictionary
         self._training = threading.Lock()
         create = not readonly
-        try:
-            self._check_length()
+        with refusing_damage(self.path, self._env):
             self._meta = self._env.open_db(b"meta", create=create)
             self._check_format()
             self._projects = self._env.open_db(b"projects", create=create)
@@ -479,27 +465,6 @@ class LMDBBackend(Backend):
             self._packs = self._env.open_db(b"packs", create=create)
             self._packrefs = self._env.open_db(b"packrefs", create=create)
             self._closures = self._env.open_db(b"closures", create=create)
-        except BaseException as exc:
-            self._env.close()
-            if isinstance(exc, _DAMAGED):
-                raise self._damaged(exc) from exc
-            raise
-
-    def _check_length(self) -> None:
-        """Refuse a data file shorter than the pages its header says it holds (cut short by a
-        copy or a disk): reading past its end through the map would kill the process
-        (SIGBUS) instead of failing. A writable map has LMDB lengthen the file at open, and
-        its missing pages then read as zeros, which LMDB reports as corrupt."""
-        need = (self._env.info()["last_pgno"] + 1) * self._psize
-        have = os.stat(self.path / "data.mdb").st_size
-        if have < need:
-            raise lmdb.CorruptedError(f"data.mdb is {have:,} bytes, its pages take {need:,}")
-
-    def _damaged(self, exc: BaseException) -> errors.StoreCorrupt:
-        return errors.StoreCorrupt(
-            f"{self.path} is damaged or not an objstore store ({exc}); a cache can be moved "
-            "aside and received again, a server's store restored from a backup"
-        )
 
     def _check_format(self) -> None:
         """Stamp a new store with this format; refuse one written in another (before any

@@ -1,0 +1,63 @@
+"""Opening LMDB environments (the store's, the auth store's) so that damaged files fail
+with StoreCorrupt instead of a bare lmdb error or a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from objstore import errors
+
+# what LMDB raises opening files that are not an LMDB environment, or a damaged one
+DAMAGED = (
+    lmdb.InvalidError,
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.IncompatibleError,
+    lmdb.VersionMismatchError,
+    lmdb.BadChecksumError,
+    lmdb.PanicError,
+)
+
+
+def damaged(path: Path, exc: BaseException) -> errors.StoreCorrupt:
+    return errors.StoreCorrupt(
+        f"{path} is damaged or not an objstore store ({exc}); a cache can be moved aside "
+        "and received again, a server's store restored from a backup"
+    )
+
+
+def open_environment(path: Path, **options: Any) -> Any:
+    """``lmdb.open`` of the directory ``path``, refusing files that are not an environment
+    or hold fewer bytes than the pages their header counts (cut short by a copy or a disk):
+    reading past a file's end through the map kills the process (SIGBUS) instead of
+    failing. (A writable map has LMDB lengthen the file at open; missing pages then read
+    as zeros, which LMDB reports as corrupt when its tables are opened.)"""
+    try:
+        env = lmdb.open(str(path), subdir=True, **options)
+    except DAMAGED as exc:
+        raise damaged(path, exc) from exc
+    with refusing_damage(path, env):
+        need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        have = os.stat(path / "data.mdb").st_size
+        if have < need:
+            raise lmdb.CorruptedError(f"data.mdb is {have:,} bytes, its pages take {need:,}")
+    return env
+
+
+@contextlib.contextmanager
+def refusing_damage(path: Path, env: Any) -> Iterator[None]:
+    """Around the first reads of a just-opened ``env`` (its tables): on any failure close it;
+    LMDB's errors for damaged files become StoreCorrupt."""
+    try:
+        yield
+    except BaseException as exc:
+        env.close()
+        if isinstance(exc, DAMAGED):
+            raise damaged(path, exc) from exc
+        raise
