@@ -13,7 +13,7 @@ import lmdb
 
 from objstore import errors
 
-# what LMDB raises opening files that are not an LMDB environment, or a damaged one
+# what LMDB raises for files that are not an LMDB environment, or a damaged one
 DAMAGED = (
     lmdb.InvalidError,
     lmdb.CorruptedError,
@@ -21,7 +21,6 @@ DAMAGED = (
     lmdb.IncompatibleError,
     lmdb.VersionMismatchError,
     lmdb.BadChecksumError,
-    lmdb.PanicError,
 )
 
 

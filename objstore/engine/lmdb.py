@@ -66,7 +66,7 @@ from objstore.compression import (
     train_dictionary,
 )
 from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
-from objstore.engine.environment import open_environment, refusing_damage
+from objstore.engine.environment import DAMAGED, damaged, open_environment, refusing_damage
 
 FORMAT_VERSION = 2
 CHUNK = 2048
@@ -573,6 +573,8 @@ class LMDBBackend(Backend):
         txn = self._begin_read()
         try:
             yield txn
+        except DAMAGED as exc:
+            raise damaged(self.path, exc) from exc
         finally:
             self._end_read(txn)
 
@@ -589,8 +591,10 @@ class LMDBBackend(Backend):
             raise
         try:
             yield txn
-        except BaseException:
+        except BaseException as exc:
             txn.abort()
+            if isinstance(exc, DAMAGED):
+                raise damaged(self.path, exc) from exc
             raise
         else:
             txn.commit()
@@ -1351,6 +1355,8 @@ class LMDBBackend(Backend):
         txn = self._begin_read(buffers=True)  # pack sizes only: no pack is copied out
         try:
             sizes = {bytes(k): len(v) for k, v in txn.cursor(self._packs)}
+        except DAMAGED as exc:
+            raise damaged(self.path, exc) from exc
         finally:
             self._end_read(txn)
 
@@ -1510,6 +1516,8 @@ class LMDBBackend(Backend):
         try:
             pid = self._pid_of(txn, project)
             return None if pid is None else self._get_one(txn, pid, object_id)
+        except DAMAGED as exc:
+            raise damaged(self.path, exc) from exc
         finally:
             self._end_read(txn)
 
@@ -1555,6 +1563,8 @@ class LMDBBackend(Backend):
             runs = self._frame_runs(txn, rows) if dict_id else None
             if runs is None:
                 return self._decode_chunk(txn, ids, keys, found, rows, near=near)
+        except DAMAGED as exc:
+            raise damaged(self.path, exc) from exc
         finally:
             self._end_read(txn)
         try:
@@ -1748,6 +1758,13 @@ class LMDBBackend(Backend):
 
     def verify(self) -> VerifyReport:
         report = VerifyReport()
+        try:
+            return self._verify(report)
+        except (errors.StoreCorrupt, *DAMAGED) as exc:  # a table's pages: no walking on
+            report.problems.append(f"stopped: {exc}")
+            return report
+
+    def _verify(self, report: VerifyReport) -> VerifyReport:
         referenced: dict[bytes, int] = {}
         misplaced: set[bytes] = set()
         locations: dict[bytes, bytes] = {}

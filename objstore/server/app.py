@@ -43,6 +43,7 @@ _ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.InvalidProject, 400, "INVALID_PROJECT"),
     (errors.ObjectNotFound, 404, "OBJECT_NOT_FOUND"),
     (errors.CorruptObject, 500, "CORRUPT_OBJECT"),
+    (errors.StoreCorrupt, 500, "STORE_CORRUPT"),
     (errors.StoreFull, 507, "STORE_FULL"),
 ]
 

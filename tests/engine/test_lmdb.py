@@ -601,6 +601,40 @@ def test_a_damaged_store_is_refused_with_store_corrupt(tmp_path, damage, mode):
     assert f"{tmp_path / 's'} is damaged or not an objstore store (" in child.stdout
 
 
+def test_damaged_tables_are_store_corrupt_and_verify_reports_them(tmp_path):
+    """Pages overwritten inside a store (its headers intact): verify reports where it had to
+    stop instead of raising, and reads raise objstore errors, not bare lmdb ones."""
+    ids = [f"o{b}-{n}" for b in range(10) for n in range(500)]
+    with objstore.open(tmp_path / "s", writemap=False) as store:
+        for b in range(10):
+            store.put("p", [json.dumps({"id": i, "pad": i * 40}).encode() for i in ids[b::10]])
+    data = tmp_path / "s" / "data.mdb"
+    rng = random.Random(1)
+    with data.open("r+b") as f:
+        for page in rng.sample(range(2, data.stat().st_size // 4096), 40):
+            f.seek(page * 4096 + 16)
+            f.write(rng.randbytes(4000))
+    with objstore.open(tmp_path / "s", readonly=True) as store:
+        report = store.verify()
+        assert not report.ok
+        assert any(
+            p.startswith("stopped: ") and "is damaged or not an objstore store" in p
+            for p in report.problems
+        )
+        with pytest.raises(errors.StoreCorrupt):
+            store.count("p")
+        for read in (
+            lambda: list(store.get_many("p", ids)),
+            lambda: [store.get("p", i) for i in ids],
+            lambda: store.has("p", ids),
+            lambda: store.closure("p", ids[0]),
+            store.stats,
+        ):
+            # StoreCorrupt, or CorruptObject for a damaged frame; a bare lmdb.Error fails
+            with contextlib.suppress(errors.ObjstoreError):
+                read()
+
+
 def test_use_after_fork_is_refused(tmp_path):
     store = objstore.open(tmp_path / "s")
     store.put("p", b'[{"id":"a"}]')

@@ -14,6 +14,8 @@ import httpx
 import pytest
 import zstandard
 
+from objstore import errors
+
 from .conftest import Running
 
 N = 5001
@@ -301,6 +303,19 @@ def test_a_full_disk_is_507_and_stores_nothing(server, loaded, monkeypatch):
     assert r.json()["error"]["code"] == "STORE_FULL"
     assert "no space left" in r.json()["error"]["message"]
     assert _count(server) == before
+
+
+def test_damaged_store_pages_are_a_500_naming_the_damage(server, loaded, monkeypatch):
+    def damaged(*args: object, **kwargs: object) -> None:
+        raise errors.StoreCorrupt("/data/objects is damaged or not an objstore store (MDB_X)")
+
+    monkeypatch.setattr(server.store.backend, "closure", damaged)
+    monkeypatch.setattr(server.store.backend, "children_ids", damaged)
+    with httpx.Client() as c:
+        r = c.get(f"{server.url}/objects/priv/g00000", headers=server.headers("alice"))
+    assert r.status_code == 500, r.text
+    assert r.json()["error"]["code"] == "STORE_CORRUPT"
+    assert "is damaged" in r.json()["error"]["message"]
 
 
 def test_gzip_bomb_is_refused_at_the_batch_limit(server, loaded):
