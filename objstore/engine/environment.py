@@ -41,6 +41,10 @@ def open_environment(path: Path, **options: Any) -> Any:
         env = lmdb.open(str(path), subdir=True, **options)
     except DAMAGED as exc:
         raise damaged(path, exc) from exc
+    except lmdb.Error as exc:
+        if options.get("readonly") and not (path / "data.mdb").exists():
+            raise errors.StoreNotFound(f"no store in {path} to open read-only") from exc
+        raise
     with refusing_damage(path, env):
         need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
         have = os.stat(path / "data.mdb").st_size

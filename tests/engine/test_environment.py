@@ -62,3 +62,9 @@ def test_refusing_damage_closes_the_environment_and_keeps_other_errors(tmp_path)
         raise KeyError("not damage")
     with pytest.raises(lmdb.Error):
         env.stat()
+
+
+def test_opening_nothing_read_only_is_store_not_found(tmp_path):
+    with pytest.raises(errors.StoreNotFound, match=r"no store in .*missing to open read-only"):
+        open_environment(tmp_path / "missing", readonly=True)
+    assert not (tmp_path / "missing").exists()
