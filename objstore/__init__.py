@@ -29,6 +29,7 @@ from objstore.errors import (
     StoreClosed,
     StoreCorrupt,
     StoreFull,
+    StoreInUse,
     UnsupportedFormat,
 )
 from objstore.limits import Limits
@@ -79,6 +80,7 @@ __all__ = [
     "StoreClosed",
     "StoreCorrupt",
     "StoreFull",
+    "StoreInUse",
     "UnsupportedFormat",
     "VerifyReport",
     "__version__",

@@ -128,6 +128,10 @@ class StoreCorrupt(ObjstoreError):
     """A store's files are damaged or are not an objstore store at all (opening it failed)."""
 
 
+class StoreInUse(ObjstoreError):
+    """The store is open in this process already, in a way this open cannot share."""
+
+
 class StoreNotFound(ObjstoreError):
     """No store is where one was expected (a command that inspects or repairs one)."""
 

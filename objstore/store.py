@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from types import TracebackType
 
 from objstore import codec, errors
@@ -81,9 +81,18 @@ class ChildrenStream(Iterator[tuple[str, bytes]]):
 class Store:
     """A content-addressed, deduplicated object store of JSON objects grouped in projects."""
 
-    def __init__(self, backend: Backend, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        limits: Limits | None = None,
+        *,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """``release``: what :meth:`close` calls instead of closing ``backend`` (a backend
+        shared with other stores, see :mod:`objstore.engine.sharing`)."""
         self.backend = backend
         self.limits = limits or Limits.from_env()
+        self._release = release
 
     def put(self, project: str, batch: Batch) -> PutResult:
         """Store a batch atomically: all objects, or on any invalid object none (and raise)."""
@@ -202,7 +211,11 @@ class Store:
         return self.backend.recount()
 
     def close(self) -> None:
-        self.backend.close()
+        """Close the store; its backend closes once no other store opened on it is open."""
+        if self._release is not None:
+            self._release()
+        else:
+            self.backend.close()
 
     def __enter__(self) -> Store:
         return self
@@ -237,18 +250,30 @@ def open(
     filesystems keep the unused part a hole, and off elsewhere. Every process that writes one
     store must use the same setting.
     """
+    from objstore.engine import sharing
     from objstore.engine.lmdb import LMDBBackend
 
-    backend = LMDBBackend(
+    options: dict[str, Hashable] = {
+        "compression_level": compression_level,
+        "dictionary_threshold": dictionary_threshold,
+        "readonly": readonly,
+        "readahead": readahead,
+        "writemap": writemap,
+    }  # map_size is only where the map starts: it grows as needed
+    backend, release = sharing.acquire(
         path,
-        map_size=map_size,
-        compression_level=compression_level,
-        dictionary_threshold=dictionary_threshold,
-        readonly=readonly,
-        readahead=readahead,
-        writemap=writemap,
+        options,
+        lambda: LMDBBackend(
+            path,
+            map_size=map_size,
+            compression_level=compression_level,
+            dictionary_threshold=dictionary_threshold,
+            readonly=readonly,
+            readahead=readahead,
+            writemap=writemap,
+        ),
     )
-    return Store(backend, limits)
+    return Store(backend, limits, release=release)
 
 
 def open_memory(limits: Limits | None = None) -> Store:

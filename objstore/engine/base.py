@@ -156,5 +156,10 @@ class Backend(abc.ABC):
         (the memory one) has none to repair."""
         return 0
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (backends with nothing to release are never)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the backend is unusable afterwards."""

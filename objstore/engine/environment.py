@@ -44,6 +44,12 @@ def open_environment(path: Path, **options: Any) -> Any:
     except lmdb.Error as exc:
         if options.get("readonly") and not (path / "data.mdb").exists():
             raise errors.StoreNotFound(f"no store in {path} to open read-only") from exc
+        if "already open in this process" in str(exc):  # py-lmdb's guard, by its words
+            raise errors.StoreInUse(
+                f"{path} is already open in this process, or in the one it was forked from "
+                "(objstore.open shares a store within a process; open stores after a fork, or "
+                "start processes with spawn)"
+            ) from exc
         raise
     with refusing_damage(path, env):
         need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]

@@ -1895,6 +1895,10 @@ class LMDBBackend(Backend):
         frame = self._frame(digest)
         self._replace_frame(digest, frame[:-1] + bytes([frame[-1] ^ 0x01]))
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -42,3 +42,26 @@ def test_lmdb_transport_as_cache_round_trip(server, tmp_path, monkeypatch):  # n
     assert other.store.count("specklepy") == fresh.store.count("specklepy")
     for t in (send_cache, fresh, other):
         t.close()
+
+
+def test_transports_opened_on_one_cache_dir_share_it(server, tmp_path, monkeypatch):  # noqa: F811
+    """As with SQLiteTransport, a script may make a transport per call on one cache dir
+    without closing the last one (a second LMDB open in one process was a bare lmdb.Error)."""
+    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from specklepy.api import operations
+    from specklepy.transports.server import ServerTransport
+
+    from objstore.integrations.specklepy import LMDBTransport
+
+    model = build_model(50)
+    remote = ServerTransport("priv", url=server.url, token=server.tokens["alice"])
+    root_id = operations.send(model, [LMDBTransport(tmp_path / "cache"), remote])
+    first = LMDBTransport(tmp_path / "cache")
+    assert first.get_object(root_id) is not None  # the send's transport stored it here
+    second = LMDBTransport(tmp_path / "cache")
+    received = operations.receive(root_id, None, second)  # from the cache alone
+    assert operations.serialize(received) == operations.serialize(model)
+    second.close()
+    assert first.has_objects([root_id]) == {root_id: True}  # still open after the other closed
+    first.close()
