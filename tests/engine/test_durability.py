@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import objstore
+from objstore.engine.lmdb import LMDBBackend
 
 BATCH = 300
 
@@ -184,3 +185,48 @@ def test_writer_processes_sharing_bytes_keep_every_count_exact(tmp_path):
         store.delete_project("own-y")
         assert dict(store.get_many("shared", list(pool))) == shared
         assert store.verify().ok
+
+
+_READ_AND_WAIT = """
+import sys, time, objstore
+store = objstore.open(sys.argv[1])
+txn = store.backend._begin_read()  # a read in flight, as a children stream holds one
+print("reading", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_reader_killed_mid_read_does_not_pin_the_store_forever(tmp_path):
+    """A process killed inside a read leaves its LMDB reader slot behind; unless cleared, its
+    old snapshot keeps every page freed since from reuse, and the file grows with each write
+    for as long as this (still running) process keeps the store open."""
+    store = objstore.open(tmp_path / "s")
+    backend = store.backend
+    assert isinstance(backend, LMDBBackend)
+
+    def batch(tag: str) -> list[bytes]:
+        return [
+            json.dumps({"id": f"{tag}-{n}", "pad": "y" * 800 + tag}).encode() for n in range(2000)
+        ]
+
+    def used_mb() -> float:
+        pages: int = backend._env.info()["last_pgno"] + 1
+        return pages * backend._psize / 1e6
+
+    store.put("base", batch("base"))
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READ_AND_WAIT, str(tmp_path / "s")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+    reader.kill()
+    reader.wait(timeout=30)
+    start = used_mb()
+    for n in range(30):
+        store.put("p", batch(f"r{n}"))
+        store.delete_project("p")
+    # each round writes ~2 MB and frees it; pinned, the file grew ~30 MB here
+    assert used_mb() - start < 6, (start, used_mb())
+    assert str(reader.pid) not in backend._env.readers()
+    store.close()
