@@ -251,8 +251,10 @@ def open(
     store must use the same setting.
     """
     from objstore.engine import sharing
-    from objstore.engine.lmdb import LMDBBackend
+    from objstore.engine.lmdb import WRITEMAP_DEFAULT, LMDBBackend
 
+    if writemap is None:
+        writemap = WRITEMAP_DEFAULT
     options: dict[str, Hashable] = {
         "compression_level": compression_level,
         "dictionary_threshold": dictionary_threshold,

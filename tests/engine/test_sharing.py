@@ -8,6 +8,7 @@ import pytest
 
 import objstore
 from objstore import errors
+from objstore.engine import lmdb as lmdb_backend
 from objstore.engine.lmdb import LMDBBackend
 
 
@@ -47,6 +48,9 @@ def test_an_open_with_other_options_is_store_in_use_naming_them(tmp_path):
         with pytest.raises(errors.StoreInUse, match="compression_level=1 \\(asked 3\\)"):
             objstore.open(tmp_path / "s", compression_level=3)
         store.put("p", [b'{"id":"a"}'])  # the refused opens took nothing from it
+        default = lmdb_backend.WRITEMAP_DEFAULT
+        with objstore.open(tmp_path / "s", writemap=default) as same:  # the default, spelt out
+            assert same.backend is store.backend
     with objstore.open(tmp_path / "s", readonly=True) as reader:
         assert reader.get("p", "a") == b'{"id":"a"}'
 
