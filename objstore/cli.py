@@ -53,19 +53,25 @@ def _is_cache(args: argparse.Namespace) -> bool:
 
 
 def _auth(args: argparse.Namespace) -> AuthStore:
-    if _is_cache(args):  # an auth store made there would only litter the cache
+    return AuthStore(Path(args.data) / "auth")
+
+
+def _admin_auth(args: argparse.Namespace) -> AuthStore:
+    """The auth store for ``project``/``token`` commands, refused on a client cache (an auth
+    store made there would only litter it)."""
+    if _is_cache(args):
         raise ValueError(
             f"{args.data} is a client cache (a store with no users or tokens; send and receive "
             f"make its projects): {args.command} {args.action} needs a server's data dir"
         )
-    return AuthStore(Path(args.data) / "auth")
+    return _auth(args)
 
 
 def _cache_project(args: argparse.Namespace) -> int:
     """``project list|delete`` on a client cache: its store's projects, no auth (``create``
     and ``member`` are refused, naming why)."""
     if args.action not in ("list", "delete"):
-        _auth(args).close()  # raises
+        _admin_auth(args).close()  # raises
     with _open(args) as store:
         if args.action == "list":
             for project in store.projects():
@@ -149,7 +155,7 @@ def _tcp_socket(args: argparse.Namespace) -> socket.socket:
 def cmd_project(args: argparse.Namespace) -> int:
     if _is_cache(args):
         return _cache_project(args)
-    auth = _auth(args)
+    auth = _admin_auth(args)
     try:
         if args.action == "create":
             members = dict(m.split("=", 1) for m in args.member or [])
@@ -181,7 +187,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    auth = _auth(args)
+    auth = _admin_auth(args)
     try:
         if args.action == "create":
             if args.replace:
@@ -296,14 +302,21 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
-    if args.cache:
-        return Path(args.cache)
-    env = os.environ.get("OBJSTORE_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
+    """The local cache: --cache, OBJSTORE_CACHE or the user data dir; never a server's data
+    dir, whose top a cache would share with its auth/ and objects/."""
+    given = args.cache or os.environ.get("OBJSTORE_CACHE")
+    if given:
+        path = Path(given)
+    else:
+        import platformdirs
 
-    return Path(platformdirs.user_data_dir("objstore")) / "cache"
+        path = Path(platformdirs.user_data_dir("objstore")) / "cache"
+    if (path / "auth").is_dir() or _holds_store(path / "objects"):
+        raise ValueError(
+            f"{path} is a server's data dir, not a cache (its store is {path / 'objects'}): "
+            "give --cache (or OBJSTORE_CACHE) a directory of its own"
+        )
+    return path
 
 
 def _remote(args: argparse.Namespace, url: str | None = None) -> Any:

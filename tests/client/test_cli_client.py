@@ -117,3 +117,32 @@ def test_compression_flag_reaches_the_client():
     for flag, compressed in ((), False), (("--compression", "on"), True):
         with cli._remote(parser.parse_args([*common, *flag])) as remote:
             assert remote.compress is compressed  # auto: loopback goes uncompressed
+
+
+def test_a_server_data_dir_is_refused_as_a_cache(server, tmp_path, capsys):
+    """A cache written at the top of a server's data dir would sit beside its auth/ and
+    objects/ (and make the dir look like a cache to the admin commands)."""
+    data = tmp_path / "data"
+    assert cli.main(["project", "create", "p1", "--owner", "alice", "--data", str(data)]) == 0
+    (data / "objects").mkdir()
+    import objstore
+
+    objstore.open(data / "objects").close()
+    capsys.readouterr()
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    code, _, err = run(capsys, "pull", "abc", *common, "--cache", str(data))
+    assert code == 2 and "is a server's data dir, not a cache" in err
+    assert str(data / "objects") in err
+    assert not (data / "data.mdb").exists()
+    code, out, _ = run(capsys, "project", "list", "--data", str(data))
+    assert code == 0 and out.startswith("p1\tpublic=False")
+
+
+def test_serve_opens_its_auth_store_even_where_data_holds_a_store_itself(tmp_path):
+    """``serve`` keeps using DATA/objects and DATA/auth even when DATA holds a store itself."""
+    import objstore
+
+    objstore.open(tmp_path).close()  # DATA is a store itself (a cache, say)
+    args = cli.build_parser().parse_args(["serve", "--data", str(tmp_path)])
+    cli._auth(args).close()  # no AttributeError on the command's missing action
+    assert (tmp_path / "auth").is_dir()
