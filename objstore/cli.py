@@ -28,6 +28,11 @@ def _holds_store(path: Path) -> bool:
     return (path / "data.mdb").exists()
 
 
+def _is_server_dir(path: Path) -> bool:
+    """Whether ``path`` is a server's data dir (auth state in auth/, its store in objects/)."""
+    return (path / "auth").is_dir() or _holds_store(path / "objects")
+
+
 def _store_dir(data: str) -> Path:
     """Objects live in DATA/objects, auth state in DATA/auth; DATA may also be a store
     itself (a client cache)."""
@@ -311,7 +316,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_data_dir("objstore")) / "cache"
-    if (path / "auth").is_dir() or _holds_store(path / "objects"):
+    if _is_server_dir(path):
         raise ValueError(
             f"{path} is a server's data dir, not a cache (its store is {path / 'objects'}): "
             "give --cache (or OBJSTORE_CACHE) a directory of its own"
@@ -420,12 +425,14 @@ def cmd_cp(args: argparse.Namespace) -> int:
         print("objstore: cp needs one local store directory and one http(s) URL", file=sys.stderr)
         return 2
     url, local = (args.src, args.dst) if src_remote else (args.dst, args.src)
-    if not src_remote and not _holds_store(Path(local)):
+    # a server's data dir stands for its store, not a new one beside its auth/ and objects/
+    path = Path(local) / "objects" if _is_server_dir(Path(local)) else Path(local)
+    if not src_remote and not _holds_store(path):
         raise errors.StoreNotFound(f"no store in {local} (no {local}/data.mdb) to copy from")
     project = args.local_project or args.project
     with (
         _remote(args, url) as remote,
-        objstore.open(Path(local)) as store,
+        objstore.open(path) as store,
         _progress("cp", None) as tick,
     ):
         if src_remote:

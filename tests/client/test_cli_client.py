@@ -138,6 +138,23 @@ def test_a_server_data_dir_is_refused_as_a_cache(server, tmp_path, capsys):
     assert code == 0 and out.startswith("p1\tpublic=False")
 
 
+def test_cp_with_a_server_data_dir_uses_its_store(server, tmp_path, capsys):
+    g = graphgen.generate(300, seed=5)
+    data = tmp_path / "data"
+    assert cli.main(["project", "create", "other", "--owner", "alice", "--data", str(data)]) == 0
+    import objstore
+
+    with objstore.open(data / "objects") as store:
+        store.put_many("other", graphgen.batches(g.objects))
+    capsys.readouterr()
+    common = ["--root", g.root_id, "--token", server.tokens["alice"], "--project", "other"]
+    code, _, err = run(capsys, "cp", str(data), server.url, *common)
+    assert code == 0 and f"{len(g):,} objects" in err, err
+    code, _, err = run(capsys, "cp", server.url, str(data), *common)
+    assert code == 0 and f"{len(g):,} from the cache" in err, err
+    assert not (data / "data.mdb").exists()
+
+
 def test_serve_opens_its_auth_store_even_where_data_holds_a_store_itself(tmp_path):
     """``serve`` keeps using DATA/objects and DATA/auth even when DATA holds a store itself."""
     import objstore
