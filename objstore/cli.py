@@ -40,16 +40,19 @@ def _store_dir(data: str) -> Path:
     return path if _holds_store(path) else path / "objects"
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> objstore.Store:
+def _open(
+    args: argparse.Namespace, *, create: bool = False, readonly: bool = False
+) -> objstore.Store:
     """The store under --data; unless ``create``, one must be there already (a mistyped
-    path would otherwise get a new empty store, which verifies ok)."""
+    path would otherwise get a new empty store, which verifies ok). Commands that only
+    read open it ``readonly``: they work where it cannot be written (a read-only disk)."""
     path = _store_dir(args.data)
     if not create and not _holds_store(path):
         raise errors.StoreNotFound(
             f"no store in {args.data} (neither {args.data}/objects nor {args.data} holds a "
             "data.mdb): check --data or OBJSTORE_DATA"
         )
-    return objstore.open(path)
+    return objstore.open(path, readonly=readonly)
 
 
 def _is_cache(args: argparse.Namespace) -> bool:
@@ -267,7 +270,7 @@ def _print_stats(store: objstore.Store) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with _open(args, readonly=True) as store:
         _print_stats(store)
         for project in store.projects():
             print(f"  {project}: {store.count(project):,} objects")
@@ -275,7 +278,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with _open(args) as store:
+    with _open(args, readonly=not args.repair) as store:
         if args.repair:
             print(f"repaired {store.recount():,} reference counts")
         report = store.verify()

@@ -137,7 +137,8 @@ class StoreNotFound(ObjstoreError):
 
 
 class StoreReadOnly(ObjstoreError):
-    """A write was attempted on a store opened with ``readonly=True``."""
+    """A write was attempted on a store opened with ``readonly=True``, or a store whose
+    files cannot be written (a read-only disk, no permission) was opened for writing."""
 
 
 class UnsupportedFormat(ObjstoreError):

@@ -162,6 +162,32 @@ def test_project_list_and_delete_work_on_a_cache_and_leave_no_auth_in_it(tmp_pat
         assert store.projects() == ["p2"] and store.get("p2", "a") == b'{"id":"a"}'
 
 
+def test_stats_and_verify_read_a_store_on_a_read_only_disk(tmp_path, capsys):
+    """They open the store read-only (skipped where a tmpfs cannot be mounted); a repair,
+    which writes, gets one line saying why it cannot."""
+    import objstore
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        with objstore.open(mount / "s") as store:
+            store.put("p", [b'{"id":"a"}'])
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        code, out, _ = run(capsys, "stats", "--data", str(mount / "s"))
+        assert code == 0 and "p: 1 objects" in out
+        code, out, _ = run(capsys, "verify", "--data", str(mount / "s"))
+        assert code == 0 and out.endswith("ok\n")
+        code, _, err = run(capsys, "verify", "--repair", "--data", str(mount / "s"))
+        assert code == 2 and "cannot be opened for writing" in err
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
     for name in list(sys.modules):
         if name == "httpx" or name.startswith(("httpx.", "objstore.client")):

@@ -4,6 +4,7 @@ with StoreCorrupt instead of a bare lmdb error or a crash."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ DAMAGED = (
     lmdb.VersionMismatchError,
     lmdb.BadChecksumError,
 )
+
+
+# how lmdb.open words the OS errors of a store that cannot be written
+_UNWRITABLE = tuple(os.strerror(code) for code in (errno.EROFS, errno.EACCES, errno.EPERM))
 
 
 def damaged(path: Path, exc: BaseException) -> errors.StoreCorrupt:
@@ -44,6 +49,10 @@ def open_environment(path: Path, **options: Any) -> Any:
     except lmdb.Error as exc:
         if options.get("readonly") and not (path / "data.mdb").exists():
             raise errors.StoreNotFound(f"no store in {path} to open read-only") from exc
+        if not options.get("readonly") and str(exc).endswith(_UNWRITABLE):
+            raise errors.StoreReadOnly(
+                f"{path} cannot be opened for writing ({exc}); open it read-only to read it"
+            ) from exc
         if "already open in this process" in str(exc):  # py-lmdb's guard, by its words
             raise errors.StoreInUse(
                 f"{path} is already open in this process, or in the one it was forked from "

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 
@@ -68,3 +70,19 @@ def test_opening_nothing_read_only_is_store_not_found(tmp_path):
     with pytest.raises(errors.StoreNotFound, match=r"no store in .*missing to open read-only"):
         open_environment(tmp_path / "missing", readonly=True)
     assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_store_that_cannot_be_written_is_store_read_only(tmp_path, monkeypatch, code):
+    """lmdb.open for writing on a read-only disk or without permission (as root, neither
+    can be made here without a mount, so LMDB's error is raised in its place)."""
+    _environment_with_a_table(tmp_path)
+
+    def refused(path: str, **options: object) -> None:
+        raise lmdb.Error(f"{path}: {os.strerror(code)}")
+
+    monkeypatch.setattr(lmdb, "open", refused)
+    with pytest.raises(errors.StoreReadOnly, match=r"cannot be opened for writing .*read-only"):
+        open_environment(tmp_path, max_dbs=2)
+    with pytest.raises(lmdb.Error):  # read-only opens keep LMDB's error: nothing to redirect
+        open_environment(tmp_path, max_dbs=2, readonly=True)
