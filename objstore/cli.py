@@ -29,7 +29,11 @@ def _holds_store(path: Path) -> bool:
 
 
 def _is_server_dir(path: Path) -> bool:
-    """Whether ``path`` is a server's data dir (auth state in auth/, its store in objects/)."""
+    """Whether ``path`` is a server's data dir (auth state in auth/, its store in objects/);
+    a store itself is not, even with an auth/ beside (older objstores made one in a cache
+    given to ``project list``)."""
+    if _holds_store(path):
+        return False
     return (path / "auth").is_dir() or _holds_store(path / "objects")
 
 

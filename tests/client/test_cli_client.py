@@ -136,6 +136,11 @@ def test_a_server_data_dir_is_refused_as_a_cache(server, tmp_path, capsys):
     assert not (data / "data.mdb").exists()
     code, out, _ = run(capsys, "project", "list", "--data", str(data))
     assert code == 0 and out.startswith("p1\tpublic=False")
+    cache = tmp_path / "cache"  # a cache with an auth/ in it (older objstores made one)
+    objstore.open(cache).close()
+    (cache / "auth").mkdir()
+    code, _, err = run(capsys, "pull", "abc", *common, "--cache", str(cache))
+    assert "server's data dir" not in err and "abc" in err
 
 
 def test_cp_with_a_server_data_dir_uses_its_store(server, tmp_path, capsys):
