@@ -17,7 +17,7 @@ import pytest
 
 from objstore import cli, errors
 
-from .conftest import run_threads
+from .conftest import run_threads, tmpfs
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -167,14 +167,7 @@ def test_stats_and_verify_read_a_store_on_a_read_only_disk(tmp_path, capsys):
     which writes, gets one line saying why it cannot."""
     import objstore
 
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "8m") as mount:
         with objstore.open(mount / "s") as store:
             store.put("p", [b'{"id":"a"}'])
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
@@ -184,8 +177,6 @@ def test_stats_and_verify_read_a_store_on_a_read_only_disk(tmp_path, capsys):
         assert code == 0 and out.endswith("ok\n")
         code, _, err = run(capsys, "verify", "--repair", "--data", str(mount / "s"))
         assert code == 2 and "cannot be opened for writing" in err
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):

@@ -26,6 +26,8 @@ from objstore.compression import ZSTD_DICT
 from objstore.engine import lmdb as lmdb_backend
 from objstore.engine.lmdb import _LOC, _U64, LMDBBackend, _pack_frames
 
+from ..conftest import tmpfs
+
 
 def test_reopen_keeps_everything(tmp_path):
     g = graphgen.generate(200, seed=3)
@@ -1023,14 +1025,7 @@ def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path, mode):
     """On a real 24 MB tmpfs (skipped where one cannot be mounted): the writer gets
     StoreFull (not SIGBUS with a writable map, not a bare lmdb.Error without), and every
     batch it was told was stored reads back."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "24m") as mount:
         path = str(mount / "s")
         writer = subprocess.run(
             [sys.executable, "-c", _FILL_UNTIL_FULL, path, mode],
@@ -1044,8 +1039,6 @@ def test_writing_until_the_disk_is_full_ends_in_store_full(tmp_path, mode):
         with objstore.open(path, readonly=True) as store:
             assert store.count("p") == stored
             assert store.verify().ok
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_put_many_on_a_store_closed_midway_raises_and_keeps_what_committed(tmp_path):
