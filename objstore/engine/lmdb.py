@@ -634,10 +634,11 @@ class LMDBBackend(Backend):
                 self._resize(0)
                 continue
             except lmdb.Error as exc:
-                if type(exc) is lmdb.Error and self._disk_short(adds):
+                free = self._free_if_short(adds) if type(exc) is lmdb.Error else None
+                if free is not None:
                     raise errors.StoreFull(
                         f"no space left for this write in {self.path}: the disk has "
-                        f"{self._disk_free() / 1e6:,.1f} MB free; nothing was stored ({exc})"
+                        f"{free / 1e6:,.1f} MB free; nothing was stored ({exc})"
                     ) from exc
                 raise
             if committed is not None:
@@ -693,22 +694,18 @@ class LMDBBackend(Backend):
         )
         return adds + tree_pages * self._psize + RESERVE_MARGIN
 
-    def _disk_free(self) -> int:
+    def _free_if_short(self, adds: int) -> int | None:
+        """The disk's free bytes when they are fewer than a write of ``adds`` new bytes may
+        need, else None: how a write that failed without a reservation (no writable map:
+        LMDB's ``pwrite`` of its pages fails on a full disk, with ENOSPC or, cut short, EIO)
+        is told from another I/O error. LMDB aborts such a write whole; the store stays as
+        it was."""
         try:
-            return shutil.disk_usage(self.path).free
+            free = shutil.disk_usage(self.path).free
         except OSError:
-            return -1
-
-    def _disk_short(self, adds: int) -> bool:
-        """Whether the disk has less room than a write of ``adds`` new bytes may need: how a
-        write that failed without a reservation (no writable map: LMDB's ``pwrite`` of its
-        pages fails on a full disk, with ENOSPC or, cut short, EIO) is told from another
-        I/O error. LMDB aborts such a write whole; the store stays as it was."""
-        free = self._disk_free()
-        if free < 0:
-            return False
+            return None
         with self._read() as txn:
-            return free < self._need(txn, adds)
+            return free if free < self._need(txn, adds) else None
 
     def _disk_has(self, end: int) -> bool:
         """Whether the disk has the free blocks to allocate the data file up to ``end``
@@ -716,8 +713,7 @@ class LMDBBackend(Backend):
         counted as there)."""
         assert self._data_fd is not None
         held = max(self._reserved_to, os.fstat(self._data_fd).st_blocks * 512)
-        disk = os.statvfs(self.path)
-        return end - held <= disk.f_bavail * disk.f_frsize
+        return end - held <= shutil.disk_usage(self.path).free
 
     # -- helpers -------------------------------------------------------------------------------
 
