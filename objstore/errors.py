@@ -176,3 +176,12 @@ class RemoteRejected(RemoteError):
 
 class UnreadableResponse(RemoteError):
     """The server's response body cannot be decoded (a content coding we did not ask for)."""
+
+
+class InvalidRemoteObject(RemoteError):
+    """The server sent an object the cache refuses (not JSON, a bad id or ``__closure``, over
+    a limit); ``cause`` is the cache's :class:`InvalidObject`. What came before it is kept."""
+
+    def __init__(self, message: str, cause: InvalidObject) -> None:
+        self.cause = cause
+        super().__init__(message)

@@ -272,6 +272,21 @@ def _store_while_streaming(
             raise broken[0]
 
 
+@contextlib.contextmanager
+def _served_by(remote: Remote) -> Iterator[None]:
+    """Objects the cache refuses while receiving are the server's fault, not the caller's:
+    InvalidObject becomes InvalidRemoteObject, named by id, not by the cache's batch."""
+    try:
+        yield
+    except errors.InvalidObject as exc:
+        named = f"object {exc.object_id!r}" if exc.object_id is not None else "an object"
+        raise errors.InvalidRemoteObject(
+            f"{remote.url} sent {named}, which the cache refuses "
+            f"({type(exc).__name__}: {exc.reason})",
+            exc,
+        ) from None
+
+
 def _children_data(blocks: Iterable[list[bytes]], root_id: str) -> Iterator[list[bytes]]:
     """The JSON of every ``id\\tjson`` line but the root's, a list per block, cut in C."""
     root = root_id.encode() + b"\t"
@@ -315,29 +330,30 @@ def receive(
             f"object {root_id!r} not found in project {remote.project!r} on {remote.url}",
             status=404,
         )
-    record = codec.decode_record(root, 0, cache.limits)
-    closure_ids = [i for i in (record.closure or {}) if i != root_id]
-    present = cache.has(project, closure_ids)
-    missing = [i for i, ok in present.items() if not ok]
-    from_cache = len(closure_ids) - len(missing)
-    if tick:
-        tick(from_cache)
-    if len(missing) > len(closure_ids) // 2:
-        blocks = _children_data(remote.download_lines(root_id), root_id)
-        try:
-            _store_while_streaming(cache, project, blocks, tick, _CacheWriter.put_blocks)
-        except errors.ConnectionFailed:  # the stream broke off (after its own retries)
-            lacking = [i for i, ok in cache.has(project, missing).items() if not ok]
+    with _served_by(remote):
+        record = codec.decode_record(root, 0, cache.limits)
+        closure_ids = [i for i in (record.closure or {}) if i != root_id]
+        present = cache.has(project, closure_ids)
+        missing = [i for i, ok in present.items() if not ok]
+        from_cache = len(closure_ids) - len(missing)
+        if tick:
+            tick(from_cache)
+        if len(missing) > len(closure_ids) // 2:
+            blocks = _children_data(remote.download_lines(root_id), root_id)
+            try:
+                _store_while_streaming(cache, project, blocks, tick, _CacheWriter.put_blocks)
+            except errors.ConnectionFailed:  # the stream broke off (after its own retries)
+                lacking = [i for i, ok in cache.has(project, missing).items() if not ok]
+                _store_while_streaming(
+                    cache, project, remote.get_many(lacking), tick, _CacheWriter.put_objects
+                )
+        elif missing:
             _store_while_streaming(
-                cache, project, remote.get_many(lacking), tick, _CacheWriter.put_objects
+                cache, project, remote.get_many(missing), tick, _CacheWriter.put_objects
             )
-    elif missing:
-        _store_while_streaming(
-            cache, project, remote.get_many(missing), tick, _CacheWriter.put_objects
-        )
-    still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
-    downloaded = len(missing) - len(still)
-    cache.put(project, [root])
+        still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
+        downloaded = len(missing) - len(still)
+        cache.put(project, [root])
     if tick:
         tick(1)
     return ReceiveResult(root_id, len(closure_ids) + 1, from_cache, downloaded + 1, len(still))

@@ -433,3 +433,74 @@ def test_send_uploads_batches_of_up_to_32_mb(server):
     # 40 MB of meshes: 31 under 32 MB, then the other 9; the root alone after them
     assert r.stats.requests["upload"] == 3
     assert server.store.get("other", "big39") == meshes[-1][1]
+
+
+def _broken(data: bytes) -> bytes:
+    return data[: len(data) // 2]  # cut inside the object: not JSON any more
+
+
+def test_an_object_the_cache_refuses_is_the_servers_fault_named_by_id(server, tmp_path):
+    g = _sent(server, 2_000, seed=54)
+    bad_id = g.objects[700][0]
+    lines = [
+        b"%s\t%s\n" % (i.encode(), _broken(d) if i == bad_id else d)
+        for i, d in [g.objects[-1], *g.objects[:-1]]
+    ]
+
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path == f"/objects/other/{g.root_id}":
+            return httpx.Response(200, stream=httpx.ByteStream(b"".join(lines)))
+        return None
+
+    with objstore.open(tmp_path / "cache") as cache:
+        with (
+            remote(server, "other", transport=Faults(rule)) as r,
+            pytest.raises(errors.InvalidRemoteObject) as caught,
+        ):
+            receive(g.root_id, r, cache)
+        message = str(caught.value)
+        named = f"{server.url} sent object {bad_id!r}, which the cache refuses (InvalidJSON:"
+        assert named in message
+        assert "batch" not in message  # the cache's own batching is not the user's business
+        assert isinstance(caught.value.cause, errors.InvalidJSON)
+        assert isinstance(caught.value, errors.RemoteError)
+        assert cache.get("other", bad_id) is None
+        assert cache.get("other", g.root_id) is None  # the graph is not claimed whole
+        with remote(server, "other") as r:  # the server fixed: the next receive completes
+            assert receive(g.root_id, r, cache).missing_on_server == 0
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
+def test_a_bad_object_by_id_or_a_bad_root_is_the_servers_fault_too(server, tmp_path):
+    g = _sent(server, 2_000, seed=55)
+    child_id = g.objects[5][0]
+    bad_closure = json.dumps({"id": child_id, "__closure": {"x y": 1}}).encode()
+    root_path = f"/objects/other/{g.root_id}/single"
+
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if "/api/getobjects/" in request.url.path:
+            line = b"%s\t%s\n" % (child_id.encode(), bad_closure)
+            return httpx.Response(200, stream=httpx.ByteStream(line))
+        return None
+
+    with objstore.open(tmp_path / "cache") as cache:
+        cache.put("other", [d for i, d in g.objects[:-1] if i != child_id])  # one child lacks
+        with (
+            remote(server, "other", transport=Faults(rule)) as r,
+            pytest.raises(errors.InvalidRemoteObject, match=f"sent object '{child_id}'"),
+        ):
+            receive(g.root_id, r, cache)
+        assert cache.get("other", child_id) is None
+
+        def bad_root(request: httpx.Request, n: int) -> httpx.Response | None:
+            if request.url.path == root_path:
+                return httpx.Response(200, content=b'{"id": "' + g.root_id.encode() + b'", ')
+            return None
+
+        with (
+            remote(server, "other", transport=Faults(bad_root)) as r,
+            pytest.raises(errors.InvalidRemoteObject) as caught,
+        ):
+            receive(g.root_id, r, cache)
+        assert isinstance(caught.value.cause, errors.InvalidJSON)
+        assert cache.get("other", g.root_id) is None
