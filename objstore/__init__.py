@@ -14,6 +14,7 @@ from objstore.engine.base import CompactReport, PutResult, Stats, VerifyReport
 from objstore.errors import (
     BatchTooLarge,
     CorruptObject,
+    IdMismatch,
     InvalidBatch,
     InvalidClosure,
     InvalidId,
@@ -61,6 +62,7 @@ __all__ = [
     "ChildrenStream",
     "CompactReport",
     "CorruptObject",
+    "IdMismatch",
     "InvalidBatch",
     "InvalidClosure",
     "InvalidId",

@@ -363,8 +363,9 @@ def _progress(label: str, total: int | None) -> Iterator[Any]:
         yield _Tick()
 
 
-def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
-    """A JSON document (decomposed) or an ``id\tjson`` dump (root = last line)."""
+def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]], list[int] | None]:
+    """A JSON document (decomposed), or an ``id\tjson`` dump (root = last line) with each
+    object's line number."""
     from objstore import graph
 
     raw = path.read_bytes()
@@ -373,24 +374,32 @@ def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
             doc = msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
             raise objstore.InvalidJSON(f"{path}: {exc}") from None
-        return graph.decompose(doc)
-    objects = list(graphgen.read_dump(path))
-    if not objects:
+        root_id, objects = graph.decompose(doc)
+        return root_id, objects, None
+    lines = list(graphgen.read_dump_lines(path))
+    if not lines:
         raise objstore.InvalidBatch(f"{path}: empty dump")
-    return objects[-1][0], objects
+    return lines[-1][1], [(i, d) for _, i, d in lines], [n for n, _, _ in lines]
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     """Upload a JSON document or a dump, skipping what the server has."""
     from objstore.client import send
 
-    root_id, objects = _read_source(Path(args.file))
+    path = Path(args.file)
+    root_id, objects, lines = _read_source(path)
     with (
         _remote(args) as remote,
         objstore.open(_cache_dir(args)) as cache,
         _progress("push", len(objects)) as tick,
     ):
-        result = send(objects, remote, cache, progress=tick)
+        try:
+            result = send(objects, remote, cache, progress=tick)
+        except errors.InvalidObject as exc:  # placed by its line, not by its place in the send
+            if exc.index is None:
+                raise
+            where = f"{path} line {lines[exc.index]}" if lines else f"{path}: object {exc.index}"
+            raise exc.located(where) from None
     print(root_id)
     print(result.summary(), file=sys.stderr)
     return 0

@@ -361,6 +361,49 @@ def prepare(
     return [decode_record(raw, index, limits) for index, raw in enumerate(items)]
 
 
+def prepare_numbered(
+    batch: bytes | bytearray | memoryview | Iterable[bytes], limits: Limits, number: int
+) -> list[Record]:
+    """:func:`prepare` of one batch of several, its errors placing the object as "batch N
+    object M"."""
+    try:
+        return prepare(batch, limits)
+    except errors.InvalidObject as exc:
+        index = "" if exc.index is None else f" object {exc.index}"
+        raise exc.located(f"batch {number}{index}") from None
+    except errors.InvalidBatch as exc:
+        raise errors.InvalidBatch(f"batch {number}: {exc}") from None
+
+
+def prepare_pairs(
+    pairs: Sequence[tuple[str, bytes]], limits: Limits, start: int = 0
+) -> list[Record]:
+    """Validated records of objects handed over with their ids (a dump's lines, what
+    ``send`` is given), each of which must be the object's own id. Errors place an object as
+    ``object N`` counting from ``start`` and name it by the id it came with. ``pairs`` must fit
+    one batch."""
+    try:
+        records = prepare([data for _, data in pairs], limits)
+    except errors.InvalidObject as exc:
+        if exc.index is None:
+            raise
+        number = start + exc.index
+        raise exc.located(f"object {number}", index=number, object_id=pairs[exc.index][0]) from None
+    given = [object_id for object_id, _ in pairs]
+    if [record.id for record in records] != given:
+        for index, ((object_id, data), record) in enumerate(zip(pairs, records, strict=True)):
+            if record.id != object_id:
+                said = (
+                    f"its JSON says id {record.id!r}"
+                    if record.data == data.strip()
+                    else f"it has no id and its bytes hash to {record.id!r}"
+                )
+                raise errors.IdMismatch(
+                    f"given as {object_id!r}, but {said}", index=start + index, object_id=object_id
+                )
+    return records
+
+
 def _clean_items(items: list[bytes], limits: Limits) -> list[Record] | None:
     """The list-at-a-time path for separate objects: each item's head decoded on its own, which
     also proves the item is exactly one JSON value (an item holding two objects, or half of one,

@@ -30,11 +30,18 @@ class InvalidObject(ObjstoreError):
         super().__init__(prefix + message)
         self.reason = message
 
-    def located(self, where: str) -> InvalidObject:
-        """A copy whose message places the object by ``where`` (e.g. "part 1 object 4")."""
+    def located(
+        self, where: str, *, index: int | None = None, object_id: str | None = None
+    ) -> InvalidObject:
+        """A copy whose message places the object by ``where`` (e.g. "part 1 object 4"), with
+        ``index`` and ``object_id`` replaced when given (its place and id in the caller's input)."""
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        named = f" id {self.object_id!r}" if self.object_id is not None else ""
+        if index is not None:
+            clone.index = index
+        if object_id is not None:
+            clone.object_id = object_id
+        named = f" id {clone.object_id!r}" if clone.object_id is not None else ""
         clone.args = (f"{where}{named}: {self.reason}",)
         return clone
 
@@ -53,6 +60,11 @@ class NotAnObject(InvalidObject):
 
 class InvalidId(InvalidObject):
     """An ``id`` is not a 1-255 character string free of whitespace and control characters."""
+
+
+class IdMismatch(InvalidObject):
+    """An object handed over with an id (a dump line, an (id, bytes) pair) says another id in
+    its JSON, or has none there and hashes to another: stored, it would sit under its own."""
 
 
 class InvalidClosure(InvalidObject):

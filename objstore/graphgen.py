@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import xxhash
 
+from objstore import errors
 from objstore.codec import json_array
 from objstore.graph import closure_of
 
@@ -258,11 +259,26 @@ def write_dump(objects: Iterable[tuple[str, bytes]], path: str | Path) -> None:
 
 
 def read_dump(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    """Read ``id\\tjson`` lines back."""
+    """Read ``id\tjson`` lines back."""
+    for _, object_id, data in read_dump_lines(path):
+        yield object_id, data
+
+
+def read_dump_lines(path: str | Path) -> Iterator[tuple[int, str, bytes]]:
+    """(line number, id, json) of each ``id\tjson`` line, blank lines skipped; a line that is
+    not one raises InvalidBatch naming it."""
     with Path(path).open("rb") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             line = line.rstrip(b"\r\n")
             if not line:
                 continue
-            object_id, _, data = line.partition(b"\t")
-            yield object_id.decode(), data
+            object_id, tab, data = line.partition(b"\t")
+            try:
+                text = object_id.decode() if tab else None
+            except UnicodeDecodeError as exc:
+                raise errors.InvalidBatch(
+                    f"{path} line {number}: the id is not UTF-8 ({exc})"
+                ) from None
+            if text is None:
+                raise errors.InvalidBatch(f"{path} line {number} is not an id<TAB>json line")
+            yield number, text, data

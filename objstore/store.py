@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Sequence
 from types import TracebackType
 
 from objstore import codec, errors
@@ -119,21 +119,19 @@ class Store:
 
     def iter_put(self, project: str, batches: Iterable[Batch]) -> Iterator[PutResult]:
         """:meth:`put_many`, yielding each batch's result once it is stored (for progress)."""
-        check_project(project)
         limits = self.limits
+        return self.iter_put_records(
+            project, (codec.prepare_numbered(b, limits, n) for n, b in enumerate(batches))
+        )
 
-        def prepared() -> Iterator[list[codec.Record]]:
-            for number, batch in enumerate(batches):
-                try:
-                    records = codec.prepare(batch, limits)
-                except errors.InvalidObject as exc:
-                    index = "" if exc.index is None else f" object {exc.index}"
-                    raise exc.located(f"batch {number}{index}") from None
-                except errors.InvalidBatch as exc:
-                    raise errors.InvalidBatch(f"batch {number}: {exc}") from None
-                yield records
-
-        return self.backend.write_many(project, prepared())
+    def iter_put_records(
+        self, project: str, batches: Iterable[Sequence[codec.Record]]
+    ) -> Iterator[PutResult]:
+        """:meth:`iter_put` for batches already validated, by :func:`codec.prepare` or
+        :func:`codec.prepare_pairs` against this store's limits: for a caller that checks
+        objects before it hands them elsewhere too (``send``), so they are checked once."""
+        check_project(project)
+        return self.backend.write_many(project, batches)
 
     def put_arrays(
         self, project: str, arrays: Iterable[bytes | bytearray | memoryview]

@@ -205,3 +205,28 @@ def test_separate_items_of_any_bytes_kind_and_the_batch_limit_named_where_it_pas
 def test_the_quick_id_character_check_agrees_with_the_rule(text):
     assert codec._has_bad_id_char(text) == (codec._BAD_ID_CHAR.search(text) is not None)
     assert codec._has_bad_id_char("ab" + text + " ") is True
+
+
+def test_prepare_pairs_places_errors_from_start_and_checks_each_id():
+    limits = Limits()
+    good = [(f"p{i}", json.dumps({"id": f"p{i}"}).encode()) for i in range(3)]
+    assert [r.id for r in codec.prepare_pairs(good, limits, start=40)] == ["p0", "p1", "p2"]
+    broken = [*good[:2], ("p2", b'{"id": "p2", ')]
+    with pytest.raises(errors.InvalidJSON) as caught:
+        codec.prepare_pairs(broken, limits, start=40)
+    assert (caught.value.index, caught.value.object_id) == (42, "p2")
+    assert str(caught.value).startswith("object 42 id 'p2': ")
+    with pytest.raises(errors.IdMismatch) as mismatch:
+        codec.prepare_pairs([*good[:1], ("p9", good[1][1])], limits, start=7)
+    assert (mismatch.value.index, mismatch.value.object_id) == (8, "p9")
+    assert "given as 'p9', but its JSON says id 'p1'" in str(mismatch.value)
+    anonymous = b' {"v": 1} '
+    own = codec.digest_of(anonymous.strip()).hex()
+    assert codec.prepare_pairs([(own, anonymous)], limits)[0].id == own
+
+
+def test_prepare_numbered_places_errors_in_their_batch():
+    with pytest.raises(errors.InvalidJSON, match=r"^batch 3 object 1 "):
+        codec.prepare_numbered([b'{"id": "n0"}', b'{"id": "n1",'], Limits(), 3)
+    with pytest.raises(errors.InvalidBatch, match=r"^batch 2: "):
+        codec.prepare_numbered(b'{"not": "an array"}', Limits(), 2)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from objstore import graphgen
+import pytest
+
+from objstore import errors, graphgen
 
 
 def test_deterministic_and_sized():
@@ -61,3 +63,18 @@ def test_salt_changes_every_id_but_not_the_shape():
     assert len(plain) == len(salted)
     assert not {i for i, _ in plain.objects} & {i for i, _ in salted.objects}
     assert json.loads(salted.objects[0][1])["benchRun"] == "run-1"
+
+
+def test_dump_lines_are_numbered_and_a_bad_line_is_named(tmp_path):
+    path = tmp_path / "g.dump"
+    path.write_bytes(b'a\t{"id": "a"}\r\n\nb\t{"id": "b"}\n')
+    assert list(graphgen.read_dump_lines(path)) == [
+        (1, "a", b'{"id": "a"}'),
+        (3, "b", b'{"id": "b"}'),
+    ]
+    path.write_bytes(b'a\t{"id": "a"}\nno tab here\n')
+    with pytest.raises(errors.InvalidBatch, match="line 2 is not an id<TAB>json line"):
+        list(graphgen.read_dump_lines(path))
+    path.write_bytes(b'\xff\xfe\t{"id": "a"}\n')
+    with pytest.raises(errors.InvalidBatch, match="line 1: the id is not UTF-8"):
+        list(graphgen.read_dump_lines(path))

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import objstore
 from objstore import codec, errors, graphgen
@@ -122,16 +122,19 @@ def send(
     total = skipped = 0
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
-    if cache is not None and not isinstance(source, str):
-        writer = _CacheWriter(_admitting(cache, remote), project)
+    checked_by: Limits | None = None  # given objects are validated against these limits
+    if not isinstance(source, str):
+        store = _admitting(cache, remote) if cache is not None else None
+        checked_by = store.limits if store is not None else remote.limits
+        writer = _CacheWriter(store, project) if store is not None else None
 
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
-            if writer is not None:  # stored while the window uploads
-                writer.put_objects(window)
+            if checked_by is not None:
+                _check_window(window, checked_by, total + len(held), writer)
             window[:0] = held
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
@@ -157,6 +160,26 @@ def send(
     return SendResult(root_id, total, uploaded, skipped)
 
 
+def _check_window(
+    window: list[tuple[str, bytes]], limits: Limits, start: int, writer: _CacheWriter | None
+) -> None:
+    """Validate a window of given objects before any of it is uploaded (a bad one, or one
+    given under an id that is not its own, is named by its place in the input and its id)
+    and queue it, checked, for the cache."""
+    cap = min(CACHE_BATCH_BYTES, limits.max_batch_bytes // 2)
+    for group in graphgen.groups(window, CACHE_BATCH, cap):
+        records = codec.prepare_pairs(group, limits, start)
+        start += len(group)
+        if writer is not None:  # stored while the window uploads
+            writer.put(_Checked(records))
+
+
+class _Checked(NamedTuple):
+    """A cache batch validated already (by ``send``, before uploading it)."""
+
+    records: list[codec.Record]
+
+
 class _CacheWriter:
     """Writes batches to the cache in order on a second thread, so storing overlaps the
     network; the cache's ``iter_put`` in turn commits one batch while it checks the next.
@@ -166,20 +189,28 @@ class _CacheWriter:
         self._cache = cache
         self._project = project
         self._tick = tick
-        self._queue: queue.Queue[bytes | list[bytes] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[bytes | list[bytes] | _Checked | None] = queue.Queue(maxsize=2)
         self._failure: list[BaseException] = []
         self._ended = False  # the end marker was taken off the queue (on the writer thread)
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
 
-    def _batches(self) -> Iterator[bytes | list[bytes]]:
+    def _batches(self) -> Iterator[bytes | list[bytes] | _Checked]:
         while (batch := self._queue.get()) is not None:
             yield batch
         self._ended = True
 
+    def _records(self) -> Iterator[list[codec.Record]]:
+        limits = self._cache.limits
+        for number, batch in enumerate(self._batches()):
+            if isinstance(batch, _Checked):
+                yield batch.records
+            else:
+                yield codec.prepare_numbered(batch, limits, number)
+
     def _run(self) -> None:
         try:
-            for result in self._cache.iter_put(self._project, self._batches()):
+            for result in self._cache.iter_put_records(self._project, self._records()):
                 if self._tick is not None:
                     self._tick(result.received)  # type: ignore[operator]
         except BaseException as exc:
@@ -194,7 +225,7 @@ class _CacheWriter:
         if self._failure:
             raise self._failure[0]
 
-    def put(self, batch: bytes | list[bytes]) -> None:
+    def put(self, batch: bytes | list[bytes] | _Checked) -> None:
         self._check()
         self._queue.put(batch)
 

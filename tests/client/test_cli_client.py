@@ -168,3 +168,29 @@ def test_serve_opens_its_auth_store_even_where_data_holds_a_store_itself(tmp_pat
     args = cli.build_parser().parse_args(["serve", "--data", str(tmp_path)])
     cli._auth(args).close()  # no AttributeError on the command's missing action
     assert (tmp_path / "auth").is_dir()
+
+
+def test_push_names_a_bad_dump_line_by_its_number(server, tmp_path, capsys):
+    """A dump's bad line fails the push before anything of it uploads, named by the file and
+    line (blank lines counted), not by its place in some batch."""
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    cache = ["--cache", str(tmp_path / "c")]
+    cases = {
+        "bad.dump": (
+            'dl-a\t{"id": "dl-a"}\n\ndl-b\t{"id": "dl-b", "x":\n',
+            "bad.dump line 3 id 'dl-b': ",
+        ),
+        "other-id.dump": (
+            'dl-c\t{"id": "dl-zz"}\ndl-root\t{"id": "dl-root"}\n',
+            "other-id.dump line 1 id 'dl-c': given as 'dl-c', but its JSON says id 'dl-zz'",
+        ),
+        "no-tab.dump": ('dl-d\t{"id": "dl-d"}\njust text\n', "no-tab.dump line 2 is not an id"),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        code, out, err = run(capsys, "push", str(tmp_path / name), *common, *cache)
+        assert code == 2 and out == "", err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert not any(
+        server.store.has("other", ["dl-a", "dl-b", "dl-c", "dl-zz", "dl-d", "dl-root"]).values()
+    )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import objstore
-from objstore import errors, graphgen
+from objstore import codec, errors, graphgen
 from objstore.client import Remote, receive, send, transfer
 from objstore.limits import DEFAULT_MAX_OBJECT_BYTES
 
@@ -504,3 +504,58 @@ def test_a_bad_object_by_id_or_a_bad_root_is_the_servers_fault_too(server, tmp_p
             receive(g.root_id, r, cache)
         assert isinstance(caught.value.cause, errors.InvalidJSON)
         assert cache.get("other", g.root_id) is None
+
+
+def _window_of_ten_with_a_bad_one(tag: str) -> list[tuple[str, bytes]]:
+    objects = [(f"{tag}{i}", json.dumps({"id": f"{tag}{i}", "n": i}).encode()) for i in range(30)]
+    objects[23] = (f"{tag}23", f'{{"id": "{tag}23", "n": '.encode())  # cut off mid-object
+    root = {"id": f"{tag}root", "__closure": {i: 1 for i, _ in objects}}
+    return [*objects, (f"{tag}root", json.dumps(root).encode())]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_bad_object_given_to_send_is_named_before_its_window_uploads(
+    server, tmp_path, monkeypatch, cached
+):
+    """The objects given are checked a window at a time before the window is diffed: a bad
+    one fails the send named by its place in the input and the id it came with, nothing of
+    its window reaches the server or the cache, and once fixed a second send moves the rest."""
+    monkeypatch.setattr(transfer, "WINDOW", 10)
+    tag = f"chk{int(cached)}-"
+    objects = _window_of_ten_with_a_bad_one(tag)
+    with objstore.open(tmp_path / "cache") as cache, remote(server, "other") as r:
+        with pytest.raises(errors.InvalidJSON) as caught:
+            send(objects, r, cache if cached else None)
+        assert (caught.value.index, caught.value.object_id) == (23, f"{tag}23")
+        assert str(caught.value).startswith(f"object 23 id '{tag}23': ")
+        third = [i for i, _ in objects[20:]]
+        assert not any(server.store.has("other", third).values())  # nor the root
+        assert not any(cache.has("other", third).values())
+        if cached:  # the windows before it are kept
+            assert all(cache.has("other", [i for i, _ in objects[:20]]).values())
+        on_server = sum(server.store.has("other", [i for i, _ in objects]).values())
+        assert on_server <= 19  # at most the first two windows, the second's last held back
+        objects[23] = (f"{tag}23", json.dumps({"id": f"{tag}23", "n": 23}).encode())
+        with remote(server, "other") as again:
+            result = send(objects, again, cache if cached else None)
+        assert (result.uploaded, result.skipped) == (len(objects) - on_server, on_server)
+    assert server.store.get("other", f"{tag}root") == objects[-1][1]
+
+
+def test_an_object_given_under_another_id_is_refused(server):
+    """A pair whose id is not its object's would be stored under the object's own id, the
+    given one still missing on the server: the send fails naming both, uploading nothing."""
+    mine = json.dumps({"id": "given-zz", "v": 1}).encode()
+    root = json.dumps({"id": "given-root", "__closure": {"given-a": 1}}).encode()
+    with remote(server, "other") as r:
+        with pytest.raises(errors.IdMismatch, match="given as 'given-a', but its JSON says"):
+            send([("given-a", mine), ("given-root", root)], r)
+        assert "upload" not in r.stats.requests
+        anonymous = b'{"v": 2}'
+        with pytest.raises(errors.IdMismatch, match="has no id and its bytes hash to") as caught:
+            send([("given-b", anonymous), ("given-root", root)], r)
+        assert (caught.value.index, caught.value.object_id) == (0, "given-b")
+        own = codec.digest_of(anonymous).hex()
+        assert send([(own, anonymous), ("given-root2", b'{"id": "given-root2"}')], r).uploaded == 2
+    assert json.loads(server.store.get("other", own)) == {"id": own, "v": 2}  # id written in
+    assert not any(server.store.has("other", ["given-a", "given-zz", "given-root"]).values())
