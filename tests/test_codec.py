@@ -207,22 +207,28 @@ def test_the_quick_id_character_check_agrees_with_the_rule(text):
     assert codec._has_bad_id_char("ab" + text + " ") is True
 
 
-def test_prepare_pairs_places_errors_from_start_and_checks_each_id():
+@pytest.mark.parametrize("check", [codec.prepare_pairs, codec.check_pairs])
+def test_pairs_are_checked_each_under_the_id_it_came_with(check):
     limits = Limits()
     good = [(f"p{i}", json.dumps({"id": f"p{i}"}).encode()) for i in range(3)]
-    assert [r.id for r in codec.prepare_pairs(good, limits, start=40)] == ["p0", "p1", "p2"]
+    check(good, limits)
+    assert [r.id for r in codec.prepare_pairs(good, limits)] == ["p0", "p1", "p2"]
     broken = [*good[:2], ("p2", b'{"id": "p2", ')]
     with pytest.raises(errors.InvalidJSON) as caught:
-        codec.prepare_pairs(broken, limits, start=40)
-    assert (caught.value.index, caught.value.object_id) == (42, "p2")
-    assert str(caught.value).startswith("object 42 id 'p2': ")
+        check(broken, limits)
+    assert (caught.value.index, caught.value.object_id) == (2, "p2")
+    assert str(caught.value).startswith("object 2 id 'p2': ")
+    with pytest.raises(errors.NotAnObject, match=r"^object 1 id 'p1': "):
+        check([good[0], ("p1", b"[1, 2]")], limits)
     with pytest.raises(errors.IdMismatch) as mismatch:
-        codec.prepare_pairs([*good[:1], ("p9", good[1][1])], limits, start=7)
-    assert (mismatch.value.index, mismatch.value.object_id) == (8, "p9")
+        check([*good[:1], ("p9", good[1][1])], limits)
+    assert (mismatch.value.index, mismatch.value.object_id) == (1, "p9")
     assert "given as 'p9', but its JSON says id 'p1'" in str(mismatch.value)
     anonymous = b' {"v": 1} '
     own = codec.digest_of(anonymous.strip()).hex()
-    assert codec.prepare_pairs([(own, anonymous)], limits)[0].id == own
+    check([(own, anonymous)], limits)
+    with pytest.raises(errors.IdMismatch, match=f"has no id and its bytes hash to '{own}'"):
+        check([("p0", anonymous)], limits)
 
 
 def test_prepare_numbered_places_errors_in_their_batch():

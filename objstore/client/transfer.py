@@ -122,36 +122,48 @@ def send(
     total = skipped = 0
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
-    checked_by: Limits | None = None  # given objects are validated against these limits
+    checked_by: Limits | None = None  # objects given, sent from no cache, are checked to these
     if not isinstance(source, str):
-        store = _admitting(cache, remote) if cache is not None else None
-        checked_by = store.limits if store is not None else remote.limits
-        writer = _CacheWriter(store, project) if store is not None else None
+        if cache is not None:  # which checks them all (once) before storing them
+            writer = _CacheWriter(_admitting(cache, remote), project)
+        else:
+            checked_by = remote.limits
 
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
-            if checked_by is not None:
-                _check_window(window, checked_by, total + len(held), writer)
-            window[:0] = held
+            if writer is not None:  # checked and stored on its thread while the window uploads
+                writer.put(_Given(window, total + len(held)))
+            window = [*held, *window]  # now in place from ``total`` on (the cache's is kept)
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
-            todo = [(i, d) for i, d in window if not have[i]]
+            lacking = [n for n, (i, _) in enumerate(window) if not have[i]]
+            todo = [window[n] for n in lacking]
+            if checked_by is not None:  # the objects about to be uploaded
+                _check_given(todo, checked_by, [total + n for n in lacking].__getitem__)
             total += len(window)
             skipped += len(window) - len(todo)
             if tick:
                 tick(len(window) - len(todo))
             yield from todo
 
-    with writer or contextlib.nullcontext():
-        uploaded = remote.upload(missing(), on_sent=tick)
+    try:
+        with writer or contextlib.nullcontext():
+            uploaded = remote.upload(missing(), on_sent=tick)
+    except errors.RemoteRejected:  # the server refused what the cache did: say what it was
+        refused = writer.refused if writer is not None else None
+        if refused is not None:
+            raise refused from None
+        raise
     root_id = held[0][0] if held else root_id
     if held:
         if remote.diff([root_id])[root_id]:
             skipped += 1
         else:
+            if checked_by is not None:
+                _check_given(held, checked_by, [total].__getitem__)
             remote.upload(held)
             uploaded += 1
         total += 1
@@ -160,24 +172,45 @@ def send(
     return SendResult(root_id, total, uploaded, skipped)
 
 
-def _check_window(
-    window: list[tuple[str, bytes]], limits: Limits, start: int, writer: _CacheWriter | None
+@contextlib.contextmanager
+def _placed(place: Callable[[int], int]) -> Iterator[None]:
+    """An object ``send`` was given that fails its checks, placed in the whole input: ``place``
+    maps its index in what was checked to that."""
+    try:
+        yield
+    except errors.InvalidObject as exc:
+        if exc.index is None:
+            raise
+        number = place(exc.index)
+        raise exc.located(f"object {number}", index=number) from None
+
+
+def _check_given(
+    pairs: list[tuple[str, bytes]], limits: Limits, place: Callable[[int], int]
 ) -> None:
-    """Validate a window of given objects before any of it is uploaded (a bad one, or one
-    given under an id that is not its own, is named by its place in the input and its id)
-    and queue it, checked, for the cache."""
+    """Check objects about to be uploaded from no cache: each one JSON object under its own
+    id (the server checks the rest, and names what it refuses by id)."""
+    with _placed(place):
+        codec.check_pairs(pairs, limits)
+
+
+def _checked(given: _Given, limits: Limits) -> Iterator[list[codec.Record]]:
+    """The records of a window of objects ``send`` was given, validated in cache-sized batches."""
     cap = min(CACHE_BATCH_BYTES, limits.max_batch_bytes // 2)
-    for group in graphgen.groups(window, CACHE_BATCH, cap):
-        records = codec.prepare_pairs(group, limits, start)
-        start += len(group)
-        if writer is not None:  # stored while the window uploads
-            writer.put(_Checked(records))
+    done = given.first
+    for group in graphgen.groups(given.pairs, CACHE_BATCH, cap):
+        with _placed(done.__add__):
+            records = codec.prepare_pairs(group, limits)
+        done += len(group)
+        yield records
 
 
-class _Checked(NamedTuple):
-    """A cache batch validated already (by ``send``, before uploading it)."""
+class _Given(NamedTuple):
+    """A window of the objects ``send`` was given, for the cache to check and store;
+    ``first``: its first one's place in the input."""
 
-    records: list[codec.Record]
+    pairs: list[tuple[str, bytes]]
+    first: int
 
 
 class _CacheWriter:
@@ -189,13 +222,13 @@ class _CacheWriter:
         self._cache = cache
         self._project = project
         self._tick = tick
-        self._queue: queue.Queue[bytes | list[bytes] | _Checked | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[bytes | list[bytes] | _Given | None] = queue.Queue(maxsize=2)
         self._failure: list[BaseException] = []
         self._ended = False  # the end marker was taken off the queue (on the writer thread)
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
 
-    def _batches(self) -> Iterator[bytes | list[bytes] | _Checked]:
+    def _batches(self) -> Iterator[bytes | list[bytes] | _Given]:
         while (batch := self._queue.get()) is not None:
             yield batch
         self._ended = True
@@ -203,8 +236,8 @@ class _CacheWriter:
     def _records(self) -> Iterator[list[codec.Record]]:
         limits = self._cache.limits
         for number, batch in enumerate(self._batches()):
-            if isinstance(batch, _Checked):
-                yield batch.records
+            if isinstance(batch, _Given):
+                yield from _checked(batch, limits)
             else:
                 yield codec.prepare_numbered(batch, limits, number)
 
@@ -221,11 +254,17 @@ class _CacheWriter:
                 for _ in self._batches():
                     pass
 
+    @property
+    def refused(self) -> errors.InvalidObject | None:
+        """The object the cache refused, when that is what stopped it."""
+        failure = self._failure[0] if self._failure else None
+        return failure if isinstance(failure, errors.InvalidObject) else None
+
     def _check(self) -> None:
         if self._failure:
             raise self._failure[0]
 
-    def put(self, batch: bytes | list[bytes] | _Checked) -> None:
+    def put(self, batch: bytes | list[bytes] | _Given) -> None:
         self._check()
         self._queue.put(batch)
 
