@@ -129,7 +129,7 @@ class Store:
     ) -> Iterator[PutResult]:
         """:meth:`iter_put` for batches already validated, by :func:`codec.prepare` or
         :func:`codec.prepare_pairs` against this store's limits: for a caller that checks
-        objects before it hands them elsewhere too (``send``), so they are checked once."""
+        them its own way (``send`` places an error in its input, not in a batch)."""
         check_project(project)
         return self.backend.write_many(project, batches)
 

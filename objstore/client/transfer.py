@@ -107,6 +107,10 @@ def send(
     ``source`` is a root id (read from ``cache``) or objects as (id, bytes), children before
     parents and root last (``graph.decompose`` order); those are also written to ``cache``.
     The root is uploaded last, after every other object has landed.
+
+    An object given that is not one JSON object under the id it came with (IdMismatch), or
+    that the cache refuses, fails the send with the InvalidObject placing it in the input
+    (``index``, ``object_id``: the id it came with), and the root is not uploaded.
     """
     project = _cache_project(remote, cache_project)
     tick = getattr(progress, "advance", None)
