@@ -374,7 +374,10 @@ def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]], list[int] | 
             doc = msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
             raise objstore.InvalidJSON(f"{path}: {exc}") from None
-        root_id, objects = graph.decompose(doc)
+        try:
+            root_id, objects = graph.decompose(doc)
+        except errors.InvalidObject as exc:
+            raise exc.located(str(path)) from None
         return root_id, objects, None
     lines = list(graphgen.read_dump_lines(path))
     if not lines:

@@ -67,6 +67,11 @@ class IdMismatch(InvalidObject):
     its JSON, or has none there and hashes to another: stored, it would sit under its own."""
 
 
+class ReservedKey(InvalidObject):
+    """A document given to ``graph.decompose`` holds a key the decomposer writes itself
+    (``id``, ``totalChildrenCount``, ``__closure``) in an object it would detach."""
+
+
 class InvalidClosure(InvalidObject):
     """``__closure`` is not an object mapping valid ids to positive integer depths."""
 

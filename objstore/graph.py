@@ -46,6 +46,21 @@ def _is_reference(value: Any) -> bool:
     )
 
 
+class _Refused(Exception):
+    """A member decompose cannot take; ``path`` gathers where, innermost first."""
+
+    def __init__(self, error: type[errors.InvalidObject], message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+        self.path: list[str | int] = []
+
+    def where(self) -> str:
+        """Its place as a JSON path (``$.@floors[3].@meta``)."""
+        steps = (f"[{s}]" if isinstance(s, int) else f".{s}" for s in reversed(self.path))
+        return "$" + "".join(steps)
+
+
 class _Decomposer:
     def __init__(self) -> None:
         self.objects: list[tuple[str, bytes]] = []
@@ -74,8 +89,12 @@ class _Decomposer:
         if isinstance(value, list):
             out_list: list[Any] = []
             refs: list[str] = []
-            for item in value:
-                new, child_refs = self.inline(item)
+            for n, item in enumerate(value):
+                try:
+                    new, child_refs = self.inline(item)
+                except _Refused as exc:
+                    exc.path.append(n)
+                    raise
                 out_list.append(new)
                 refs += child_refs
             return out_list, refs
@@ -84,52 +103,71 @@ class _Decomposer:
         if top:
             for key in RESERVED:
                 if key in value:
-                    raise errors.InvalidObject(f"key {key!r} is reserved for the decomposer")
+                    raise _Refused(
+                        errors.ReservedKey, f"key {key!r} is reserved for the decomposer"
+                    )
         out: dict[str, Any] = {}
         refs = []
         for key, member in value.items():
-            if not isinstance(key, str):
-                raise errors.InvalidObject(f"keys must be strings, got {key!r}")
-            chunked = _CHUNKED.match(key)
-            if chunked and isinstance(member, list):
-                size = max(1, int(chunked.group(1)))
-                chunk_ids = []
-                for start in range(0, len(member), size):
-                    data, data_refs = self.inline(member[start : start + size])
-                    chunk_ids.append(
-                        self.emit({"speckle_type": CHUNK_TYPE, "data": data}, data_refs)
-                    )
-                out[key] = [{"referencedId": c, "speckle_type": "reference"} for c in chunk_ids]
-                refs += chunk_ids
-            elif key.startswith("@") and isinstance(member, dict):
-                child = self.detach(member)
-                out[key] = {"referencedId": child, "speckle_type": "reference"}
-                refs.append(child)
-            elif key.startswith("@") and isinstance(member, list):
-                items: list[Any] = []
-                for item in member:
-                    if isinstance(item, dict):
-                        child = self.detach(item)
-                        items.append({"referencedId": child, "speckle_type": "reference"})
-                        refs.append(child)
-                    else:
-                        new, child_refs = self.inline(item)
-                        items.append(new)
-                        refs += child_refs
-                out[key] = items
-            else:
-                new, child_refs = self.inline(member)
-                out[key] = new
-                refs += child_refs
+            try:
+                if not isinstance(key, str):
+                    raise _Refused(errors.InvalidObject, f"keys must be strings, got {key!r}")
+                chunked = _CHUNKED.match(key)
+                if chunked and isinstance(member, list):
+                    size = max(1, int(chunked.group(1)))
+                    chunk_ids = []
+                    for start in range(0, len(member), size):
+                        try:
+                            data, data_refs = self.inline(member[start : start + size])
+                        except _Refused as exc:  # placed in the slice: in the list, then
+                            exc.path[-1] = start + int(exc.path[-1])
+                            raise
+                        chunk_ids.append(
+                            self.emit({"speckle_type": CHUNK_TYPE, "data": data}, data_refs)
+                        )
+                    out[key] = [{"referencedId": c, "speckle_type": "reference"} for c in chunk_ids]
+                    refs += chunk_ids
+                elif key.startswith("@") and isinstance(member, dict):
+                    child = self.detach(member)
+                    out[key] = {"referencedId": child, "speckle_type": "reference"}
+                    refs.append(child)
+                elif key.startswith("@") and isinstance(member, list):
+                    items: list[Any] = []
+                    for n, item in enumerate(member):
+                        try:
+                            if isinstance(item, dict):
+                                child = self.detach(item)
+                                items.append({"referencedId": child, "speckle_type": "reference"})
+                                refs.append(child)
+                            else:
+                                new, child_refs = self.inline(item)
+                                items.append(new)
+                                refs += child_refs
+                        except _Refused as exc:
+                            exc.path.append(n)
+                            raise
+                    out[key] = items
+                else:
+                    new, child_refs = self.inline(member)
+                    out[key] = new
+                    refs += child_refs
+            except _Refused as exc:
+                if isinstance(key, str):  # (a key that is not is named by the message)
+                    exc.path.append(key)
+                raise
         return out, refs
 
 
 def decompose(doc: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:
-    """(root id, objects children-first) for a JSON document."""
+    """(root id, objects children-first) for a JSON document. A member it cannot take (a
+    reserved key in an object it would detach: ReservedKey) is named by its JSON path."""
     if not isinstance(doc, dict):
         raise errors.NotAnObject("a document to decompose must be a JSON object")
     d = _Decomposer()
-    root_id = d.detach(doc)
+    try:
+        root_id = d.detach(doc)
+    except _Refused as exc:
+        raise exc.error(f"{exc.where()}: {exc.message}") from None
     return root_id, d.objects
 
 

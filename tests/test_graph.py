@@ -73,10 +73,24 @@ def test_speckle_shape():
 
 
 def test_reserved_keys_and_non_objects_are_refused():
-    with pytest.raises(errors.InvalidObject, match="reserved"):
+    with pytest.raises(errors.ReservedKey, match=r"^\$: key 'id' is reserved"):
         graph.decompose({"id": 1})
-    with pytest.raises(errors.InvalidObject, match="reserved"):
+    with pytest.raises(errors.ReservedKey, match=r"^\$\.@c: key 'totalChildrenCount'"):
         graph.decompose({"@c": {"totalChildrenCount": 1}})
     with pytest.raises(errors.NotAnObject):
         graph.decompose([1, 2])  # type: ignore[arg-type]
     assert graph.decompose({"nested": {"id": "fine: not a detached object"}})
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"@floors": [{"a": 1}, {"b": {"@m": {"__closure": {}}}}]}, "$.@floors[1].b.@m"),
+        ({"@(2)h": [1, 2, 3, {"@x": {"id": 1}}]}, "$.@(2)h[3].@x"),  # in its third chunk
+        ({"a": {"b": [0, {"@c": {"totalChildrenCount": 1}}]}}, "$.a.b[1].@c"),
+    ],
+)
+def test_a_refused_member_is_named_by_its_json_path(doc, where):
+    with pytest.raises(errors.ReservedKey) as caught:
+        graph.decompose(doc)
+    assert str(caught.value).startswith(f"{where}: key ")

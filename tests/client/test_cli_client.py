@@ -170,9 +170,10 @@ def test_serve_opens_its_auth_store_even_where_data_holds_a_store_itself(tmp_pat
     assert (tmp_path / "auth").is_dir()
 
 
-def test_push_names_a_bad_dump_line_by_its_number(server, tmp_path, capsys):
+def test_push_names_a_bad_dump_line_or_document_member(server, tmp_path, capsys):
     """A dump's bad line fails the push named by the file and line (blank lines counted), not
-    by its place in some batch or the server's 400, and its root is not uploaded."""
+    by its place in some batch or the server's 400, and its root is not uploaded; a JSON
+    document's member the decomposer refuses is named by its path."""
     common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
     cache = ["--cache", str(tmp_path / "c")]
     cases = {
@@ -186,6 +187,10 @@ def test_push_names_a_bad_dump_line_by_its_number(server, tmp_path, capsys):
         ),
         "no-tab.dump": ('dl-d\t{"id": "dl-d"}\njust text\n', "no-tab.dump line 2 is not an id"),
     }
+    cases["doc.json"] = (
+        '{"name": "tower", "@floors": [{"level": 0}, {"level": 1, "id": "mine"}]}',
+        "doc.json: $.@floors[1]: key 'id' is reserved for the decomposer",
+    )
     for name, (text, expected) in cases.items():
         (tmp_path / name).write_text(text)
         code, out, err = run(capsys, "push", str(tmp_path / name), *common, *cache)
