@@ -408,28 +408,52 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[Any]:
+    """Where ``pull`` writes: stdout, or a file that appears whole or not at all (written
+    beside it under a temporary name, renamed once complete). A place that cannot take the
+    file fails here, before anything is downloaded."""
+    if path is None:
+        yield sys.stdout.buffer
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: no directory {target.parent}")
+    part = target.parent / f".{target.name}.{os.getpid()}.part"  # the umask's mode, as open's
+    out = open(part, "xb")  # noqa: SIM115
+    try:
+        with out:
+            yield out
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     """Receive a graph through the local cache; write it as a dump or a JSON document."""
     from objstore import graph
     from objstore.client import receive
 
-    with _remote(args) as remote, objstore.open(_cache_dir(args)) as cache:
+    as_json = args.format == "json" or (
+        args.format is None and args.output and args.output.endswith(".json")
+    )
+    with (
+        _output(args.output) as out,
+        _remote(args) as remote,
+        objstore.open(_cache_dir(args)) as cache,
+    ):
         with _progress("pull", None) as tick:
             result = receive(args.root_id, remote, cache, progress=tick)
-        as_json = args.format == "json" or (
-            args.format is None and args.output and args.output.endswith(".json")
-        )
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
-        try:
-            if as_json:
-                doc = graph.recompose(args.root_id, cache, remote.project)
-                out.write(msgspec.json.encode(doc) + b"\n")
-            else:
-                for object_id, data in cache.iter_with_children(remote.project, args.root_id):
-                    out.write(object_id.encode() + b"\t" + data + b"\n")
-        finally:
-            if args.output:
-                out.close()
+        if as_json:
+            doc = graph.recompose(args.root_id, cache, remote.project)
+            out.write(msgspec.json.encode(doc) + b"\n")
+        else:
+            for object_id, data in cache.iter_with_children(remote.project, args.root_id):
+                out.write(object_id.encode() + b"\t" + data + b"\n")
     print(result.summary(), file=sys.stderr)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import objstore
 from objstore import cli, graphgen
 
 
@@ -198,3 +199,40 @@ def test_push_names_a_bad_dump_line_or_document_member(server, tmp_path, capsys)
         assert expected in err and len(err.strip().splitlines()) == 1, err
     # good objects may have gone up while the cache checked; the bad ones and roots never
     assert not any(server.store.has("other", ["dl-b", "dl-c", "dl-root"]).values())
+
+
+def test_pull_writes_its_file_whole_or_not_at_all(server, tmp_path, capsys, monkeypatch):
+    """-o names a file that appears complete or not at all: a pull that fails leaves nothing
+    behind (no half file, no temporary one), and a place that cannot take the file is refused
+    before anything is downloaded."""
+    g = graphgen.generate(300, seed=23)
+    graphgen.write_dump(g.objects, tmp_path / "g.dump")
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    cache = ["--cache", str(tmp_path / "c")]
+    assert run(capsys, "push", str(tmp_path / "g.dump"), *common, *cache)[0] == 0
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    target = out_dir / "model.dump"
+    code, _, err = run(capsys, "pull", "no-such-root", *common, *cache, "-o", str(target))
+    assert code == 2 and "not found" in err, err
+    assert list(out_dir.iterdir()) == []
+    code, _, err = run(capsys, "pull", g.root_id, *common, *cache, "-o", str(target))
+    assert code == 0, err
+    assert [p.name for p in out_dir.iterdir()] == ["model.dump"]
+    assert dict(graphgen.read_dump(target)) == dict(g.objects)
+    fresh = ["--cache", str(tmp_path / "never-made")]
+    for bad, says in ((tmp_path / "nowhere" / "m.dump", "no directory"), (out_dir, "directory")):
+        code, _, err = run(capsys, "pull", g.root_id, *common, *fresh, "-o", str(bad))
+        assert code == 2 and f"cannot write {bad}: " in err and says in err, err
+    assert not (tmp_path / "never-made").exists()  # refused before the cache was even opened
+
+    def breaks_midway(self, project, object_id):
+        yield from list(real(self, project, object_id))[:2]
+        raise objstore.CorruptObject("ab" * 16, "checksum mismatch")
+
+    real = objstore.Store.iter_with_children
+    monkeypatch.setattr(objstore.Store, "iter_with_children", breaks_midway)
+    again = out_dir / "again.dump"
+    code, _, err = run(capsys, "pull", g.root_id, *common, *cache, "-o", str(again))
+    assert code == 2 and "corrupt" in err, err
+    assert [p.name for p in out_dir.iterdir()] == ["model.dump"]  # no half of again.dump
