@@ -18,6 +18,7 @@ from typing import Any
 from specklepy.transports.abstract_transport import AbstractTransport
 
 import objstore
+from objstore import codec
 
 BATCH_OBJECTS = 10_000
 BATCH_BYTES = 25 * 1024 * 1024
@@ -44,7 +45,7 @@ class LMDBTransport(AbstractTransport):  # type: ignore[misc]
         self.store = store
         self.scope = scope
         self._name = name
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[str, bytes]] = []
         self._pending_ids: set[str] = set()
         self._pending_bytes = 0
         self.saved_obj_count = 0
@@ -63,15 +64,26 @@ class LMDBTransport(AbstractTransport):  # type: ignore[misc]
         self._flush()
 
     def _flush(self) -> None:
-        if self._pending:
-            self.store.put(self.scope, self._pending)
-            self._pending = []
-            self._pending_ids = set()
-            self._pending_bytes = 0
+        """Store the buffered objects as one batch, each under the id it was saved with (as
+        SQLiteTransport keys them): one whose JSON says another fails it (IdMismatch), and a
+        bad one is named by that id. A failed batch is dropped with its error, stored in
+        none of its part, so the transport stays usable for the next write."""
+        if not self._pending:
+            return
+        pending = self._pending
+        self._pending = []
+        self._pending_ids = set()
+        self._pending_bytes = 0
+        try:
+            records = codec.prepare_pairs(pending, self.store.limits)
+        except objstore.InvalidObject as exc:
+            raise exc.located("saved object") from None
+        for _ in self.store.iter_put_records(self.scope, [records]):
+            pass
 
     def save_object(self, id: str, serialized_object: str) -> None:
         data = serialized_object.encode()
-        self._pending.append(data)
+        self._pending.append((id, data))
         self._pending_ids.add(id)
         self._pending_bytes += len(data)
         self.saved_obj_count += 1

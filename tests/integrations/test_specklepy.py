@@ -65,3 +65,27 @@ def test_transports_opened_on_one_cache_dir_share_it(server, tmp_path, monkeypat
     second.close()
     assert first.has_objects([root_id]) == {root_id: True}  # still open after the other closed
     first.close()
+
+
+def test_objects_are_stored_under_the_id_they_were_saved_with(tmp_path):
+    """As SQLiteTransport keys them: an object saved under an id its JSON does not carry
+    fails the batch by that id (it would sit under its own, the saved one missing), and a
+    bad one is named by its id; nothing of the batch is stored, and the next write works."""
+    import objstore
+    from objstore.integrations.specklepy import LMDBTransport
+
+    transport = LMDBTransport(tmp_path / "cache")
+    transport.save_object("keep", '{"id": "keep", "v": 1}')
+    transport.save_object("given", '{"id": "other", "v": 2}')
+    with pytest.raises(objstore.IdMismatch, match=r"^saved object id 'given': given as 'given'"):
+        transport.end_write()
+    assert transport.has_objects(["keep", "given", "other"]) == dict.fromkeys(
+        ["keep", "given", "other"], False
+    )
+    transport.save_object("broken", '{"id": "broken", "v": ')
+    with pytest.raises(objstore.InvalidJSON, match=r"^saved object id 'broken': "):
+        transport.end_write()
+    transport.save_object("keep", '{"id": "keep", "v": 1}')
+    transport.end_write()
+    assert transport.get_object("keep") == '{"id": "keep", "v": 1}'
+    transport.close()
