@@ -138,6 +138,8 @@ def send(
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
+            if not isinstance(source, str):
+                _check_types(window, total + len(held))
             if writer is not None:  # checked and stored on its thread while the window uploads
                 writer.put(_Given(window, total + len(held)))
             window = [*held, *window]  # now in place from ``total`` on (the cache's is kept)
@@ -174,6 +176,19 @@ def send(
         if tick:
             tick(1)
     return SendResult(root_id, total, uploaded, skipped)
+
+
+def _check_types(window: list[tuple[str, bytes]], first: int) -> None:
+    """InvalidBatch for a given object that is not bytes (the checks that name every other
+    fault run beside the upload, which would fail on it first)."""
+    if all(type(data) is bytes for _, data in window):
+        return
+    for number, (object_id, data) in enumerate(window, first):
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise errors.InvalidBatch(
+                f"object {number} id {object_id!r} must be bytes of one JSON object, "
+                f"got {type(data).__name__}"
+            )
 
 
 @contextlib.contextmanager

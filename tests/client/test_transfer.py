@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -563,3 +564,12 @@ def test_an_object_given_under_another_id_is_refused(server):
         assert send([(own, anonymous), ("given-root2", b'{"id": "given-root2"}')], r).uploaded == 2
     assert json.loads(server.store.get("other", own)) == {"id": own, "v": 2}  # id written in
     assert not any(server.store.has("other", ["given-a", "given-zz", "given-root"]).values())
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_an_object_given_as_text_is_refused_by_its_place(server, cached):
+    objects: list[Any] = [("text-0", b'{"id": "text-0"}'), ("text-1", '{"id": "text-1"}')]
+    with remote(server, "other") as r, objstore.open_memory() as cache:
+        with pytest.raises(errors.InvalidBatch, match=r"^object 1 id 'text-1' must be bytes.*str"):
+            send([*objects, ("text-root", b'{"id": "text-root"}')], r, cache if cached else None)
+        assert "upload" not in r.stats.requests
