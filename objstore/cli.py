@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import inspect
 import os
 import socket
@@ -112,6 +113,47 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"--expires must be more than 0, got {text!r}")
     return seconds
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _positives(text: str) -> list[int]:
+    """An argparse type: comma separated whole numbers of at least 1 (``1,4,16``)."""
+    try:
+        return [_positive(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"give whole numbers of at least 1, comma separated (1,4,16), not {text!r}"
+        ) from None
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"give a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _writable(path: str | None, flag: str) -> None:
+    """Refuse, before a long run, a file that could not be written at its end."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{flag} {path}: it is a directory")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: no directory {target.parent}")
+    if not os.access(target.parent, os.W_OK):
+        raise PermissionError(f"{flag} {path}: {target.parent} is not writable")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -504,8 +546,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.words[0] != "compare" or len(args.words) != 3:
             print("objstore: use 'objstore bench compare OLD.json NEW.json'", file=sys.stderr)
             return 2
-        old, new = (_json.loads(Path(p).read_text()) for p in args.words[1:])
+        old, new = (bench.report.load(Path(p)) for p in args.words[1:])
         rows, regressions = bench.compare(old, new, args.threshold)
+        if not rows:
+            raise errors.InvalidResults(
+                f"{args.words[1]} and {args.words[2]} measure no target, client, workload and "
+                "concurrency in common: nothing to compare"
+            )
         bench.report.print_compare(rows)
         if regressions:
             print(f"{len(regressions)} regression(s) beyond {args.threshold:.0%}", file=sys.stderr)
@@ -524,13 +571,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except bench.TargetError as exc:
         print(f"objstore: {exc}", file=sys.stderr)
         return 2
+    _writable(args.out, "--out")
+    _writable(args.chart, "--chart")
+    if args.chart and importlib.util.find_spec("matplotlib") is None:  # not after the run
+        print("objstore: --chart needs matplotlib: pip install 'objstore[bench]'", file=sys.stderr)
+        return 2
     with console.status("objstore bench") as status:
         runner = bench.Runner(
             specs,
             bench.GraphSource.parse(args.graph, seed=args.seed),
             workloads=workloads,
             clients=args.clients.split(","),
-            concurrency=[int(c) for c in args.concurrency.split(",")],
+            concurrency=args.concurrency,
             repeat=args.repeat,
             max_seconds=args.max_seconds,
             keep=args.keep,
@@ -664,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--target", action="append", help="repeatable")
     bench.add_argument(
         "--spawn",
-        type=int,
+        type=_positive,
         nargs="?",
         const=1,
         metavar="WORKERS",
@@ -674,9 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--workloads", help="comma separated (default: all)")
     bench.add_argument("--clients", default="objstore,specklepy")
-    bench.add_argument("--concurrency", default="4", help="e.g. 1,4,16")
-    bench.add_argument("--repeat", type=int, default=1)
-    bench.add_argument("--max-seconds", type=float, default=300.0, help="cap per workload")
+    bench.add_argument("--concurrency", type=_positives, default=[4], help="e.g. 1,4,16")
+    bench.add_argument("--repeat", type=_positive, default=1)
+    bench.add_argument("--max-seconds", type=_seconds, default=300.0, help="cap per workload")
     bench.add_argument("--out", help="write every figure as JSON here")
     bench.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
     bench.add_argument("--allow-remote", action="store_true", help="allow non-loopback target URLs")

@@ -162,6 +162,11 @@ class UnsupportedFormat(ObjstoreError):
     """The store was written in a format this version of objstore does not read."""
 
 
+class InvalidResults(ObjstoreError):
+    """A file given to ``objstore bench compare`` is not a bench result (``--out``), or two
+    results have nothing in common to compare."""
+
+
 class RemoteError(ObjstoreError):
     """A server answered with an error (``status``, ``code``) or could not be reached."""
 

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from objstore import errors
+
 HIGHER_IS_BETTER = ("objects_per_s", "mb_per_s", "writes_per_s")
 LOWER_IS_BETTER = ("p50_ms", "p95_ms", "p99_ms")
+_KEY_FIELDS = ("target", "client", "workload", "concurrency")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A result file written by ``objstore bench --out``; InvalidResults for anything else."""
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.InvalidResults(f"{path} is not JSON ({exc})") from None
+    summary = doc.get("summary") if isinstance(doc, dict) else None
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(summary, list)
+        or not all(isinstance(row, dict) and all(k in row for k in _KEY_FIELDS) for row in summary)
+    ):
+        raise errors.InvalidResults(
+            f'{path} is not an objstore bench result (no "summary" of target, client, '
+            "workload and concurrency rows; `objstore bench --out FILE` writes one)"
+        )
+    return doc
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -131,7 +155,7 @@ def compare(
     above old x (1 + threshold), for the same target/client/workload/concurrency."""
 
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["target"], r["client"], r["workload"], r["concurrency"])
+        return tuple(str(r[k]) for k in _KEY_FIELDS)
 
     before = {key(r): r for r in old["summary"]}
     rows: list[dict[str, Any]] = []
@@ -141,9 +165,10 @@ def compare(
         if o is None:
             continue
         for metric in HIGHER_IS_BETTER + LOWER_IS_BETTER:
-            if metric not in r or metric not in o or not o[metric]:
+            was, now = o.get(metric), r.get(metric)
+            if not isinstance(was, Real) or not isinstance(now, Real) or not was:
                 continue
-            ratio = r[metric] / o[metric]
+            ratio = float(now) / float(was)
             worse = (
                 (ratio < 1 - threshold) if metric in HIGHER_IS_BETTER else (ratio > 1 + threshold)
             )
@@ -153,8 +178,8 @@ def compare(
                 "workload": r["workload"],
                 "concurrency": r["concurrency"],
                 "metric": metric,
-                "old": o[metric],
-                "new": r[metric],
+                "old": was,
+                "new": now,
                 "ratio": ratio,
                 "regression": worse,
             }

@@ -88,7 +88,16 @@ class GraphSource:
 
     def load(self, salt: str) -> graphgen.Graph:
         if self.dump is not None:
-            objects = list(graphgen.read_dump(self.dump))
+            lines = list(graphgen.read_dump_lines(self.dump))
+            if not lines:
+                raise objstore.InvalidBatch(f"{self.dump}: empty dump")
+            objects = [(object_id, data) for _, object_id, data in lines]
+            try:  # each line one JSON object under its id, or the run measures nonsense
+                objstore.codec.check_pairs(objects, Limits())
+            except objstore.InvalidObject as exc:
+                if exc.index is None:
+                    raise
+                raise exc.located(f"{self.dump} line {lines[exc.index][0]}") from None
             return graphgen.Graph(objects, objects[-1][0])
         assert self.size is not None
         return graphgen.generate(self.size, seed=self.seed, salt=salt)

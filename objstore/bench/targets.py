@@ -51,11 +51,15 @@ def parse_target(text: str, *, allow_remote: bool = False) -> TargetSpec:
     if not sep or not name or not rest:
         raise TargetError(f"--target {text!r}: use NAME=URL, NAME=lmdb:DIR or NAME=spawn[:N]")
     if rest.startswith("lmdb:"):
+        if not rest[5:]:
+            raise TargetError(f"--target {name}: lmdb: needs a directory (lmdb:DIR)")
         return TargetSpec(name, "lmdb", path=Path(rest[5:]))
     url, *options = rest.split(",")
     if url == "spawn" or url.startswith("spawn:"):
-        workers = int(url[6:] or 1) if url.startswith("spawn:") else 1
-        spec = TargetSpec(name, "spawn", workers=max(1, workers))
+        count = url[6:] if url.startswith("spawn:") else "1"
+        if not count.isdigit() or int(count) < 1:
+            raise TargetError(f"--target {name}: spawn:N takes N workers, 1 or more, not {count!r}")
+        spec = TargetSpec(name, "spawn", workers=int(count))
     else:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from objstore import bench, cli
+from objstore import bench, cli, errors
 from objstore.bench import GraphSource, Runner, TargetError, compare, parse_target
 from objstore.bench import runner as runner_module
 from objstore.bench.report import chart
@@ -188,3 +188,82 @@ def test_workloads_are_named_loosely_but_never_ambiguously():
 def test_cli_names_an_unknown_workload(capsys):
     code = cli.main(["bench", "--target", "e=lmdb:/nonexistent", "--workloads", "cold,upload"])
     assert code == 2 and "workload 'upload' is unknown" in capsys.readouterr().err
+
+
+def test_compare_refuses_files_that_are_not_results(doc, tmp_path, capsys):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(doc))
+    other = copy.deepcopy(doc)
+    for row in other["summary"]:
+        row["target"] = "elsewhere"
+    cases = {
+        "not-json.json": ("{oops", "is not JSON"),
+        "empty.json": ("{}", "is not an objstore bench result"),
+        "list.json": ("[1, 2]", "is not an objstore bench result"),
+        "rows.json": ('{"summary": [{"target": "a"}]}', "is not an objstore bench result"),
+        "other.json": (json.dumps(other), "nothing to compare"),
+    }
+    for name, (text, says) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert cli.main(["bench", "compare", str(good), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--concurrency", "0"], "argument --concurrency: give whole numbers of at least 1"),
+        (["--concurrency", "1,x"], "argument --concurrency: give whole numbers of at least 1"),
+        (["--repeat", "0"], "argument --repeat: give a whole number of at least 1"),
+        (["--spawn", "0"], "argument --spawn: give a whole number of at least 1"),
+        (["--max-seconds", "-1"], "argument --max-seconds: give a number of seconds above 0"),
+    ],
+)
+def test_cli_refuses_counts_below_one(flags, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["bench", "--target", f"e=lmdb:{tmp_path / 's'}", *flags])
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_targets_refuse_no_workers_or_no_directory():
+    for text in ("a=spawn:0", "a=spawn:x", "a=spawn:"):
+        with pytest.raises(TargetError, match="spawn:N takes N workers, 1 or more"):
+            parse_target(text)
+    with pytest.raises(TargetError, match="lmdb: needs a directory"):
+        parse_target("a=lmdb:")
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_run(tmp_path, capsys):
+    for flag, path, says in (
+        ("--out", tmp_path / "nowhere" / "r.json", "no directory"),
+        ("--chart", tmp_path, "it is a directory"),
+    ):
+        code = cli.main(["bench", "--target", f"e=lmdb:{tmp_path / 's'}", flag, str(path)])
+        assert code == 2 and f"{flag} {path}: {says}" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing was run
+
+
+def test_a_dump_graph_with_a_bad_line_is_named_by_it(tmp_path):
+    dump = tmp_path / "g.dump"
+    dump.write_text('a\t{"id": "a"}\nb\t{"id": "zz"}\nr\t{"id": "r"}\n')
+    with pytest.raises(errors.IdMismatch, match=r"g\.dump line 2 id 'b': given as 'b'"):
+        GraphSource.parse(str(dump)).load("salt")
+    dump.write_text("")
+    with pytest.raises(errors.InvalidBatch, match="empty dump"):
+        GraphSource.parse(str(dump)).load("salt")
+
+
+def test_a_chart_without_matplotlib_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    code = cli.main(
+        ["bench", "--target", f"e=lmdb:{tmp_path / 's'}", "--chart", str(tmp_path / "c.png")]
+    )
+    assert code == 2 and "--chart needs matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
