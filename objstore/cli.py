@@ -122,6 +122,13 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"give a port from 0 to 65535, not {text!r}")
+    return int(text)
+
+
 def _positives(text: str) -> list[int]:
     """An argparse type: comma separated whole numbers of at least 1 (``1,4,16``)."""
     try:
@@ -642,8 +649,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = add("serve", cmd_serve, "serve Speckle's object REST routes over HTTP")
     serve.add_argument("--host", default=os.environ.get("OBJSTORE_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("OBJSTORE_PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=int(os.environ.get("OBJSTORE_WORKERS", "1")))
+    # string defaults go through the type too: a bad OBJSTORE_PORT is named, not a traceback
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("OBJSTORE_PORT", "8000"),
+        help="(OBJSTORE_PORT)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=os.environ.get("OBJSTORE_WORKERS", "1"),
+        help="(OBJSTORE_WORKERS)",
+    )
     serve.add_argument("--log-level", default="info")
 
     project = add("project", cmd_project, "create, list, delete projects or set members")

@@ -319,3 +319,27 @@ def test_worker_socket_is_tcp_so_asyncio_sets_nodelay():
         assert sock.get_inheritable()
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "says"),
+    [
+        (["--port", "99999"], {}, "argument --port: give a port from 0 to 65535, not '99999'"),
+        ([], {"OBJSTORE_PORT": "abc"}, "argument --port: give a port from 0 to 65535, not 'abc'"),
+        (["--workers", "0"], {}, "argument --workers: give a whole number of at least 1"),
+        ([], {"OBJSTORE_WORKERS": "two"}, "argument --workers: give a whole number of at least"),
+    ],
+)
+def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
+    flags, env, says, tmp_path, capsys, monkeypatch
+):
+    """uvicorn took port 99999 and listened on another while printing it; a bad OBJSTORE_PORT
+    was a traceback from every command, as the parser was built."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--data", str(tmp_path / "d"), *flags])
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    code, _, err = run(capsys, "stats", "--data", str(tmp_path / "d"))  # other commands run
+    assert code == 2 and "no store in" in err
