@@ -14,7 +14,8 @@ ENV_MAX_OBJECT_MB = "OBJSTORE_MAX_OBJECT_MB"
 ENV_MAX_BATCH_MB = "OBJSTORE_MAX_BATCH_MB"
 
 
-def _env_mb(name: str, default: int) -> int:
+def env_megabytes(name: str, default: int) -> int:
+    """Bytes from environment variable ``name`` in (positive) megabytes; ``default`` unset."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -42,6 +43,6 @@ class Limits:
     def from_env(cls) -> Limits:
         """Defaults, overridden by OBJSTORE_MAX_OBJECT_MB / OBJSTORE_MAX_BATCH_MB."""
         return cls(
-            max_object_bytes=_env_mb(ENV_MAX_OBJECT_MB, DEFAULT_MAX_OBJECT_BYTES),
-            max_batch_bytes=_env_mb(ENV_MAX_BATCH_MB, DEFAULT_MAX_BATCH_BYTES),
+            max_object_bytes=env_megabytes(ENV_MAX_OBJECT_MB, DEFAULT_MAX_OBJECT_BYTES),
+            max_batch_bytes=env_megabytes(ENV_MAX_BATCH_MB, DEFAULT_MAX_BATCH_BYTES),
         )

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from objstore.limits import MB, Limits
+from objstore.limits import MB, Limits, env_megabytes
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -49,14 +49,15 @@ class Settings:
             raise ValueError(f"gzip level must be 0-3 (ISA-L levels), got {self.gzip_level}")
         if not -7 <= self.zstd_level <= 19:
             raise ValueError(f"zstd level must be -7 to 19, got {self.zstd_level}")
+        if self.max_ids < 1:
+            raise ValueError(f"OBJSTORE_MAX_IDS must be 1 or more, got {self.max_ids}")
 
     @classmethod
     def from_env(cls) -> Settings:
         """OBJSTORE_DATA, OBJSTORE_MAX_OBJECT_MB, OBJSTORE_MAX_BATCH_MB, OBJSTORE_MAX_REQUEST_MB,
         OBJSTORE_MAX_IDS, OBJSTORE_GZIP_LEVEL, OBJSTORE_ZSTD_LEVEL, OBJSTORE_READAHEAD."""
         limits = Limits.from_env()
-        request_mb = os.environ.get("OBJSTORE_MAX_REQUEST_MB", "").strip()
-        max_request = int(float(request_mb) * MB) if request_mb else limits.max_batch_bytes
+        max_request = env_megabytes("OBJSTORE_MAX_REQUEST_MB", limits.max_batch_bytes)
         return cls(
             data=Path(os.environ.get("OBJSTORE_DATA", "data")),
             limits=limits,

@@ -59,3 +59,26 @@ def test_a_serving_process_collects_young_objects_less_often(monkeypatch, tmp_pa
         gc.unfreeze()
     assert before != SERVING_GC_THRESHOLD
     assert seen[0][0] == SERVING_GC_THRESHOLD and seen[0][1] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("OBJSTORE_MAX_REQUEST_MB", "x", "OBJSTORE_MAX_REQUEST_MB must be a number of megabytes"),
+        ("OBJSTORE_MAX_REQUEST_MB", "-1", "OBJSTORE_MAX_REQUEST_MB must be positive"),
+        ("OBJSTORE_MAX_IDS", "0", "OBJSTORE_MAX_IDS must be 1 or more"),
+    ],
+)
+def test_request_and_id_limits_are_checked_and_named(monkeypatch, name, value, says):
+    """A negative request limit refused every upload, an id limit of 0 every diff; a
+    non-number was float()'s message, naming no variable."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=says):
+        Settings.from_env()
+
+
+def test_the_request_limit_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("OBJSTORE_MAX_REQUEST_MB", "2.5")
+    assert Settings.from_env().max_request_bytes == int(2.5 * 1024 * 1024)
+    monkeypatch.delenv("OBJSTORE_MAX_REQUEST_MB")
+    assert Settings.from_env().max_request_bytes == Settings.from_env().limits.max_batch_bytes
