@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import importlib.util
 import inspect
+import itertools
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -412,26 +414,62 @@ def _progress(label: str, total: int | None) -> Iterator[Any]:
         yield _Tick()
 
 
-def _read_source(path: Path) -> tuple[str, list[tuple[str, bytes]], list[int] | None]:
-    """A JSON document (decomposed), or an ``id\tjson`` dump (root = last line) with each
-    object's line number."""
-    from objstore import graph
+def _count_lines(path: Path) -> int | None:
+    """Lines in a regular file (blank ones too), counted a megabyte at a time, for a progress
+    total; None for a pipe, which can be read only once."""
+    if not path.is_file():
+        return None
+    count, last = 0, b"\n"
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
-    raw = path.read_bytes()
-    if raw.lstrip()[:1] == b"{":
-        try:
-            doc = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise objstore.InvalidJSON(f"{path}: {exc}") from None
-        try:
-            root_id, objects = graph.decompose(doc)
-        except errors.InvalidObject as exc:
-            raise exc.located(str(path)) from None
-        return root_id, objects, None
-    lines = list(graphgen.read_dump_lines(path))
-    if not lines:
-        raise objstore.InvalidBatch(f"{path}: empty dump")
-    return lines[-1][1], [(i, d) for _, i, d in lines], [n for n, _, _ in lines]
+
+class _Source:
+    """What ``push`` sends: a JSON document's objects (decomposed), or an ``id\tjson`` dump's
+    (root = last line), read as they are sent, a window at a time: a push of millions of
+    objects holds a few windows of them, not the file. ``lines`` keeps each dump object's
+    line number (4 bytes an object) to name a bad one by."""
+
+    def __init__(self, path: Path, fh: Any) -> None:
+        from objstore import graph
+
+        self.path = path
+        self.lines: array[int] | None = None
+        head = fh.peek(1 << 16).lstrip()
+        if head[:1] == b"{":
+            try:
+                doc = msgspec.json.decode(fh.read())
+            except msgspec.DecodeError as exc:
+                raise objstore.InvalidJSON(f"{path}: {exc}") from None
+            try:
+                _, decomposed = graph.decompose(doc)
+            except errors.InvalidObject as exc:
+                raise exc.located(str(path)) from None
+            self.objects: Iterable[tuple[str, bytes]] = decomposed
+            self.count: int | None = len(decomposed)
+            return
+        self.lines = array("I")
+        numbered = graphgen.dump_lines(fh, str(path))
+        first = next(numbered, None)
+        if first is None:
+            raise objstore.InvalidBatch(f"{path}: empty dump")
+        self.objects = self._objects(itertools.chain([first], numbered))
+        self.count = _count_lines(path)
+
+    def _objects(self, numbered: Iterator[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:
+        assert self.lines is not None
+        for number, object_id, data in numbered:
+            self.lines.append(number)
+            yield object_id, data
+
+    def where(self, index: int) -> str:
+        """The place of the ``index``-th object: its line, or its place in the document."""
+        if self.lines is None:
+            return f"{self.path}: object {index}"
+        return f"{self.path} line {self.lines[index]}"
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -439,20 +477,20 @@ def cmd_push(args: argparse.Namespace) -> int:
     from objstore.client import send
 
     path = Path(args.file)
-    root_id, objects, lines = _read_source(path)
-    with (
-        _remote(args) as remote,
-        objstore.open(_cache_dir(args)) as cache,
-        _progress("push", len(objects)) as tick,
-    ):
-        try:
-            result = send(objects, remote, cache, progress=tick)
-        except errors.InvalidObject as exc:  # placed by its line, not by its place in the send
-            if exc.index is None:
-                raise
-            where = f"{path} line {lines[exc.index]}" if lines else f"{path}: object {exc.index}"
-            raise exc.located(where) from None
-    print(root_id)
+    with path.open("rb") as fh:
+        source = _Source(path, fh)
+        with (
+            _remote(args) as remote,
+            objstore.open(_cache_dir(args)) as cache,
+            _progress("push", source.count) as tick,
+        ):
+            try:
+                result = send(source.objects, remote, cache, progress=tick)
+            except errors.InvalidObject as exc:  # placed by its line, not its place in the send
+                if exc.index is None:
+                    raise
+                raise exc.located(source.where(exc.index)) from None
+    print(result.root_id)
     print(result.summary(), file=sys.stderr)
     return 0
 

@@ -268,17 +268,22 @@ def read_dump_lines(path: str | Path) -> Iterator[tuple[int, str, bytes]]:
     """(line number, id, json) of each ``id\tjson`` line, blank lines skipped; a line that is
     not one raises InvalidBatch naming it."""
     with Path(path).open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip(b"\r\n")
-            if not line:
-                continue
-            object_id, tab, data = line.partition(b"\t")
-            try:
-                text = object_id.decode() if tab else None
-            except UnicodeDecodeError as exc:
-                raise errors.InvalidBatch(
-                    f"{path} line {number}: the id is not UTF-8 ({exc})"
-                ) from None
-            if text is None:
-                raise errors.InvalidBatch(f"{path} line {number} is not an id<TAB>json line")
-            yield number, text, data
+        yield from dump_lines(fh, str(path))
+
+
+def dump_lines(fh: Iterable[bytes], name: str) -> Iterator[tuple[int, str, bytes]]:
+    """:func:`read_dump_lines` of an open binary file (a pipe too), named ``name`` in errors."""
+    for number, line in enumerate(fh, 1):
+        line = line.rstrip(b"\r\n")
+        if not line:
+            continue
+        object_id, tab, data = line.partition(b"\t")
+        try:
+            text = object_id.decode() if tab else None
+        except UnicodeDecodeError as exc:
+            raise errors.InvalidBatch(
+                f"{name} line {number}: the id is not UTF-8 ({exc})"
+            ) from None
+        if text is None:
+            raise errors.InvalidBatch(f"{name} line {number} is not an id<TAB>json line")
+        yield number, text, data

@@ -236,3 +236,34 @@ def test_pull_writes_its_file_whole_or_not_at_all(server, tmp_path, capsys, monk
     code, _, err = run(capsys, "pull", g.root_id, *common, *cache, "-o", str(again))
     assert code == 2 and "corrupt" in err, err
     assert [p.name for p in out_dir.iterdir()] == ["model.dump"]  # no half of again.dump
+
+
+def test_push_reads_a_dump_from_a_pipe_once_naming_a_bad_line(server, tmp_path, capsys):
+    """A dump is read as it is sent, once: a named pipe (or /dev/stdin) works, and a bad line
+    in it is still named by its number."""
+    import os
+    import threading
+
+    g = graphgen.generate(2_000, seed=24)
+    lines = [f"{i}\t{d.decode()}\n" for i, d in g.objects]
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    cache = ["--cache", str(tmp_path / "c")]
+
+    def push_through_fifo(text: str) -> tuple[int, str, str]:
+        fifo = tmp_path / "in.fifo"
+        if fifo.exists():
+            fifo.unlink()
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text(text), daemon=True)
+        writer.start()
+        try:
+            return run(capsys, "push", str(fifo), *common, *cache)
+        finally:
+            writer.join(timeout=10)
+
+    broken = [*lines[:5], "\n", 'x\t{"id": "x", \n', *lines[5:]]
+    code, out, err = push_through_fifo("".join(broken))
+    assert code == 2 and "in.fifo line 7 id 'x': " in err, err
+    code, out, err = push_through_fifo("".join(lines))
+    assert code == 0 and out.strip() == g.root_id, err
+    assert server.store.get("other", g.root_id) == g.objects[-1][1]
