@@ -152,17 +152,18 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _writable(path: str | None, flag: str) -> None:
-    """Refuse, before a long run, a file that could not be written at its end."""
+def _writable(path: str | None, label: str) -> None:
+    """Refuse, before a long run, a file that could not be written at its end (``label``
+    starts the message: the flag that named it)."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
-        raise IsADirectoryError(f"{flag} {path}: it is a directory")
+        raise IsADirectoryError(f"{label} {path}: it is a directory")
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"{flag} {path}: no directory {target.parent}")
+        raise FileNotFoundError(f"{label} {path}: no directory {target.parent}")
     if not os.access(target.parent, os.W_OK):
-        raise PermissionError(f"{flag} {path}: {target.parent} is not writable")
+        raise PermissionError(f"{label} {path}: {target.parent} is not writable")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -503,11 +504,8 @@ def _output(path: str | None) -> Iterator[Any]:
     if path is None:
         yield sys.stdout.buffer
         return
+    _writable(path, "cannot write")
     target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: no directory {target.parent}")
     part = target.parent / f".{target.name}.{os.getpid()}.part"  # the umask's mode, as open's
     out = open(part, "xb")  # noqa: SIM115
     try:
