@@ -53,15 +53,11 @@ class ReceiveResult:
     total: int
     from_cache: int
     downloaded: int
-    missing_on_server: int
 
     def summary(self) -> str:
-        missing = (
-            f", {self.missing_on_server:,} missing on the server" if self.missing_on_server else ""
-        )
         return (
             f"{self.total:,} objects: {self.downloaded:,} downloaded, {self.from_cache:,} from "
-            f"the cache{missing}"
+            "the cache"
         )
 
 
@@ -400,6 +396,8 @@ def receive(
     (getobjects in batches; the single object+children stream when most are missing), writing
     them to the cache as they arrive; the root is written last. A children stream that fails
     is not started again: what it delivered is kept, and the rest is asked for by id.
+    Objects of the closure the server does not have fail it with RemoteNotFound naming them;
+    the rest stay cached and the root is not written.
     """
     if cache is None:
         cache = objstore.open_memory()
@@ -411,7 +409,7 @@ def receive(
         if all(present.values()):
             if tick:
                 tick(len(closure_ids) + 1)
-            return ReceiveResult(root_id, len(closure_ids) + 1, len(closure_ids) + 1, 0, 0)
+            return ReceiveResult(root_id, len(closure_ids) + 1, len(closure_ids) + 1, 0)
     root = remote.get(root_id)
     cache = _admitting(cache, remote)
     if root is None:
@@ -442,7 +440,15 @@ def receive(
             )
         still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
         downloaded = len(missing) - len(still)
+        if still:  # no root without its whole graph: what came is kept for the next receive
+            more = f" and {len(still) - 3:,} more" if len(still) > 3 else ""
+            raise errors.RemoteNotFound(
+                f"{len(still):,} of the {len(closure_ids):,} objects under {root_id!r} are not "
+                f"in project {remote.project!r} on {remote.url}: "
+                f"{', '.join(map(repr, still[:3]))}{more}; the {downloaded:,} found are cached "
+                "(the root is not), so a receive once the server has them fetches only those"
+            )
         cache.put(project, [root])
     if tick:
         tick(1)
-    return ReceiveResult(root_id, len(closure_ids) + 1, from_cache, downloaded + 1, len(still))
+    return ReceiveResult(root_id, len(closure_ids) + 1, from_cache, downloaded + 1)
