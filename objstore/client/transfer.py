@@ -79,15 +79,29 @@ def _cache_project(remote: Remote, cache_project: str | None) -> str:
 
 def _ordered_from_cache(
     cache: objstore.Store, project: str, root_id: str
-) -> tuple[bytes, Iterator[tuple[str, bytes]]]:
-    """The root's bytes, and its descendants deepest-first (children before parents)."""
+) -> Iterator[tuple[str, bytes]]:
+    """The root's descendants deepest-first (children before parents), then the root; a
+    descendant the cache lacks raises ObjectNotFound before the root is reached. A root the
+    cache lacks raises it at once."""
     root = cache.get(project, root_id)
     if root is None:
         raise errors.ObjectNotFound(project, root_id)
     closure = cache.closure(project, root_id)
     closure.pop(root_id, None)
     ordered = sorted(closure, key=lambda i: -closure[i])
-    return root, cache.get_many(project, ordered)
+
+    def objects() -> Iterator[tuple[str, bytes]]:
+        found = 0
+        for pair in cache.get_many(project, ordered):
+            found += 1
+            yield pair
+        if found < len(ordered):  # never send a root without its whole graph
+            lacking = [i for i, ok in cache.has(project, ordered).items() if not ok]
+            where = f"the cache, which holds {root_id!r} without {len(lacking):,} of its closure"
+            raise errors.ObjectNotFound(project, lacking[0], where)
+        yield root_id, root
+
+    return objects()
 
 
 def send(
@@ -114,8 +128,7 @@ def send(
         if cache is None:
             raise ValueError("sending by root id needs the cache that holds it")
         root_id = source
-        root, descendants = _ordered_from_cache(cache, project, root_id)
-        objects: Iterator[tuple[str, bytes]] = itertools.chain(descendants, [(root_id, root)])
+        objects: Iterator[tuple[str, bytes]] = _ordered_from_cache(cache, project, root_id)
     else:
         objects = iter(source)
         root_id = ""

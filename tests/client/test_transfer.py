@@ -609,3 +609,18 @@ def test_objects_the_server_lacks_fail_the_receive_and_the_root_is_not_cached(
             got = receive(root[0], r, cache)
         assert (got.total, got.downloaded, got.from_cache) == (11, 5, 6)
         assert cache.get("other", root[0]) == root[1]
+
+
+def test_sending_a_root_the_cache_holds_without_all_its_graph_fails_before_the_root(
+    server, tmp_path
+):
+    kids = [(f"part-{i}", json.dumps({"id": f"part-{i}"}).encode()) for i in range(5)]
+    closure = {i: 1 for i in [*(k for k, _ in kids), "part-gone"]}
+    root = json.dumps({"id": "part-root", "__closure": closure}).encode()
+    with objstore.open(tmp_path / "cache") as cache:
+        cache.put("other", [*(d for _, d in kids), root])  # put by hand, not received
+        with remote(server, "other") as r, pytest.raises(errors.ObjectNotFound) as caught:
+            send("part-root", r, cache)
+        assert caught.value.object_id == "part-gone"
+        assert "holds 'part-root' without 1 of its closure" in str(caught.value)
+    assert server.store.get("other", "part-root") is None
