@@ -570,6 +570,8 @@ def cmd_cp(args: argparse.Namespace) -> int:
             try:
                 sent = send(args.root, remote, store, cache_project=project, progress=tick)
             except errors.ObjectNotFound as exc:
+                if exc.object_id != args.root:  # the root is there, part of its graph is not
+                    raise
                 where = f"the local store {local} (--local-project names another)"
                 raise errors.ObjectNotFound(exc.project, exc.object_id, where) from None
             print(sent.summary(), file=sys.stderr)

@@ -267,3 +267,22 @@ def test_push_reads_a_dump_from_a_pipe_once_naming_a_bad_line(server, tmp_path, 
     code, out, err = push_through_fifo("".join(lines))
     assert code == 0 and out.strip() == g.root_id, err
     assert server.store.get("other", g.root_id) == g.objects[-1][1]
+
+
+def test_cp_names_a_missing_root_or_a_missing_part_of_its_graph(server, tmp_path, capsys):
+    import objstore
+
+    closure = {"cpm-a": 1, "cpm-gone": 1}
+    with objstore.open(tmp_path / "local") as store:
+        store.put(
+            "p", [b'{"id": "cpm-a"}', json.dumps({"id": "cpm-root", "__closure": closure}).encode()]
+        )
+    common = ["--token", server.tokens["alice"], "--project", "other", "--local-project", "p"]
+    code, _, err = run(capsys, "cp", str(tmp_path / "local"), server.url, "--root", "nope", *common)
+    assert code == 2 and "'nope' not found" in err and "--local-project names another" in err
+    code, _, err = run(
+        capsys, "cp", str(tmp_path / "local"), server.url, "--root", "cpm-root", *common
+    )
+    assert code == 2 and "'cpm-gone' not found" in err, err
+    assert "holds 'cpm-root' without 1 of its closure" in err and "--local-project" not in err
+    assert server.store.get("other", "cpm-root") is None
