@@ -412,6 +412,9 @@ def _progress(label: str, total: int | None) -> Iterator[Any]:
             def advance(self, n: int) -> None:
                 bar.advance(task, n)
 
+            def total(self, n: int) -> None:
+                bar.update(task, total=n)
+
         yield _Tick()
 
 

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import NamedTuple, TypeVar
@@ -79,10 +79,10 @@ def _cache_project(remote: Remote, cache_project: str | None) -> str:
 
 def _ordered_from_cache(
     cache: objstore.Store, project: str, root_id: str
-) -> Iterator[tuple[str, bytes]]:
-    """The root's descendants deepest-first (children before parents), then the root; a
-    descendant the cache lacks raises ObjectNotFound before the root is reached. A root the
-    cache lacks raises it at once."""
+) -> tuple[int, Iterator[tuple[str, bytes]]]:
+    """How many objects the graph has, and its root's descendants deepest-first (children
+    before parents), then the root; a descendant the cache lacks raises ObjectNotFound before
+    the root is reached. A root the cache lacks raises it at once."""
     root = cache.get(project, root_id)
     if root is None:
         raise errors.ObjectNotFound(project, root_id)
@@ -101,7 +101,7 @@ def _ordered_from_cache(
             raise errors.ObjectNotFound(project, lacking[0], where)
         yield root_id, root
 
-    return objects()
+    return len(ordered) + 1, objects()
 
 
 def send(
@@ -121,15 +121,23 @@ def send(
     An object given that is not one JSON object under the id it came with (IdMismatch), or
     that the cache refuses, fails the send with the InvalidObject placing it in the input
     (``index``, ``object_id``: the id it came with), and the root is not uploaded.
+
+    ``progress``: an object whose ``advance(n)`` is called as objects are done, and whose
+    ``total(n)``, if it has one, once their number is known (a root id's graph, a list).
     """
     project = _cache_project(remote, cache_project)
     tick = getattr(progress, "advance", None)
+    counted = getattr(progress, "total", None)
     if isinstance(source, str):
         if cache is None:
             raise ValueError("sending by root id needs the cache that holds it")
         root_id = source
-        objects: Iterator[tuple[str, bytes]] = _ordered_from_cache(cache, project, root_id)
+        count, objects = _ordered_from_cache(cache, project, root_id)
+        if counted:
+            counted(count)
     else:
+        if counted and isinstance(source, Sized):
+            counted(len(source))
         objects = iter(source)
         root_id = ""
     total = skipped = 0
@@ -410,16 +418,20 @@ def receive(
     them to the cache as they arrive; the root is written last. A children stream that fails
     is not started again: what it delivered is kept, and the rest is asked for by id.
     Objects of the closure the server does not have fail it with RemoteNotFound naming them;
-    the rest stay cached and the root is not written.
+    the rest stay cached and the root is not written. ``progress`` as for :func:`send`
+    (``total`` once the root's closure is known).
     """
     if cache is None:
         cache = objstore.open_memory()
     project = _cache_project(remote, cache_project)
     tick = getattr(progress, "advance", None)
+    counted = getattr(progress, "total", None)
     if cache.get(project, root_id) is not None:
         closure_ids = list(cache.closure(project, root_id))
         present = cache.has(project, closure_ids)
         if all(present.values()):
+            if counted:
+                counted(len(closure_ids) + 1)
             if tick:
                 tick(len(closure_ids) + 1)
             return ReceiveResult(root_id, len(closure_ids) + 1, len(closure_ids) + 1, 0)
@@ -433,6 +445,8 @@ def receive(
     with _served_by(remote):
         record = codec.decode_record(root, 0, cache.limits)
         closure_ids = [i for i in (record.closure or {}) if i != root_id]
+        if counted:
+            counted(len(closure_ids) + 1)
         present = cache.has(project, closure_ids)
         missing = [i for i, ok in present.items() if not ok]
         from_cache = len(closure_ids) - len(missing)

@@ -624,3 +624,32 @@ def test_sending_a_root_the_cache_holds_without_all_its_graph_fails_before_the_r
         assert caught.value.object_id == "part-gone"
         assert "holds 'part-root' without 1 of its closure" in str(caught.value)
     assert server.store.get("other", "part-root") is None
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.totals: list[int] = []
+        self.done = 0
+
+    def total(self, n: int) -> None:
+        self.totals.append(n)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+
+def test_progress_learns_the_total_once_known(server, tmp_path):
+    """A bar gets its total as soon as the count is known (the root's closure on receive, the
+    cache's graph on a send by root id), and advances to exactly it."""
+    g = graphgen.generate(1_500, seed=57)
+    with remote(server, "other") as r:
+        send(g.objects, r, progress=(sent := _Progress()))
+    assert (sent.totals, sent.done) == ([len(g)], len(g))
+    with objstore.open(tmp_path / "cache") as cache:
+        for _ in range(2):  # cold, then warm from the cache
+            with remote(server, "other") as r:
+                receive(g.root_id, r, cache, progress=(got := _Progress()))
+            assert (got.totals, got.done) == ([len(g)], len(g))
+        with remote(server, "priv") as r:
+            send(g.root_id, r, cache, cache_project="other", progress=(up := _Progress()))
+        assert (up.totals, up.done) == ([len(g)], len(g))
