@@ -397,16 +397,19 @@ def prepare_pairs(pairs: Sequence[tuple[str, bytes]], limits: Limits) -> list[Re
     return records
 
 
-def check_pairs(pairs: Sequence[tuple[str, bytes]], limits: Limits) -> None:
+_UNLIMITED = Limits(2**62, 2**62)
+
+
+def check_pairs(pairs: Sequence[tuple[str, bytes]]) -> None:
     """That each object handed over with an id is one JSON object whose id that is: the part
-    of :func:`prepare_pairs` a sender that keeps no copy needs (the receiver checks the rest),
-    at a third of its cost. Errors as :func:`prepare_pairs` raises them."""
+    of :func:`prepare_pairs` a sender that keeps no copy needs (the receiver checks the rest,
+    sizes included), at a third of its cost. Errors as :func:`prepare_pairs` raises them."""
     try:
         found = [_id_decoder.decode(data).id for _, data in pairs]
     except (msgspec.DecodeError, RecursionError):  # the full checks find and name it
         for index, pair in enumerate(pairs):
             try:
-                prepare_pairs([pair], limits)
+                prepare_pairs([pair], _UNLIMITED)
             except errors.InvalidObject as exc:
                 raise exc.located(f"object {index}", index=index) from None
         return

@@ -207,7 +207,7 @@ def test_the_quick_id_character_check_agrees_with_the_rule(text):
     assert codec._has_bad_id_char("ab" + text + " ") is True
 
 
-@pytest.mark.parametrize("check", [codec.prepare_pairs, codec.check_pairs])
+@pytest.mark.parametrize("check", [codec.prepare_pairs, lambda pairs, _: codec.check_pairs(pairs)])
 def test_pairs_are_checked_each_under_the_id_it_came_with(check):
     limits = Limits()
     good = [(f"p{i}", json.dumps({"id": f"p{i}"}).encode()) for i in range(3)]
@@ -236,3 +236,12 @@ def test_prepare_numbered_places_errors_in_their_batch():
         codec.prepare_numbered([b'{"id": "n0"}', b'{"id": "n1",'], Limits(), 3)
     with pytest.raises(errors.InvalidBatch, match=r"^batch 2: "):
         codec.prepare_numbered(b'{"not": "an array"}', Limits(), 2)
+
+
+def test_check_pairs_leaves_sizes_to_the_receiver():
+    """A big object before a broken one: the broken one is named, not the size (the server
+    or cache that takes them has its own limits)."""
+    big = ("big", json.dumps({"id": "big", "pad": "x" * (11 << 20)}).encode())
+    codec.check_pairs([big])
+    with pytest.raises(errors.InvalidJSON, match=r"^object 1 id 'bad': "):
+        codec.check_pairs([big, ("bad", b'{"id": "bad",')])

@@ -93,7 +93,7 @@ class GraphSource:
                 raise objstore.InvalidBatch(f"{self.dump}: empty dump")
             objects = [(object_id, data) for _, object_id, data in lines]
             try:  # each line one JSON object under its id, or the run measures nonsense
-                objstore.codec.check_pairs(objects, Limits())
+                objstore.codec.check_pairs(objects)
             except objstore.InvalidObject as exc:
                 if exc.index is None:
                     raise

@@ -143,12 +143,12 @@ def send(
     total = skipped = 0
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
     writer = None
-    checked_by: Limits | None = None  # objects given, sent from no cache, are checked to these
+    checked = False  # objects given, sent from no cache: checked here before uploading
     if not isinstance(source, str):
         if cache is not None:  # which checks them all (once) before storing them
             writer = _CacheWriter(_admitting(cache, remote), project)
         else:
-            checked_by = remote.limits
+            checked = True
 
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
@@ -164,8 +164,8 @@ def send(
             have = remote.diff(i for i, _ in window)
             lacking = [n for n, (i, _) in enumerate(window) if not have[i]]
             todo = [window[n] for n in lacking]
-            if checked_by is not None:  # the objects about to be uploaded
-                _check_given(todo, checked_by, [total + n for n in lacking].__getitem__)
+            if checked:  # the objects about to be uploaded
+                _check_given(todo, [total + n for n in lacking].__getitem__)
             total += len(window)
             skipped += len(window) - len(todo)
             if tick:
@@ -185,8 +185,8 @@ def send(
         if remote.diff([root_id])[root_id]:
             skipped += 1
         else:
-            if checked_by is not None:
-                _check_given(held, checked_by, [total].__getitem__)
+            if checked:
+                _check_given(held, [total].__getitem__)
             remote.upload(held)
             uploaded += 1
         total += 1
@@ -221,13 +221,11 @@ def _placed(place: Callable[[int], int]) -> Iterator[None]:
         raise exc.located(f"object {number}", index=number) from None
 
 
-def _check_given(
-    pairs: list[tuple[str, bytes]], limits: Limits, place: Callable[[int], int]
-) -> None:
+def _check_given(pairs: list[tuple[str, bytes]], place: Callable[[int], int]) -> None:
     """Check objects about to be uploaded from no cache: each one JSON object under its own
-    id (the server checks the rest, and names what it refuses by id)."""
+    id (the server checks the rest, sizes too, and names what it refuses by id)."""
     with _placed(place):
-        codec.check_pairs(pairs, limits)
+        codec.check_pairs(pairs)
 
 
 def _checked(given: _Given, limits: Limits) -> Iterator[list[codec.Record]]:
