@@ -432,7 +432,7 @@ def _count_lines(path: Path) -> int | None:
 
 
 class _Source:
-    """What ``push`` sends: a JSON document's objects (decomposed), or an ``id\tjson`` dump's
+    """What ``push`` sends: a JSON document's objects (decomposed), or an ``id\\tjson`` dump's
     (root = last line), read as they are sent, a window at a time: a push of millions of
     objects holds a few windows of them, not the file. ``lines`` keeps each dump object's
     line number (4 bytes an object) to name a bad one by."""

@@ -110,52 +110,52 @@ class _Decomposer:
         refs = []
         for key, member in value.items():
             try:
-                if not isinstance(key, str):
-                    raise _Refused(errors.InvalidObject, f"keys must be strings, got {key!r}")
-                chunked = _CHUNKED.match(key)
-                if chunked and isinstance(member, list):
-                    size = max(1, int(chunked.group(1)))
-                    chunk_ids = []
-                    for start in range(0, len(member), size):
-                        try:
-                            data, data_refs = self.inline(member[start : start + size])
-                        except _Refused as exc:  # placed in the slice: in the list, then
-                            exc.path[-1] = start + int(exc.path[-1])
-                            raise
-                        chunk_ids.append(
-                            self.emit({"speckle_type": CHUNK_TYPE, "data": data}, data_refs)
-                        )
-                    out[key] = [{"referencedId": c, "speckle_type": "reference"} for c in chunk_ids]
-                    refs += chunk_ids
-                elif key.startswith("@") and isinstance(member, dict):
-                    child = self.detach(member)
-                    out[key] = {"referencedId": child, "speckle_type": "reference"}
-                    refs.append(child)
-                elif key.startswith("@") and isinstance(member, list):
-                    items: list[Any] = []
-                    for n, item in enumerate(member):
-                        try:
-                            if isinstance(item, dict):
-                                child = self.detach(item)
-                                items.append({"referencedId": child, "speckle_type": "reference"})
-                                refs.append(child)
-                            else:
-                                new, child_refs = self.inline(item)
-                                items.append(new)
-                                refs += child_refs
-                        except _Refused as exc:
-                            exc.path.append(n)
-                            raise
-                    out[key] = items
-                else:
-                    new, child_refs = self.inline(member)
-                    out[key] = new
-                    refs += child_refs
+                out[key], member_refs = self.member(key, member)
             except _Refused as exc:
                 if isinstance(key, str):  # (a key that is not is named by the message)
                     exc.path.append(key)
                 raise
+            refs += member_refs
         return out, refs
+
+    def member(self, key: Any, member: Any) -> tuple[Any, list[str]]:
+        """One member of an object, as it is stored, and the ids it references: @-members
+        detached (``@(N)name`` lists in chunks of N), the rest inlined."""
+        if not isinstance(key, str):
+            raise _Refused(errors.InvalidObject, f"keys must be strings, got {key!r}")
+        chunked = _CHUNKED.match(key)
+        if chunked and isinstance(member, list):
+            size = max(1, int(chunked.group(1)))
+            chunk_ids = []
+            for start in range(0, len(member), size):
+                try:
+                    data, data_refs = self.inline(member[start : start + size])
+                except _Refused as exc:  # placed in the slice: in the list, then
+                    exc.path[-1] = start + int(exc.path[-1])
+                    raise
+                chunk_ids.append(self.emit({"speckle_type": CHUNK_TYPE, "data": data}, data_refs))
+            return [{"referencedId": c, "speckle_type": "reference"} for c in chunk_ids], chunk_ids
+        if key.startswith("@") and isinstance(member, dict):
+            child = self.detach(member)
+            return {"referencedId": child, "speckle_type": "reference"}, [child]
+        if key.startswith("@") and isinstance(member, list):
+            items: list[Any] = []
+            refs: list[str] = []
+            for n, item in enumerate(member):
+                try:
+                    if isinstance(item, dict):
+                        child = self.detach(item)
+                        items.append({"referencedId": child, "speckle_type": "reference"})
+                        refs.append(child)
+                    else:
+                        new, child_refs = self.inline(item)
+                        items.append(new)
+                        refs += child_refs
+                except _Refused as exc:
+                    exc.path.append(n)
+                    raise
+            return items, refs
+        return self.inline(member)
 
 
 def decompose(doc: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:

@@ -259,13 +259,13 @@ def write_dump(objects: Iterable[tuple[str, bytes]], path: str | Path) -> None:
 
 
 def read_dump(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    """Read ``id\tjson`` lines back."""
+    """Read ``id\\tjson`` lines back."""
     for _, object_id, data in read_dump_lines(path):
         yield object_id, data
 
 
 def read_dump_lines(path: str | Path) -> Iterator[tuple[int, str, bytes]]:
-    """(line number, id, json) of each ``id\tjson`` line, blank lines skipped; a line that is
+    """(line number, id, json) of each ``id\\tjson`` line, blank lines skipped; a line that is
     not one raises InvalidBatch naming it."""
     with Path(path).open("rb") as fh:
         yield from dump_lines(fh, str(path))

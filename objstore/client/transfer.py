@@ -142,23 +142,22 @@ def send(
         root_id = ""
     total = skipped = 0
     held: list[tuple[str, bytes]] = []  # the last object so far: the root, once input ends
-    writer = None
-    checked = False  # objects given, sent from no cache: checked here before uploading
-    if not isinstance(source, str):
-        if cache is not None:  # which checks them all (once) before storing them
-            writer = _CacheWriter(_admitting(cache, remote), project)
-        else:
-            checked = True
+    given = not isinstance(source, str)  # objects given, not read from the cache: checked
+    checked = given and cache is None  # here before uploading; else by the cache, all, once
+    writer = (
+        _CacheWriter(_admitting(cache, remote), project) if given and cache is not None else None
+    )
 
     def missing() -> Iterator[tuple[str, bytes]]:
         """Each window's objects the server lacks. The upload pulls this while the windows
         before it are still in flight, so one window's diff overlaps the last one's uploads."""
         nonlocal total, skipped
         for window in graphgen.groups(objects, WINDOW, WINDOW_BYTES):
-            if not isinstance(source, str):
-                _check_types(window, total + len(held))
+            first = total + len(held)  # the window's place in the input
+            if given:
+                _check_types(window, first)
             if writer is not None:  # checked and stored on its thread while the window uploads
-                writer.put(_Given(window, total + len(held)))
+                writer.put(_Given(window, first))
             window = [*held, *window]  # now in place from ``total`` on (the cache's is kept)
             held[:] = [window.pop()]  # the last object (the root, at the end) waits for the rest
             have = remote.diff(i for i, _ in window)
