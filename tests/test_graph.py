@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +46,9 @@ def test_round_trip_is_exact(doc):
     for object_id, data in objects:  # children before parents
         body = json.loads(data)
         assert len(object_id) == 32 and body["id"] == object_id
+        assert data == msgspec.json.encode(body)  # compact, id first
+        rest = {k: v for k, v in body.items() if k != "id"}
+        assert xxhash.xxh3_128_hexdigest(msgspec.json.encode(rest)) == object_id
         for child in body.get("__closure", {}):
             assert child in seen
         assert body["totalChildrenCount"] == len(body.get("__closure", {}))
@@ -70,6 +75,39 @@ def test_speckle_shape():
     assert len(root["__closure"]) == root["totalChildrenCount"] == 6
     deep_id = bodies[root["@meta"]["referencedId"]]["@deep"]["referencedId"]
     assert root["__closure"][deep_id] == 2
+
+
+def test_ids_are_stable_across_versions():
+    """Content addressing: the same document must give the same ids in every release, or a
+    re-push would upload everything again (this id is what 0.x has always given)."""
+    doc = {
+        "name": "house",
+        "@floors": [{"level": 1, "@rooms": [{"area": 12.5}, {"area": 7}]}],
+        "@(2)v": [1, 2.5, None],
+        "meta": {"ok": True, "@tag": {"t": "é"}},
+    }
+    root_id, objects = graph.decompose(doc)
+    assert root_id == "90e106a71f59cff3667f14453eac527f"
+    assert len(objects) == 7
+    assert objects[0] == (
+        "0071cf81fee0b480b4f0d9b19a76e8b1",
+        b'{"id":"0071cf81fee0b480b4f0d9b19a76e8b1","area":12.5,"totalChildrenCount":0}',
+    )
+
+
+def test_long_scalar_lists_round_trip_as_copies():
+    """Lists of scalars are taken whole (a mesh's vertices), mixed ones item by item."""
+    vertices = [0.5, 1, None, True, "s"] * 1000
+    doc = {"@(64)vertices": vertices, "mixed": [1, {"@c": {"x": [2, 3]}}, [4, 5]]}
+    root_id, objects = graph.decompose(doc)
+    store = objstore.open_memory()
+    store.put("p", [d for _, d in objects])
+    back = graph.recompose(root_id, store, "p")
+    assert back == doc
+    assert back["@(64)vertices"] is not vertices
+    again = graph.recompose(root_id, store, "p")
+    again["mixed"][2].append(6)
+    assert back["mixed"][2] == [4, 5]  # each recompose is a document of its own
 
 
 def test_reserved_keys_and_non_objects_are_refused():
