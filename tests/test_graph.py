@@ -110,6 +110,23 @@ def test_long_scalar_lists_round_trip_as_copies():
     assert back["mixed"][2] == [4, 5]  # each recompose is a document of its own
 
 
+def test_an_object_used_twice_is_two_objects_in_the_document():
+    """Shared geometry is stored once; recomposed, each use is its own dicts and lists."""
+    mesh = {"vertices": [0.0, 1.5, 2.0], "faces": [[0, 1, 2]]}
+    doc = {"@a": dict(mesh), "@(2)b": [mesh, mesh], "c": {"@d": dict(mesh)}}
+    root_id, objects = graph.decompose(doc)
+    assert len(objects) == 1 + 1 + 1  # the mesh once, the chunk [mesh, mesh] once, the root
+    store = objstore.open_memory()
+    store.put("p", [d for _, d in objects])
+    back = graph.recompose(root_id, store, "p")
+    assert back == doc
+    uses = [back["@a"], *back["@(2)b"], back["c"]["@d"]]
+    assert len({id(u) for u in uses}) == len({id(u["vertices"]) for u in uses}) == 4
+    assert len({id(u["faces"][0]) for u in uses}) == 4
+    uses[0]["vertices"].append(9.0)
+    assert [len(u["vertices"]) for u in uses] == [4, 3, 3, 3]
+
+
 def test_reserved_keys_and_non_objects_are_refused():
     with pytest.raises(errors.ReservedKey, match=r"^\$: key 'id' is reserved"):
         graph.decompose({"id": 1})
