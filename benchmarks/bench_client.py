@@ -11,7 +11,14 @@ costs more as a store fills, so a client sending second into a shared one would 
                  .copy_object_and_children into an empty SQLiteTransport (operations.receive)
   half-warm      the cache already holds half the objects (not the root)
   warm receive   everything cached: objstore.receive | SQLiteTransport reads of root + children
-Prints objects/s per client and the request count of objstore's warm receive (target: 0).
+  model send     a model in memory, serialised and sent, each client to a new empty server:
+                 graph.decompose of the graph as a nested document + objstore.send through an
+                 empty cache | operations.send of the same model as specklepy Base objects
+                 (ServerTransport, its default SQLite cache)
+  model receive  back into memory: objstore.receive into an empty cache + graph.recompose |
+                 operations.receive (ServerTransport, an empty SQLiteTransport) to Base objects
+Prints objects/s per client (the model rows: objects each client's serialiser made) and the
+request count of objstore's warm receive (target: 0).
 """
 
 from __future__ import annotations
@@ -36,6 +43,35 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def _document(graph: Any) -> dict[str, Any]:
+    """The graph as the nested JSON document a script holds in memory (chunked lists whole)."""
+    import objstore
+    from objstore.graph import recompose
+    from objstore.graphgen import batches
+
+    store = objstore.open_memory()
+    store.put_many("model", batches(graph.objects))
+    return recompose(graph.root_id, store, "model")
+
+
+def _speckle_base(doc: dict[str, Any]) -> Any:
+    """``doc`` as specklepy Base objects: each dict a Base, its members dynamic attributes."""
+    from specklepy.objects.base import Base
+
+    def value(v: Any) -> Any:
+        if isinstance(v, dict):
+            base = Base()
+            for key, member in v.items():
+                if key != "speckle_type":  # the class's, not settable
+                    base[key] = value(member)
+            return base
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    return value(doc)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=100_000)
@@ -53,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     half = [(i, d) for i, d in graph.objects[:-1]][::2]
     print(f"graph: {n:,} objects, {graph.total_bytes / MB:,.1f} MB", flush=True)
     times: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, int]] = {}  # objects per client where not the graph's
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp_name:
         tmp = Path(tmp_name)
@@ -133,6 +170,64 @@ def main(argv: list[str] | None = None) -> None:
             times["warm receive"] = {"objstore": ours, "specklepy": theirs}
             cold_cache.close()
             half_cache.close()
+            print("  warm receive done", flush=True)
+        finally:
+            server.stop()
+            other.stop()
+
+        # -- model send and receive: serialising included, each to a new empty server -------
+        from specklepy.api import operations
+
+        from objstore.graph import decompose, recompose
+
+        doc = _document(graph)
+        base = _speckle_base(doc)
+        server = SpawnedServer(project="ours", data=tmp / "model-data").start()
+        other = SpawnedServer(project="theirs", data=tmp / "model-data-theirs")
+        try:
+            other.start()
+            remote = Remote(server.url, server.token, "ours")
+            sent: list[Any] = []
+            with objstore.open(tmp / "model-send-cache") as send_cache:
+                ours = _timed(lambda: sent.append(send(decompose(doc)[1], remote, send_cache)))
+            root_id, made = sent[0].root_id, sent[0].total
+            speckle_id: list[str] = []
+
+            def speckle_model_send() -> None:
+                transport = ServerTransport("theirs", url=other.url, token=other.token)
+                speckle_id.append(operations.send(base, [transport]))
+
+            theirs = _timed(speckle_model_send)
+            their_root = Remote(other.url, other.token, "theirs").get(speckle_id[0])
+            if their_root is None:
+                raise SystemExit("model send: specklepy's root is not on its server")
+            made_theirs = 1 + len(json.loads(their_root)["__closure"])
+            times["model send"] = {"objstore": ours, "specklepy": theirs}
+            counts["model send"] = counts["model receive"] = {
+                "objstore": made,
+                "specklepy": made_theirs,
+            }
+            extra["model objects (objstore, specklepy)"] = f"{made:,}, {made_theirs:,}"
+            print("  model send done", flush=True)
+
+            with objstore.open(tmp / "model-receive-cache") as cache:
+                got: list[dict[str, Any]] = []
+
+                def model_receive() -> None:
+                    receive(root_id, Remote(server.url, server.token, "ours"), cache)
+                    got.append(recompose(root_id, cache, "ours"))
+
+                ours = _timed(model_receive)
+            if got[0] != doc:
+                raise SystemExit("model receive: the document recomposed is not the one sent")
+            theirs = _timed(
+                lambda: operations.receive(
+                    speckle_id[0],
+                    ServerTransport("theirs", url=other.url, token=other.token),
+                    SQLiteTransport(base_path=str(tmp / "sq-model-receive"), scope="receive"),
+                )
+            )
+            times["model receive"] = {"objstore": ours, "specklepy": theirs}
         finally:
             server.stop()
             other.stop()
@@ -141,14 +236,15 @@ def main(argv: list[str] | None = None) -> None:
         f"\n| workload ({n:,} objects) | objstore client | specklepy | ratio |\n|---|---|---|---|"
     )
     for workload, t in times.items():
-        print(
-            f"| {workload} | {n / t['objstore']:,.0f} obj/s | {n / t['specklepy']:,.0f} obj/s "
-            f"| {t['specklepy'] / t['objstore']:.1f}x |"
-        )
+        made = counts.get(workload, {"objstore": n, "specklepy": n})
+        ours, theirs = (made[client] / t[client] for client in ("objstore", "specklepy"))
+        print(f"| {workload} | {ours:,.0f} obj/s | {theirs:,.0f} obj/s | {ours / theirs:.1f}x |")
     for key, value in extra.items():
-        print(f"{key}: {value:,}")
+        print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
     if args.json:
-        args.json.write_text(json.dumps({"objects": n, "seconds": times, **extra}, indent=1))
+        args.json.write_text(
+            json.dumps({"objects": n, "seconds": times, "made": counts, **extra}, indent=1)
+        )
 
 
 if __name__ == "__main__":
