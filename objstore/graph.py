@@ -26,8 +26,8 @@ RESERVED = ("id", "totalChildrenCount", "__closure")
 CHUNK_TYPE = "Speckle.Core.Models.DataChunk"
 _CHUNKED = re.compile(r"^@\((\d+)\)")
 _encode = msgspec.json.encode
-# JSON's scalar types: a list holding nothing else is copied whole, not walked an item at a
-# time (a mesh's vertices are thousands of floats; walking them was 90% of decompose)
+# JSON's scalar types: a list holding nothing else is taken as it is, not walked an item at
+# a time (a mesh's vertices are thousands of floats; walking them was 90% of decompose)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
