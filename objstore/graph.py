@@ -217,13 +217,15 @@ def recompose(root_id: str, store: objstore.Store, project: str) -> dict[str, An
 
 
 class _Recomposer:
-    """Rebuilds a document from its objects' bytes: an object's first use is what msgspec
-    decoded, filled in place; each later one (shared geometry) a copy of that, so no two
-    places in the document share a list or dict (copying is cheaper than decoding again)."""
+    """Rebuilds a document from its objects' bytes, each decoded as it is read (so the graph's
+    bytes are never all held at once): an object's first use is what msgspec decoded, filled
+    in place; each later one (shared geometry) a copy of that, so no two places in the
+    document share a list or dict (copying is cheaper than decoding again)."""
 
     def __init__(self, store: objstore.Store, project: str, root_id: str) -> None:
         self.project = project
-        self.raw = dict(store.iter_with_children(project, root_id))
+        decode = _decoder.decode
+        self.decoded = {i: decode(data) for i, data in store.iter_with_children(project, root_id)}
         self.built: dict[str, dict[str, Any]] = {}
 
     def resolve(self, object_id: str) -> dict[str, Any]:
@@ -231,10 +233,9 @@ class _Recomposer:
         if done is not None:
             copied: dict[str, Any] = _copy(done)
             return copied
-        data = self.raw.get(object_id)
-        if data is None:
+        body = self.decoded.pop(object_id, None)
+        if body is None:
             raise errors.ObjectNotFound(self.project, object_id)
-        body: dict[str, Any] = _decoder.decode(data)
         for key in RESERVED:
             body.pop(key, None)
         self.fill(body)

@@ -110,6 +110,18 @@ def test_long_scalar_lists_round_trip_as_copies():
     assert back["mixed"][2] == [4, 5]  # each recompose is a document of its own
 
 
+def test_recompose_names_a_child_the_store_lacks():
+    """A graph stored without one of its children is not rebuilt with a hole in it."""
+    doc = {"@a": {"x": 1}, "@b": [{"y": 2}, {"z": [3, 4]}]}
+    root_id, objects = graph.decompose(doc)
+    lost_id, _ = objects[1]
+    store = objstore.open_memory()
+    store.put("p", [d for i, d in objects if i != lost_id])
+    with pytest.raises(objstore.ObjectNotFound) as caught:
+        graph.recompose(root_id, store, "p")
+    assert lost_id in str(caught.value)
+
+
 def test_an_object_used_twice_is_two_objects_in_the_document():
     """Shared geometry is stored once; recomposed, each use is its own dicts and lists."""
     mesh = {"vertices": [0.0, 1.5, 2.0], "faces": [[0, 1, 2]]}
