@@ -40,8 +40,8 @@ MB = 1e6
 
 def _timed(fn: Any) -> float:
     """Seconds ``fn`` takes, after a full collection: the cyclic GC's debt for what the setup
-    built (a model document made with GC off owes a pass over its millions of lists, at
-    at 100k, about 1 s) is not charged to whichever client runs next."""
+    built (a model document made with GC off owes a pass over its millions of lists:
+    about 1 s at 100k) is not charged to whichever client runs next."""
     gc.collect()
     start = time.perf_counter()
     fn()
