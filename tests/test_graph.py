@@ -110,6 +110,25 @@ def test_long_scalar_lists_round_trip_as_copies():
     assert back["mixed"][2] == [4, 5]  # each recompose is a document of its own
 
 
+def test_recompose_follows_references_other_clients_wrote_differently():
+    """Objects sent by other serializers: a reference key spelled with a JSON escape, or
+    with spaces around its colon, is still a reference (only objects with none are not
+    walked)."""
+    leaf = b'{"id": "c0ffee00c0ffee00c0ffee00c0ffee00", "x": [1, 2]}'
+    escaped = (  # a mesh whose one reference has its key escaped
+        b'{"id":"e1","@a":{"referenc\\u0065dId":"c0ffee00c0ffee00c0ffee00c0ffee00",'
+        b'"speckle_type":"reference"},"__closure":{"c0ffee00c0ffee00c0ffee00c0ffee00":1}}'
+    )
+    root = (
+        b'{"id":"r0","b":{"@c":{"referencedId" : "e1","speckle_type":"reference"}},'
+        b'"__closure":{"e1":1,"c0ffee00c0ffee00c0ffee00c0ffee00":2}}'
+    )
+    store = objstore.open_memory()
+    store.put("p", [leaf, escaped, root])
+    back = graph.recompose("r0", store, "p")
+    assert back == {"b": {"@c": {"@a": {"x": [1, 2]}}}}
+
+
 def test_recompose_names_a_child_the_store_lacks():
     """A graph stored without one of its children is not rebuilt with a hole in it."""
     doc = {"@a": {"x": 1}, "@b": [{"y": 2}, {"z": [3, 4]}]}
