@@ -17,7 +17,7 @@ from operator import itemgetter
 from typing import NamedTuple, TypeVar
 
 import objstore
-from objstore import codec, errors, graphgen
+from objstore import codec, collector, errors, graphgen
 from objstore.client.remote import Remote
 from objstore.limits import Limits
 
@@ -104,6 +104,7 @@ def _ordered_from_cache(
     return len(ordered) + 1, objects()
 
 
+@collector.sparing_heap()  # (what the caller holds, often a model, is not rescanned)
 def send(
     source: str | Iterable[tuple[str, bytes]],
     remote: Remote,
@@ -399,6 +400,7 @@ def _children_data(blocks: Iterable[list[bytes]], root_id: str) -> Iterator[list
         yield list(map(_AFTER_TAB, map(bytes.partition, lines, itertools.repeat(b"\t"))))
 
 
+@collector.sparing_heap()
 def receive(
     root_id: str,
     remote: Remote,

@@ -1,0 +1,43 @@
+"""How objstore's long operations treat CPython's cyclic garbage collector.
+
+An application holding a large model (a connector, a script) has millions of containers
+alive; each full collection walks all of them, and a transfer's own short-lived objects set
+off several. These context managers keep that cost off objstore's work without changing what
+is eventually collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Cyclic GC off, for work that makes no cycles but very many containers (rebuilding a
+    document). As Mercurial's ``util.nogc``."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def sparing_heap() -> Iterator[None]:
+    """Objects alive at the start are left out of collections until the end (``gc.freeze``),
+    so collections still run, for what is made meanwhile, without rescanning the caller's
+    heap. Garbage among those objects waits until after. An application that froze objects
+    itself (a pre-fork server) keeps them frozen: then, and inside another such block,
+    nothing is changed."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

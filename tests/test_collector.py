@@ -1,0 +1,78 @@
+"""The collector modes of objstore's long operations."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from objstore import collector
+
+
+@pytest.fixture
+def unfrozen():
+    assert gc.get_freeze_count() == 0, "some earlier code left objects frozen"
+    yield
+    gc.unfreeze()  # whatever a failing test left
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the cyclic collector frees it
+
+
+def test_sparing_heap_freezes_what_is_alive_and_thaws_it_after(unfrozen):
+    held = [[n] for n in range(1000)]  # a caller's containers
+    old = _Node()
+    old_ref = weakref.ref(old)
+    with collector.sparing_heap():
+        assert gc.get_freeze_count() >= len(held)
+        new = _Node()
+        new_ref = weakref.ref(new)
+        del old, new
+        gc.collect()
+        assert new_ref() is None  # what is made meanwhile is collected as ever
+        assert old_ref() is not None  # the caller's garbage waits ...
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert old_ref() is None  # ... until after
+
+
+def test_sparing_heap_thaws_on_an_error_too(unfrozen):
+    with pytest.raises(KeyError), collector.sparing_heap():
+        assert gc.get_freeze_count() > 0
+        raise KeyError("x")
+    assert gc.get_freeze_count() == 0
+
+
+def test_sparing_heap_leaves_an_applications_own_freeze_alone(unfrozen):
+    gc.freeze()  # as a pre-fork server does
+    frozen = gc.get_freeze_count()
+    fresh = [[n] for n in range(1000)]
+    with collector.sparing_heap():
+        assert gc.get_freeze_count() == frozen  # nothing more frozen ...
+    assert gc.get_freeze_count() == frozen  # ... and nothing thawed
+    assert fresh
+
+
+def test_an_inner_sparing_heap_leaves_the_thaw_to_the_outer(unfrozen):
+    with collector.sparing_heap():
+        outer = gc.get_freeze_count()
+        with collector.sparing_heap():
+            pass
+        assert gc.get_freeze_count() == outer
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_paused_turns_the_collector_off_and_back_to_what_it_was(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with pytest.raises(KeyError), collector.paused():
+            assert not gc.isenabled()
+            raise KeyError("x")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
