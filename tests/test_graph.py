@@ -41,6 +41,8 @@ def test_round_trip_is_exact(doc):
     store.put("p", [d for _, d in objects])
     back = graph.recompose(root_id, store, "p")
     assert json.dumps(back, sort_keys=False) == json.dumps(doc, sort_keys=False)
+    shared = graph.recompose(root_id, store, "p", shared=True)
+    assert json.dumps(shared, sort_keys=False) == json.dumps(doc, sort_keys=False)
     assert objects[-1][0] == root_id
     seen: set[str] = set()
     for object_id, data in objects:  # children before parents
@@ -156,6 +158,26 @@ def test_an_object_used_twice_is_two_objects_in_the_document():
     assert len({id(u["faces"][0]) for u in uses}) == 4
     uses[0]["vertices"].append(9.0)
     assert [len(u["vertices"]) for u in uses] == [4, 3, 3, 3]
+
+
+def test_shared_recompose_gives_an_object_used_twice_as_one_dict():
+    """As specklepy gives one Base per id: each place the detached mesh is used holds the
+    same dict, the document still equal to the one decomposed. (The chunk's two meshes are
+    items of one object's list, not detached: two dicts, as without sharing.)"""
+    mesh = {"vertices": [0.0, 1.5, 2.0], "faces": [[0, 1, 2]]}
+    doc = {"@a": dict(mesh), "@(2)b": [mesh, mesh], "c": {"@d": dict(mesh)}}
+    root_id, objects = graph.decompose(doc)
+    store = objstore.open_memory()
+    store.put("p", [d for _, d in objects])
+    back = graph.recompose(root_id, store, "p", shared=True)
+    assert back == doc
+    uses = [back["@a"], *back["@(2)b"], back["c"]["@d"]]
+    assert back["@a"] is back["c"]["@d"]
+    assert len({id(u) for u in uses}) == 3
+    uses[0]["vertices"].append(9.0)
+    assert [len(u["vertices"]) for u in uses] == [4, 3, 3, 4]
+    again = graph.recompose(root_id, store, "p", shared=True)
+    assert again["@a"] is not back["@a"] and again == doc  # each call a document of its own
 
 
 def test_reserved_keys_and_non_objects_are_refused():
