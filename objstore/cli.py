@@ -537,7 +537,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
         with _progress("pull", None) as tick:
             result = receive(args.root_id, remote, cache, progress=tick)
         if as_json:
-            doc = graph.recompose(args.root_id, cache, remote.project)
+            # only encoded, never changed: a repeated object may be one dict in every place
+            doc = graph.recompose(args.root_id, cache, remote.project, shared=True)
             out.write(msgspec.json.encode(doc) + b"\n")
         else:
             for object_id, data in cache.iter_with_children(remote.project, args.root_id):
