@@ -15,7 +15,8 @@ costs more as a store fills, so a client sending second into a shared one would 
                  graph.decompose of the graph as a nested document + objstore.send through an
                  empty cache | operations.send of the same model as specklepy Base objects
                  (ServerTransport, its default SQLite cache)
-  model receive  back into memory: objstore.receive into an empty cache + graph.recompose |
+  model receive  back into memory: objstore.receive into an empty cache + graph.recompose
+                 (shared=True: one dict per object, as specklepy gives one Base per id) |
                  operations.receive (ServerTransport, an empty SQLiteTransport) to Base objects
 Prints objects/s per client (the model rows: objects each client's serialiser made) and the
 request count of objstore's warm receive (target: 0).
@@ -220,9 +221,16 @@ def main(argv: list[str] | None = None) -> None:
 
                 def model_receive() -> None:
                     receive(root_id, Remote(server.url, server.token, "ours"), cache)
-                    got.append(recompose(root_id, cache, "ours"))
+                    got.append(recompose(root_id, cache, "ours", shared=True))
 
                 ours = _timed(model_receive)
+                alone = {
+                    way: _timed(lambda s=shared: recompose(root_id, cache, "ours", shared=s))
+                    for way, shared in (("copies", False), ("shared", True))
+                }
+                extra["model recompose alone (copies, shared)"] = (
+                    f"{alone['copies']:.2f} s, {alone['shared']:.2f} s"
+                )
             if got[0] != doc:
                 raise SystemExit("model receive: the document recomposed is not the one sent")
             theirs = _timed(
