@@ -18,7 +18,7 @@ from typing import Any
 from specklepy.transports.abstract_transport import AbstractTransport
 
 import objstore
-from objstore import codec
+from objstore import codec, collector
 
 BATCH_OBJECTS = 10_000
 BATCH_BYTES = 25 * 1024 * 1024
@@ -63,6 +63,7 @@ class LMDBTransport(AbstractTransport):  # type: ignore[misc]
     def end_write(self) -> None:
         self._flush()
 
+    @collector.sparing_heap()  # (specklepy's caller holds the model: not rescanned)
     def _flush(self) -> None:
         """Store the buffered objects as one batch, each under the id it was saved with (as
         SQLiteTransport keys them): one whose JSON says another fails it (IdMismatch), and a

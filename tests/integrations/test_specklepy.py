@@ -89,3 +89,31 @@ def test_objects_are_stored_under_the_id_they_were_saved_with(tmp_path):
     transport.end_write()
     assert transport.get_object("keep") == '{"id": "keep", "v": 1}'
     transport.close()
+
+
+def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
+    """specklepy's caller holds the model (millions of containers): each batch stored is
+    made with what was alive before it frozen out of collections, thawed after, as in
+    objstore's own send and receive."""
+    import gc
+
+    from objstore.integrations.specklepy import LMDBTransport
+
+    assert gc.get_freeze_count() == 0
+    held = [[n] for n in range(5_000)]
+    transport = LMDBTransport(tmp_path / "cache")
+    store_batch = transport.store.iter_put_records
+    frozen: list[int] = []
+
+    def recording(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return store_batch(*args, **kwargs)
+
+    transport.store.iter_put_records = recording  # type: ignore[method-assign]
+    transport.begin_write()
+    transport.save_object("a", '{"id":"a","v":1}')
+    transport.end_write()
+    assert frozen and frozen[0] >= len(held)
+    assert gc.get_freeze_count() == 0
+    assert transport.get_object("a") == '{"id":"a","v":1}'
+    transport.close()
