@@ -25,27 +25,19 @@ back the model that was sent, and every round uses new caches and servers.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_client import _document, _speckle_base, _timed
 from objstore.bench.targets import SpawnedServer
 
 CACHES = ("SQLiteTransport", "LMDBTransport")
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _sqlite(root: Path, name: str) -> Any:
@@ -194,7 +186,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # specklepy 2026.9 marks its JSON pipeline deprecated
 
-    from benchmarks.bench_client import _document, _speckle_base
     from objstore.graphgen import generate
 
     graph = generate(args.objects, seed=args.seed)
