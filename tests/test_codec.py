@@ -201,7 +201,11 @@ def test_separate_items_of_any_bytes_kind_and_the_batch_limit_named_where_it_pas
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=12) | st.text(alphabet=st.characters(max_codepoint=0x7F)))
+@given(
+    text=st.text(max_size=12)
+    | st.text(alphabet=st.characters(max_codepoint=0x7F))
+    | st.text(alphabet="0123456789abcdefXYZ-_ \t\n\x00\x7f\x85\xa0")  # mostly id-like
+)
 def test_the_quick_id_character_check_agrees_with_the_rule(text):
     assert codec._has_bad_id_char(text) == (codec._BAD_ID_CHAR.search(text) is not None)
     assert codec._has_bad_id_char("ab" + text + " ") is True
