@@ -122,6 +122,24 @@ _INFLATERS: dict[str, Callable[[], Any]] = {"zstd": _zstd_inflater, "gzip": _gzi
 ACCEPT_ENCODING = ", ".join(_INFLATERS)  # what the streamed reads below can decode
 
 
+_PROBE = {"zstd": zstandard.compress(b"{}"), "gzip": igzip.compress(b"{}")}
+
+
+def _httpx_decodes(coding: str, encoded: bytes) -> bool:
+    """Whether httpx itself decodes ``coding`` (``encoded``: ``{}`` so coded). httpx reads
+    whole (not streamed) bodies, decodes zstd only from 0.27 on (specklepy 2.x holds it below
+    0.26), and hands on a coding it does not know undecoded."""
+    response = httpx.Response(200, headers={"Content-Encoding": coding}, content=encoded)
+    try:
+        return response.content == b"{}"
+    except httpx.DecodingError:
+        return False
+
+
+# what whole-body requests ask for: the codings this httpx decodes
+WHOLE_ACCEPT_ENCODING = ", ".join(c for c, body in _PROBE.items() if _httpx_decodes(c, body))
+
+
 def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
     """The body of a streamed response, decoded when it is zstd or gzip (ISA-L, ~3x zlib).
 
@@ -274,8 +292,10 @@ class Remote:
         self.batch_objects = batch_objects
         host = urllib.parse.urlsplit(self.url).hostname or ""
         self.compress = compression == "on" or (compression == "auto" and not is_loopback(host))
-        accept = ACCEPT_ENCODING if self.compress else "identity"
+        accept = WHOLE_ACCEPT_ENCODING if self.compress else "identity"
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": accept}
+        # streamed bodies are decoded by iter_decoded, which knows more codings than httpx may
+        self._stream_accept = ACCEPT_ENCODING if self.compress else "identity"
         if token:
             headers["Authorization"] = f"Bearer {token}"
         limits = httpx.Limits(max_connections=self.concurrency + 2)
@@ -511,7 +531,11 @@ class Remote:
                 "POST",
                 f"{self.url}/api/getobjects/{self.project}",
                 content=_ids_body(remaining),
-                headers={**_JSON_BODY, "Accept": "text/plain"},
+                headers={
+                    **_JSON_BODY,
+                    "Accept": "text/plain",
+                    "Accept-Encoding": self._stream_accept,
+                },
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -550,7 +574,7 @@ class Remote:
                 with self._http.stream(
                     "GET",
                     f"{self.url}/objects/{self.project}/{root_id}",
-                    headers={"Accept": "text/plain"},
+                    headers={"Accept": "text/plain", "Accept-Encoding": self._stream_accept},
                 ) as r:
                     if r.status_code >= 400:
                         r.read()
