@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import objstore
-from objstore import codec, errors, graphgen
+from objstore import codec, collector, errors, graphgen
 from objstore.client import Remote, receive, send, transfer
 from objstore.limits import DEFAULT_MAX_OBJECT_BYTES
 
@@ -660,7 +660,7 @@ def test_send_and_receive_leave_the_callers_heap_out_of_collections(server, tmp_
     """What the caller holds (a model: millions of containers) is frozen out of collections
     for the length of a transfer and thawed after, so the transfer's own young objects do not
     set off full passes over it."""
-    assert gc.get_freeze_count() == 0
+    assert not collector.frozen_by_others()
     held = [[n] for n in range(5_000)]
     seen: list[int] = []
     g = graphgen.generate(1_500, seed=58)
@@ -670,9 +670,9 @@ def test_send_and_receive_leave_the_callers_heap_out_of_collections(server, tmp_
     with remote(server, "other") as r:
         send(g.objects, r, progress=progress)
     assert seen and min(seen) >= len(held)
-    assert gc.get_freeze_count() == 0
+    assert not collector.frozen_by_others()  # thawed
     seen.clear()
     with objstore.open(tmp_path / "cache") as cache, remote(server, "other") as r:
         receive(g.root_id, r, cache, progress=progress)
     assert seen and min(seen) >= len(held)
-    assert gc.get_freeze_count() == 0
+    assert not collector.frozen_by_others()  # thawed

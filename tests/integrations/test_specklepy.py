@@ -97,9 +97,10 @@ def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
     objstore's own send and receive."""
     import gc
 
+    from objstore import collector
     from objstore.integrations.specklepy import LMDBTransport
 
-    assert gc.get_freeze_count() == 0
+    assert not collector.frozen_by_others()
     held = [[n] for n in range(5_000)]
     transport = LMDBTransport(tmp_path / "cache")
     store_batch = transport.store.iter_put_records
@@ -114,6 +115,6 @@ def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
     transport.save_object("a", '{"id":"a","v":1}')
     transport.end_write()
     assert frozen and frozen[0] >= len(held)
-    assert gc.get_freeze_count() == 0
+    assert not collector.frozen_by_others()  # thawed
     assert transport.get_object("a") == '{"id":"a","v":1}'
     transport.close()
