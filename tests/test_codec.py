@@ -56,11 +56,32 @@ def test_split_takes_views_and_long_leading_whitespace():
             codec.split_array(memoryview(bad))
 
 
+def _nested(object_id: str, depth: int) -> bytes:
+    return b'{"id":"' + object_id.encode() + b'","v":' + b"[" * depth + b"]" * depth + b"}"
+
+
+# deeper than msgspec's recursion guard lets a decode go on any Python (10000 levels on 3.13)
+TOO_DEEP = 20_000
+
+
 def test_nesting_names_the_deep_element():
-    deep = b'{"id":"deep","v":' + b"[" * 2000 + b"]" * 2000 + b"}"
     with pytest.raises(errors.NestingTooDeep) as info:
-        codec.split_array(b'[{"id":"a"},' + deep + b"]")
+        codec.split_array(b'[{"id":"a"},' + _nested("deep", TOO_DEEP) + b"]")
     assert info.value.index == 1 and info.value.object_id == "deep"
+
+
+@pytest.mark.parametrize("cut", [False, True])  # the batch whole, or cut off in the deep one
+def test_nesting_names_the_element_the_decoder_refuses_not_a_merely_deep_one(cut):
+    """How deep a decode may nest depends on the Python (msgspec's guard follows its
+    recursion limits): the element named is one the decoder refuses, not the first deep one."""
+    merely_deep = _nested("fine", 905)
+    assert len(codec.split_array(b"[" + merely_deep + b"]")) == 1
+    deep = _nested("deep", TOO_DEEP)
+    last = deep[: len(deep) // 2 + 10] if cut else deep + b"]"
+    batch = b"[" + merely_deep + b',{"id":"a"},' + last
+    with pytest.raises(errors.NestingTooDeep) as info:
+        codec.split_array(batch)
+    assert info.value.index == 2 and info.value.object_id == "deep"
 
 
 def test_id_insertion_for_objects_without_one():
