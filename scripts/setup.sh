@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Create a venv (if missing) and install objstore with the given extras, e.g. "dev,specklepy".
-# Usage: setup.sh [EXTRAS] [VENV_DIR] [EXTRA_REQUIREMENT...]  (defaults: server, .venv)
+# Usage: setup.sh [EXTRAS] [VENV_DIR] [EXTRA_REQUIREMENT...]  (defaults: server, .venv);
+# the venv is made with $PYTHON (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-server}"
 venv="${2:-.venv}"
 shift $(( $# < 2 ? $# : 2 ))
-python3 -m venv "$venv"
+"${PYTHON:-python3}" -m venv "$venv"
 log="$venv/install.log"
 if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
        "$venv/bin/python" -m pip install -q -e ".[${extras}]" "$@"; } >"$log" 2>&1; then
