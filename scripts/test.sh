@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up and run the checks: ruff, mypy, then the whole test suite. With no arguments, also:
-# the client, CLI, harness and specklepy tests against specklepy 2.x (Speckle's v2 SDK, which
-# pins httpx below 0.26) at its oldest supported release, and the whole suite on Python 3.12
-# and 3.13 where this machine has them (pyenv's or on PATH), each in a venv of its own.
+# Set up and run the checks: ruff, mypy, then the whole test suite. With no arguments, the
+# suite again, each time in a venv of its own: on the oldest release of every dependency
+# pyproject.toml allows (scripts/oldest-requirements.txt: specklepy 2.x, Speckle's v2 SDK, and
+# the httpx 0.25 it holds to, among them), and on Python 3.12 and 3.13 where this machine has
+# them (pyenv's or on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "dev,specklepy"
@@ -11,10 +12,9 @@ bash scripts/setup.sh "dev,specklepy"
 .venv/bin/mypy
 .venv/bin/python -m pytest tests "$@"
 if [ $# -eq 0 ]; then
-    bash scripts/setup.sh dev .venv-specklepy2 "specklepy==2.19.6"
-    .venv-specklepy2/bin/python -m pytest -q -p no:cacheprovider \
-        tests/client tests/integrations tests/server/test_specklepy_interop.py tests/test_cli.py \
-        tests/bench
+    bash scripts/setup.sh "dev,specklepy" .venv-oldest --prefer-binary \
+        -r scripts/oldest-requirements.txt
+    .venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests
     for v in 3.12 3.13; do
         py=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" 2>/dev/null |
              tail -1) || true

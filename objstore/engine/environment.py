@@ -21,7 +21,7 @@ DAMAGED = (
     lmdb.PageNotFoundError,
     lmdb.IncompatibleError,
     lmdb.VersionMismatchError,
-    lmdb.BadChecksumError,
+    getattr(lmdb, "BadChecksumError", lmdb.CorruptedError),  # py-lmdb 3.0 on
 )
 
 

@@ -634,7 +634,9 @@ class LMDBBackend(Backend):
                 self._resize(0)
                 continue
             except lmdb.Error as exc:
-                free = self._free_if_short(adds) if type(exc) is lmdb.Error else None
+                # a full disk: lmdb.Error from py-lmdb 3.0 on, DiskError (ENOSPC) before
+                plain = type(exc) in (lmdb.Error, lmdb.DiskError)
+                free = self._free_if_short(adds) if plain else None
                 if free is not None:
                     raise errors.StoreFull(
                         f"no space left for this write in {self.path}: the disk has "
