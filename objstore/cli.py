@@ -448,6 +448,9 @@ class _Source:
                 doc = msgspec.json.decode(fh.read())
             except msgspec.DecodeError as exc:
                 raise objstore.InvalidJSON(f"{path}: {exc}") from None
+            except RecursionError:
+                deep = f"{path}: the document nests too deeply to read"
+                raise errors.NestingTooDeep(deep) from None
             try:
                 _, decomposed = graph.decompose(doc)
             except errors.InvalidObject as exc:

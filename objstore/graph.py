@@ -188,6 +188,10 @@ def decompose(doc: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]:
         root_id = d.detach(doc)
     except _Refused as exc:
         raise exc.error(f"{exc.where()}: {exc.message}") from None
+    except RecursionError:
+        raise errors.NestingTooDeep(
+            "the document nests deeper than Python's recursion limit lets it be decomposed"
+        ) from None
     return root_id, d.objects
 
 
@@ -205,7 +209,14 @@ def recompose(
     one dict in all of them, as specklepy's receive gives one ``Base`` per id: less memory and
     time where a model repeats itself, but a change made through one place shows in all."""
     with collector.paused():  # a 100k-object model: 4.1-4.3 s instead of 4.9-5.8
-        return _Recomposer(store, project, root_id, shared).resolve(root_id)
+        recomposer = _Recomposer(store, project, root_id, shared)
+        try:
+            return recomposer.resolve(root_id)
+        except RecursionError:
+            raise errors.NestingTooDeep(
+                "its document nests deeper than Python's recursion limit lets it be rebuilt",
+                object_id=root_id,
+            ) from None
 
 
 class _Recomposer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import msgspec
@@ -141,6 +142,37 @@ def test_recompose_names_a_child_the_store_lacks():
     with pytest.raises(objstore.ObjectNotFound) as caught:
         graph.recompose(root_id, store, "p")
     assert lost_id in str(caught.value)
+
+
+def _chain(levels: int) -> dict[str, object]:
+    """A document of ``levels`` objects, each the @-child of the one before."""
+    doc: dict[str, object] = {"leaf": True}
+    for n in range(levels):
+        doc = {"n": n, "@child": doc}
+    return doc
+
+
+def test_a_document_nesting_past_the_recursion_limit_is_refused_by_name():
+    """Decomposing and rebuilding walk a document by recursion: one nested past Python's
+    limit is NestingTooDeep, not a bare RecursionError (a traceback in the CLI)."""
+    assert graph.decompose(_chain(100))[1]
+    with pytest.raises(errors.NestingTooDeep, match="recursion limit"):
+        graph.decompose(_chain(5_000))
+    # a chain that deep, as another client may have stored it: each object shallow, the root's
+    # __closure naming them all
+    ids = [f"c{n:05d}" for n in range(5_000)]
+    objects = [
+        json.dumps({"id": i, "@child": {"referencedId": c, "speckle_type": "reference"}}).encode()
+        for i, c in itertools.pairwise(ids)
+    ] + [json.dumps({"id": ids[-1], "leaf": True}).encode()]
+    root = json.loads(objects[0])
+    root["__closure"] = {c: d for d, c in enumerate(ids[1:], 1)}
+    objects[0] = json.dumps(root).encode()
+    store = objstore.open_memory()
+    store.put("p", objects)
+    with pytest.raises(errors.NestingTooDeep, match="recursion limit") as caught:
+        graph.recompose(ids[0], store, "p")
+    assert caught.value.object_id == ids[0]
 
 
 def test_an_object_used_twice_is_two_objects_in_the_document():

@@ -192,6 +192,14 @@ def test_push_names_a_bad_dump_line_or_document_member(server, tmp_path, capsys)
         '{"name": "tower", "@floors": [{"level": 0}, {"level": 1, "id": "mine"}]}',
         "doc.json: $.@floors[1]: key 'id' is reserved for the decomposer",
     )
+    cases["deep.json"] = (  # past msgspec's guard on any Python (10000 levels on 3.13)
+        '{"v": ' + "[" * 20_000 + "]" * 20_000 + "}",
+        "deep.json: the document nests too deeply to read",
+    )
+    cases["chain.json"] = (  # read on any Python, but past the recursion decompose walks by
+        '{"@c": ' * 600 + "{}" + "}" * 600,
+        "chain.json: the document nests deeper than Python's recursion limit",
+    )
     for name, (text, expected) in cases.items():
         (tmp_path / name).write_text(text)
         code, out, err = run(capsys, "push", str(tmp_path / name), *common, *cache)
