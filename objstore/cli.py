@@ -504,10 +504,10 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[Any]:
-    """Where ``pull`` writes: stdout, or a file that appears whole or not at all (written
-    beside it under a temporary name, renamed once complete). A place that cannot take the
-    file fails here, before anything is downloaded."""
-    if path is None:
+    """Where ``pull`` writes: stdout (no path, or ``-``), or a file that appears whole or not
+    at all (written beside it under a temporary name, renamed once complete). A place that
+    cannot take the file fails here, before anything is downloaded."""
+    if path is None or path == "-":
         yield sys.stdout.buffer
         return
     _writable(path, "cannot write")
@@ -753,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=cmd_push)
     pull = sub.add_parser("pull", help="download a graph through the local cache")
     pull.add_argument("root_id")
-    pull.add_argument("-o", "--output", help="file to write (default: stdout)")
+    pull.add_argument("-o", "--output", help="file to write (default, or -: stdout)")
     pull.add_argument(
         "--format", choices=["dump", "json"], help="id<TAB>json lines, or the recomposed document"
     )

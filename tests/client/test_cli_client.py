@@ -14,7 +14,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_push_pull_json_document(server, tmp_path, capsys):
+def test_push_pull_json_document(server, tmp_path, capsys, monkeypatch):
     doc = {
         "name": "tower",
         "@floors": [
@@ -41,6 +41,10 @@ def test_push_pull_json_document(server, tmp_path, capsys):
     assert "0 downloaded" in err  # served from the cache
     lines = out.splitlines()
     assert lines[0].split("\t")[0] == root and len(lines) > 30
+    monkeypatch.chdir(tmp_path)
+    code, dashed, err = run(capsys, "pull", root, *common, "--cache", "c2", "-o", "-")
+    assert code == 0 and dashed == out, err  # "-" is stdout, not a file named "-"
+    assert not (tmp_path / "-").exists()
 
 
 def test_push_dump_and_cp_both_ways(server, tmp_path, capsys):
