@@ -483,8 +483,9 @@ def cmd_push(args: argparse.Namespace) -> int:
     """Upload a JSON document or a dump, skipping what the server has."""
     from objstore.client import send
 
-    path = Path(args.file)
-    with path.open("rb") as fh:
+    stdin = args.file == "-"
+    path = Path("<stdin>" if stdin else args.file)
+    with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as fh:
         source = _Source(path, fh)
         with (
             _remote(args) as remote,
@@ -748,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     push = sub.add_parser("push", help="upload a JSON document or an id<TAB>json dump")
-    push.add_argument("file")
+    push.add_argument("file", help="a JSON document or an id<TAB>json dump; - for stdin")
     remote_flags(push)
     push.set_defaults(func=cmd_push)
     pull = sub.add_parser("pull", help="download a graph through the local cache")

@@ -298,3 +298,27 @@ def test_cp_names_a_missing_root_or_a_missing_part_of_its_graph(server, tmp_path
     assert code == 2 and "'cpm-gone' not found" in err, err
     assert "holds 'cpm-root' without 1 of its closure" in err and "--local-project" not in err
     assert server.store.get("other", "cpm-root") is None
+
+
+def test_push_dash_reads_stdin(server, tmp_path, capsys, monkeypatch):
+    """``push -`` reads the document or dump from stdin (even with a file named "-" about),
+    and names a bad line as ``<stdin>``'s."""
+    import io
+    import sys
+
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    cache = ["--cache", str(tmp_path / "c")]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-").write_text('dash\t{"id": "dash"}\n')
+
+    def push_stdin(data: bytes) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
+        return run(capsys, "push", "-", *common, *cache)
+
+    code, out, err = push_stdin(b'{"x": 5, "@y": {"z": "stdin"}}')
+    assert code == 0, err
+    root = out.strip()
+    assert json.loads(server.store.get("other", root) or b"{}")["x"] == 5
+    code, out, err = push_stdin(b'si-a\t{"id": "si-a"}\nsi-b\t{"id": "si-b", x}\n')
+    assert code == 2 and "<stdin> line 2 id 'si-b': " in err, err
+    assert not server.store.has("other", ["dash", "si-b"])["dash"]
