@@ -8,7 +8,7 @@ The result is a list of :class:`Record` ready for a backend to store.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Annotated, NamedTuple, cast
 
@@ -123,50 +123,10 @@ def split_array(data: bytes | bytearray | memoryview) -> list[msgspec.Raw]:
         raise errors.InvalidJSON(reason, index=index, object_id=_guess_id(element)) from None
 
 
-def _locate(data: bytes, offset: int) -> tuple[int | None, bytes]:
-    """Find the array element holding byte ``offset``: error path."""
-    depth = 0
-    index = 0
-    start = 0
-    for tok in _JSON_TOKEN.finditer(data):
-        pos = tok.start()
-        if pos >= offset:
-            break
-        ch = data[pos : pos + 1]
-        if ch in (b"[", b"{"):
-            depth += 1
-            if depth == 1:
-                start = pos + 1
-        elif ch in (b"]", b"}"):
-            depth -= 1
-        elif ch == b"," and depth == 1:
-            index += 1
-            start = pos + 1
-    if depth < 1:
-        return None, b""
-    return index, data[start : start + 4096]
-
-
-# nesting that msgspec decodes on every Python (its recursion guard stops a decode at about
-# 1000 levels on 3.11, 1500 on 3.12, 10000 on 3.13)
-_SURELY_DECODED_DEPTH = 900
-
-
-def _too_deep(data: bytes) -> tuple[int | None, bytes]:
-    """Find the first array element msgspec refuses for its nesting: error path. How deep its
-    guard lets a decode go depends on the Python, so each element nested deeper than any
-    surely allows is decoded alone (in an array, as in the batch) to see."""
+def _elements(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(index, start, end, deepest nesting) of each element of the JSON array ``data`` as
+    its tokens place them; one cut off ends at ``len(data)``. Error path."""
     depth = deepest = index = start = 0
-
-    def refused(end: int) -> bool:
-        try:
-            _split_decoder.decode(b"[" + data[start:end] + b"]")
-        except RecursionError:
-            return True
-        except msgspec.DecodeError:
-            pass
-        return False
-
     for tok in _JSON_TOKEN.finditer(data):
         pos = tok.start()
         ch = data[pos : pos + 1]
@@ -179,15 +139,44 @@ def _too_deep(data: bytes) -> tuple[int | None, bytes]:
         if ch in (b"]", b"}"):
             depth -= 1
         if depth == 0 or (ch == b"," and depth == 1):  # the end of an element
-            if deepest > _SURELY_DECODED_DEPTH and refused(pos):
-                return index, data[start : start + 4096]
+            yield index, start, pos, deepest
             if depth == 0:
-                return None, b""
+                return
             deepest = 0
             index += 1
             start = pos + 1
-    if deepest > _SURELY_DECODED_DEPTH and refused(len(data)):  # cut off inside an element
-        return index, data[start : start + 4096]
+    if depth >= 1:
+        yield index, start, len(data), deepest
+
+
+def _locate(data: bytes, offset: int) -> tuple[int | None, bytes]:
+    """Find the array element holding byte ``offset``: error path."""
+    for index, start, end, _ in _elements(data):
+        if start > offset:  # before the array
+            break
+        if end >= offset:
+            return index, data[start : start + 4096]
+    return None, b""
+
+
+# nesting that msgspec decodes on every Python (its recursion guard stops a decode at about
+# 1000 levels on 3.11, 1500 on 3.12, 10000 on 3.13)
+_SURELY_DECODED_DEPTH = 900
+
+
+def _too_deep(data: bytes) -> tuple[int | None, bytes]:
+    """Find the first array element msgspec refuses for its nesting: error path. How deep its
+    guard lets a decode go depends on the Python, so each element nested deeper than any
+    surely allows is decoded alone (in an array, as in the batch) to see."""
+    for index, start, end, deepest in _elements(data):
+        if deepest <= _SURELY_DECODED_DEPTH:
+            continue
+        try:
+            _split_decoder.decode(b"[" + data[start:end] + b"]")
+        except RecursionError:
+            return index, data[start : start + 4096]
+        except msgspec.DecodeError:
+            pass
     return None, b""
 
 
