@@ -19,10 +19,12 @@ from typing import Any
 import msgspec
 
 import objstore
-from objstore import errors, graphgen
+from objstore import codec, errors, graphgen
 from objstore.auth import AuthStore
+from objstore.limits import Limits
 
 DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
+_UNCAPPED = Limits(2**62, 2**62)  # push checks each object; the cache and server apply limits
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -431,23 +433,37 @@ def _count_lines(path: Path) -> int | None:
     return count + (last != b"\n")
 
 
+_SCALAR_STARTS = frozenset(b'"-0123456789tfn')  # JSON values other than objects and arrays
+
+
 class _Source:
-    """What ``push`` sends: a JSON document's objects (decomposed), or an ``id\\tjson`` dump's
-    (root = last line), read as they are sent, a window at a time: a push of millions of
-    objects holds a few windows of them, not the file. ``lines`` keeps each dump object's
-    line number (4 bytes an object) to name a bad one by."""
+    """What ``push`` sends: a JSON document's objects (decomposed); a JSON array of stored
+    objects, root first (what the download route serves as application/json); or an
+    ``id\\tjson`` dump's (root = last line), read as they are sent, a window at a time: a push
+    of millions of objects holds a few windows of them, not the file. ``lines`` keeps each
+    dump object's line number (4 bytes an object) to name a bad one by; ``elements`` each
+    array object's place in the array."""
 
     def __init__(self, path: Path, fh: Any) -> None:
         from objstore import graph
 
         self.path = path
         self.lines: array[int] | None = None
+        self.elements: list[int] | None = None
         head = fh.peek(1 << 16).lstrip()
+        if head[:1] == b"[":
+            self._read_array(fh.read())
+            return
+        if head and head[0] in _SCALAR_STARTS and b"\t" not in head.split(b"\n", 1)[0]:
+            raise objstore.InvalidBatch(
+                f"{path} is neither a JSON document (an object), a JSON array of objects, "
+                f"nor an id<TAB>json dump: it starts {head[:40]!r}"
+            )
         if head[:1] == b"{":
             try:
                 doc = msgspec.json.decode(fh.read())
             except msgspec.DecodeError as exc:
-                raise objstore.InvalidJSON(f"{path}: {exc}") from None
+                raise objstore.InvalidJSON(f"{path} is not valid JSON: {exc}") from None
             except RecursionError:
                 deep = f"{path}: the document nests too deeply to read"
                 raise errors.NestingTooDeep(deep) from None
@@ -466,6 +482,34 @@ class _Source:
         self.objects = self._objects(itertools.chain([first], numbered))
         self.count = _count_lines(path)
 
+    def _read_array(self, data: bytes) -> None:
+        """The array's objects under their own ids (an object without one: its hash, as a
+        store gives it), the first (the root) sent last and the rest deepest-first by its
+        ``__closure`` (children before parents), those it does not list just before it."""
+        try:
+            elements = [bytes(element) for element in codec.split_array(data)]
+        except errors.InvalidObject as exc:
+            where = "the array" if exc.index is None else f"element {exc.index}"
+            raise exc.located(f"{self.path}: {where}") from None
+        except errors.InvalidBatch as exc:
+            raise objstore.InvalidBatch(f"{self.path}: {exc}") from None
+        if not elements:
+            raise objstore.InvalidBatch(f"{self.path}: empty array")
+        ids: list[str] = []
+        depths: dict[str, int] = {}  # the root's __closure
+        for index, element in enumerate(elements):
+            try:
+                record = codec.decode_record(element, index, _UNCAPPED)
+            except errors.InvalidObject as exc:
+                raise exc.located(f"{self.path}: element {index}") from None
+            ids.append(record.id)
+            if index == 0:
+                depths = record.closure or {}
+        order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
+        self.elements = [*order, 0]
+        self.objects = [(ids[n], elements[n]) for n in self.elements]
+        self.count = len(self.objects)
+
     def _objects(self, numbered: Iterator[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:
         assert self.lines is not None
         for number, object_id, data in numbered:
@@ -474,6 +518,8 @@ class _Source:
 
     def where(self, index: int) -> str:
         """The place of the ``index``-th object: its line, or its place in the document."""
+        if self.elements is not None:
+            return f"{self.path}: element {self.elements[index]}"
         if self.lines is None:
             return f"{self.path}: object {index}"
         return f"{self.path} line {self.lines[index]}"
@@ -748,8 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="compress request and response bodies (auto: unless the server is on loopback)",
         )
 
-    push = sub.add_parser("push", help="upload a JSON document or an id<TAB>json dump")
-    push.add_argument("file", help="a JSON document or an id<TAB>json dump; - for stdin")
+    push = sub.add_parser("push", help="upload a JSON document, array of objects or dump")
+    push.add_argument(
+        "file",
+        help="a JSON document, a JSON array of objects with the root first (the download "
+        "route's application/json), or an id<TAB>json dump; - for stdin",
+    )
     remote_flags(push)
     push.set_defaults(func=cmd_push)
     pull = sub.add_parser("pull", help="download a graph through the local cache")

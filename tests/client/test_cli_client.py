@@ -204,13 +204,78 @@ def test_push_names_a_bad_dump_line_or_document_member(server, tmp_path, capsys)
         '{"@c": ' * 600 + "{}" + "}" * 600,
         "chain.json: the document nests deeper than Python's recursion limit",
     )
+    cases["cut.json"] = ('{"name": "tower", "@floors": [', "cut.json is not valid JSON: ")
+    cases["array.json"] = (
+        '[{"id": "ar-root", "__closure": {"ar-a": 1}}, {"id": "ar-a", "x": }]',
+        "array.json: element 1 id 'ar-a': ",
+    )
+    cases["numbers.json"] = ("[1, 2]", "numbers.json: element 0: batch elements must be JSON")
+    cases["bad-id.json"] = ('[{"id": "ar b"}]', "bad-id.json: element 0 id 'ar b': id must not")
+    cases["empty.json"] = (" [ ] ", "empty.json: empty array")
+    for scalar in ('"tower"', "42", "-1.5", "true", "null"):
+        cases[f"scalar-{scalar}.json"] = (
+            scalar + "\n",
+            f"scalar-{scalar}.json is neither a JSON document (an object), a JSON array",
+        )
     for name, (text, expected) in cases.items():
         (tmp_path / name).write_text(text)
         code, out, err = run(capsys, "push", str(tmp_path / name), *common, *cache)
         assert code == 2 and out == "", err
         assert expected in err and len(err.strip().splitlines()) == 1, err
     # good objects may have gone up while the cache checked; the bad ones and roots never
-    assert not any(server.store.has("other", ["dl-b", "dl-c", "dl-root"]).values())
+    assert not any(server.store.has("other", ["dl-b", "dl-c", "dl-root", "ar-root"]).values())
+
+
+def test_push_takes_the_json_array_the_download_route_serves(server, tmp_path, capsys):
+    """What ``GET /objects/P/ROOT`` serves as application/json (root first) pushes as the
+    graph it is: the same bytes under the same ids, the root reported and sent last, each
+    object after everything its ``__closure`` lists; objects without an id go up under
+    their hash, as the server names them."""
+    import httpx
+
+    g = graphgen.generate(1_500, seed=31)
+    with objstore.open(tmp_path / "src") as src:
+        src.put("p", [data for _, data in g.objects])
+    token = server.tokens["alice"]
+    common = ["--token", token, "--project", "priv", "--local-project", "p", "--root", g.root_id]
+    code, _, err = run(capsys, "cp", str(tmp_path / "src"), server.url, *common)
+    assert code == 0, err
+    got = httpx.get(
+        f"{server.url}/objects/priv/{g.root_id}",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    assert got.status_code == 200
+    (tmp_path / "graph.json").write_bytes(got.content)
+    assert json.loads(got.content)[0]["id"] == g.root_id
+
+    with (tmp_path / "graph.json").open("rb") as fh:
+        source = cli._Source(tmp_path / "graph.json", fh)
+    sent = [object_id for object_id, _ in source.objects]
+    assert sent[-1] == g.root_id and sorted(sent) == sorted(i for i, _ in g.objects)
+    place = {object_id: n for n, object_id in enumerate(sent)}
+    for object_id, data in g.objects:
+        for child in json.loads(data).get("__closure", {}):
+            assert place[child] < place[object_id], (child, object_id)
+
+    code, out, err = run(
+        capsys, "push", str(tmp_path / "graph.json"), "--url", server.url, "--token", token,
+        "--project", "other", "--cache", str(tmp_path / "c"),
+    )  # fmt: skip
+    assert code == 0 and out.strip() == g.root_id, err
+    assert err.startswith(f"{len(g.objects):,} objects: ")  # (other tests' may be there)
+    for object_id, data in g.objects:
+        assert server.store.get("other", object_id) == data
+
+    (tmp_path / "plain.json").write_text('[{"speckle_type": "Base", "x": "ar-plain"}]')
+    code, out, err = run(
+        capsys, "push", str(tmp_path / "plain.json"), "--url", server.url, "--token", token,
+        "--project", "other", "--cache", str(tmp_path / "c"),
+    )  # fmt: skip
+    assert code == 0, err
+    stored = server.store.get("other", out.strip())
+    assert stored is not None and json.loads(stored) == {
+        "id": out.strip(), "speckle_type": "Base", "x": "ar-plain",
+    }  # fmt: skip
 
 
 def test_pull_writes_its_file_whole_or_not_at_all(server, tmp_path, capsys, monkeypatch):
