@@ -244,6 +244,16 @@ Compression = Literal["auto", "on", "off"]
 COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
 
+def _is_http_url(url: str) -> bool:
+    """Whether ``url`` is one httpx can send to: http(s), with a host (as it is given, a
+    mistake like ``localhost:8000`` would fail each request as an unreachable server)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address, without resolving it) is this machine's
     loopback: ``localhost``, 127.0.0.0/8 or ::1."""
@@ -282,6 +292,8 @@ class Remote:
             raise ValueError("a project is needed")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be auto, on or off, not {compression!r}")
+        if not _is_http_url(url):
+            raise ValueError(f"server URL {url!r} is not an http:// or https:// URL with a host")
         self.url = url.rstrip("/")
         self.project = project
         self.concurrency = max(1, concurrency)

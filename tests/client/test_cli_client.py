@@ -114,6 +114,11 @@ def test_errors_are_one_line(server, tmp_path, capsys):
         capsys, "pull", "f" * 32, "--url", server.url, "--token", server.tokens["alice"], *base
     )
     assert code == 2 and f"not found in project 'priv' on {server.url}" in err
+    for url in ("127.0.0.1:9", "ftp://127.0.0.1", "http://"):  # said so, not "cannot reach"
+        code, _, err = run(capsys, "pull", "f" * 32, "--url", url, *base)
+        assert code == 2 and err == (
+            f"objstore: server URL {url!r} is not an http:// or https:// URL with a host\n"
+        )
 
 
 def test_compression_flag_reaches_the_client():
