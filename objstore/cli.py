@@ -20,10 +20,14 @@ import msgspec
 
 import objstore
 from objstore import codec, errors, graphgen
-from objstore.auth import AuthStore
+from objstore.auth import ROLES, AuthStore
 from objstore.limits import Limits
 
 DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
+# bench.WORKLOADS, for --help without importing the bench package (httpx, rich)
+BENCH_WORKLOADS = (
+    "cold send", "re-send", "download", "getobjects", "single GET", "diff 100k", "mixed",
+)  # fmt: skip
 _UNCAPPED = Limits(2**62, 2**62)  # push checks each object; the cache and server apply limits
 
 Handler = Callable[[argparse.Namespace], int]
@@ -244,6 +248,9 @@ def cmd_project(args: argparse.Namespace) -> int:
                 return 1
             print(f"deleted project {args.name} ({removed:,} objects)")
         elif args.action == "member":
+            if args.role != "none" and args.role not in ROLES:
+                roles = ", ".join([*ROLES, "none"])
+                raise errors.ObjstoreError(f"unknown role {args.role!r}: use one of {roles}")
             role = None if args.role == "none" else args.role
             project = auth.update_project(args.name, members={args.user: role})
             print(f"{project.name} members: {project.members}")
@@ -274,6 +281,8 @@ def cmd_token(args: argparse.Namespace) -> int:
                 + (f", expires in {args.expires}" if args.expires else ""),
                 file=sys.stderr,
             )
+            for note in _token_reach(auth, token.user, token.projects):
+                print(f"note: {note}", file=sys.stderr)
         elif args.action == "list":
             for token in auth.list_tokens():
                 state = "expired" if token.expired() else "live"
@@ -289,6 +298,28 @@ def cmd_token(args: argparse.Namespace) -> int:
     finally:
         auth.close()
     return 0
+
+
+def _token_reach(auth: AuthStore, user: str, projects: list[str] | None) -> list[str]:
+    """What a new token's projects do not give its user yet: a token reaches a project only
+    as far as the user's role there (or its public read) lets it, so an admin is told."""
+    notes = []
+    if projects is None and not any(user in p.members for p in auth.list_projects()):
+        notes.append(
+            f"{user!r} is a member of no project yet: the token can only read public ones "
+            f"(objstore project member NAME {user} ROLE)"
+        )
+    for name in projects or []:
+        project = auth.get_project(name)
+        if project is None:
+            notes.append(f"there is no project {name!r} yet")
+        elif user not in project.members:
+            reach = "can only read it (it is public)" if project.public else "cannot use it"
+            notes.append(
+                f"{user!r} is not a member of {name!r}: the token {reach} until {user!r} has a "
+                f"role there (objstore project member {name} {user} ROLE)"
+            )
+    return notes
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -717,9 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     demo = add("demo", cmd_demo, "ingest a generated model and print stats")
-    demo.add_argument("--objects", type=int, default=20_000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--project", default="demo")
+    demo.add_argument(
+        "--objects", type=int, default=20_000, help="about this many objects (default 20000)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="generator seed: same seed, same model")
+    demo.add_argument("--project", default="demo", help="project to ingest into (default demo)")
     add("stats", cmd_stats, "print store statistics")
     verify = add("verify", cmd_verify, "re-check every checksum and reference")
     verify.add_argument(
@@ -740,25 +773,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     serve = add("serve", cmd_serve, "serve Speckle's object REST routes over HTTP")
-    serve.add_argument("--host", default=os.environ.get("OBJSTORE_HOST", "127.0.0.1"))
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("OBJSTORE_HOST", "127.0.0.1"),
+        help="address to bind (OBJSTORE_HOST; default 127.0.0.1)",
+    )
     # string defaults go through the type too: a bad OBJSTORE_PORT is named, not a traceback
     serve.add_argument(
         "--port",
         type=_port,
         default=os.environ.get("OBJSTORE_PORT", "8000"),
-        help="(OBJSTORE_PORT)",
+        help="port to listen on (OBJSTORE_PORT; default 8000)",
     )
     serve.add_argument(
         "--workers",
         type=_positive,
         default=os.environ.get("OBJSTORE_WORKERS", "1"),
-        help="(OBJSTORE_WORKERS)",
+        help="worker processes (OBJSTORE_WORKERS; default 1)",
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn's log level (default info)",
+    )
 
     project = add("project", cmd_project, "create, list, delete projects or set members")
     project.add_argument("action", choices=["create", "list", "delete", "member"])
-    project.add_argument("name", nargs="?")
+    project.add_argument("name", nargs="?", help="the project (all but list)")
     project.add_argument("user", nargs="?", help="member: the user")
     project.add_argument("role", nargs="?", help="member: owner|contributor|reviewer|none")
     project.add_argument("--owner", help="create: the owning user")
@@ -768,11 +810,15 @@ def build_parser() -> argparse.ArgumentParser:
     token = add("token", cmd_token, "create, list or revoke API tokens")
     token.add_argument("action", choices=["create", "list", "revoke"])
     token.add_argument("token_id", nargs="?", help="revoke: the token (or its 10-char id)")
-    token.add_argument("--user", default="admin")
-    token.add_argument("--scopes", default="streams:read,streams:write")
+    token.add_argument("--user", default="admin", help="create: the token's user (default admin)")
+    token.add_argument(
+        "--scopes",
+        default="streams:read,streams:write",
+        help="create: comma separated (default streams:read,streams:write)",
+    )
     token.add_argument("--projects", help="limit to these projects (comma separated)")
     token.add_argument("--expires", help="e.g. 30d, 12h, 3600")
-    token.add_argument("--name")
+    token.add_argument("--name", help="create: a label shown by list")
     token.add_argument(
         "--replace",
         action="store_true",
@@ -783,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
         if url:
             p.add_argument("--url", required=True, help="server base URL")
         p.add_argument("--token", help="API token (env OBJSTORE_TOKEN)")
-        p.add_argument("--project", required=True)
+        p.add_argument("--project", required=True, help="the project on the server")
         p.add_argument(
             "--cache", help="local cache store (env OBJSTORE_CACHE; default: the user data dir)"
         )
@@ -803,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote_flags(push)
     push.set_defaults(func=cmd_push)
     pull = sub.add_parser("pull", help="download a graph through the local cache")
-    pull.add_argument("root_id")
+    pull.add_argument("root_id", help="the graph's root object id")
     pull.add_argument("-o", "--output", help="file to write (default, or -: stdout)")
     pull.add_argument(
         "--format", choices=["dump", "json"], help="id<TAB>json lines, or the recomposed document"
@@ -811,8 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote_flags(pull)
     pull.set_defaults(func=cmd_pull)
     cp = sub.add_parser("cp", help="copy a graph between a local store dir and a server URL")
-    cp.add_argument("src")
-    cp.add_argument("dst")
+    cp.add_argument("src", help="a local store directory or a server URL")
+    cp.add_argument("dst", help="a server URL or a local store directory (the other kind)")
     cp.add_argument("--root", required=True, help="root object id")
     cp.add_argument(
         "--local-project", help="the graph's project in the local store (default: --project)"
@@ -827,7 +873,11 @@ def build_parser() -> argparse.ArgumentParser:
         "NAME=spawn[:WORKERS] ... ;  objstore bench compare OLD.json NEW.json",
     )
     bench.add_argument("words", nargs="*", help="'compare OLD.json NEW.json'")
-    bench.add_argument("--target", action="append", help="repeatable")
+    bench.add_argument(
+        "--target",
+        action="append",
+        help="NAME=URL[,token=T,project=P], NAME=lmdb:DIR or NAME=spawn[:WORKERS]; repeatable",
+    )
     bench.add_argument(
         "--spawn",
         type=_positive,
@@ -836,13 +886,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WORKERS",
         help="also start a local objstore server with a temp store",
     )
-    bench.add_argument("--graph", default="small", help="small|medium|large, a size, or a dump")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--workloads", help="comma separated (default: all)")
-    bench.add_argument("--clients", default="objstore,specklepy")
+    bench.add_argument(
+        "--graph",
+        default="small",
+        help="small|medium|large (10k, 100k, 1M objects), a size (5000, 50k, 2M) or a dump",
+    )
+    bench.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    bench.add_argument("--workloads", help=f"comma separated, of: {', '.join(BENCH_WORKLOADS)}")
+    bench.add_argument(
+        "--clients",
+        default="objstore,specklepy",
+        help="comma separated, of: objstore, specklepy (where installed); default both",
+    )
     bench.add_argument("--concurrency", type=_positives, default=[4], help="e.g. 1,4,16")
-    bench.add_argument("--repeat", type=_positive, default=1)
-    bench.add_argument("--max-seconds", type=_seconds, default=300.0, help="cap per workload")
+    bench.add_argument(
+        "--repeat", type=_positive, default=1, help="runs of each workload (the table: medians)"
+    )
+    bench.add_argument(
+        "--max-seconds", type=_seconds, default=300.0, help="cap per workload (default 300)"
+    )
     bench.add_argument("--out", help="write every figure as JSON here")
     bench.add_argument("--chart", help="write a PNG chart here (needs matplotlib)")
     bench.add_argument("--allow-remote", action="store_true", help="allow non-loopback target URLs")

@@ -25,6 +25,8 @@ from objstore.graph import closure_of
 
 _encode = msgspec.json.encode
 
+MIN_OBJECTS = 10  # the smallest graph generate() makes
+
 ELEMENT_TYPES = [
     "Objects.BuiltElements.Wall:Objects.BuiltElements.Revit.RevitWall",
     "Objects.BuiltElements.Floor:Objects.BuiltElements.Revit.RevitFloor",
@@ -186,8 +188,8 @@ def generate(n_objects: int, seed: int = 0, salt: str = "") -> Graph:
     A ``salt`` is written into every object, so the same shape gets ids no server has seen
     (a benchmark's cold send into a project that already holds an earlier run).
     """
-    if n_objects < 10:
-        raise ValueError("n_objects must be at least 10")
+    if n_objects < MIN_OBJECTS:
+        raise ValueError(f"a generated graph has at least {MIN_OBJECTS} objects, not {n_objects}")
     b = _Builder(seed, salt)
     materials = [b.material(i) for i in range(min(40, max(2, n_objects // 500)))]
     n_levels = max(1, min(50, n_objects // 5000))

@@ -34,6 +34,8 @@ def test_project_and_token_admin(tmp_path, capsys):
     code, out, _ = run(capsys, "project", "list", "--data", data)
     assert "p1\tpublic=False\tmembers={'alice': 'owner'}" in out
     assert run(capsys, "project", "member", "p1", "bob", "reviewer", "--data", data)[0] == 0
+    code, _, err = run(capsys, "project", "member", "p1", "bob", "boss", "--data", data)
+    assert code == 2 and "unknown role 'boss': use one of reviewer, contributor, owner, none" in err
     code, secret, err = run(
         capsys,
         "token",
@@ -51,6 +53,15 @@ def test_project_and_token_admin(tmp_path, capsys):
     )
     secret = secret.strip()
     assert code == 0 and len(secret) == 42 and "streams:read" in err
+    assert "note:" not in err  # bob is p1's reviewer: the token reaches what it names
+    code, _, err = run(
+        capsys, "token", "create", "--user", "carol", "--projects", "p1,p9", "--data", data
+    )
+    assert code == 0 and err.count("note:") == 2, err
+    assert "'carol' is not a member of 'p1': the token cannot use it until 'carol'" in err
+    assert "there is no project 'p9' yet" in err
+    code, _, err = run(capsys, "token", "create", "--user", "dave", "--data", data)
+    assert code == 0 and "'dave' is a member of no project yet" in err, err
     code, out, _ = run(capsys, "token", "list", "--data", data)
     assert secret[:10] in out and "live" in out and secret[10:] not in out
     code, _, err = run(capsys, "token", "create", "--scopes", "streams:admin", "--data", data)
@@ -72,6 +83,8 @@ def test_demo_stats_verify(tmp_path, capsys):
     assert code == 0 and "demo:" in out
     code, out, _ = run(capsys, "verify", "--data", data)
     assert code == 0 and out.strip().endswith("ok")
+    code, _, err = run(capsys, "demo", "--objects", "5", "--data", data)
+    assert code == 2 and "a generated graph has at least 10 objects, not 5" in err
 
 
 def test_compact_reports_what_it_freed(tmp_path, capsys):
@@ -343,3 +356,30 @@ def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
     assert not (tmp_path / "d").exists()
     code, _, err = run(capsys, "stats", "--data", str(tmp_path / "d"))  # other commands run
     assert code == 2 and "no store in" in err
+
+
+def test_every_argument_of_every_command_says_what_it_is():
+    """``--help`` explains each argument: none is listed bare (a positional that could be
+    anything, a flag whose default or form only the source tells)."""
+    import argparse
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) >= {"serve", "push", "pull", "cp", "bench", "token", "project"}
+    bare = [
+        f"{name} {action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not (action.help or action.choices)
+    ]
+    assert bare == []
+
+
+def test_bench_help_lists_the_workloads_the_harness_runs(capsys):
+    from objstore import bench
+
+    assert cli.BENCH_WORKLOADS == bench.WORKLOADS
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(workload in shown for workload in bench.WORKLOADS), shown

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import platform
 import random
+import re
 import statistics
 import threading
 import time
@@ -43,6 +44,8 @@ WORKLOADS = (
     "cold send", "re-send", "download", "getobjects", "single GET", "diff 100k", "mixed",
 )  # fmt: skip
 PRESETS = {"small": 10_000, "medium": 100_000, "large": 1_000_000}
+_SIZE = re.compile(r"(\d+)([kKmM]?)")  # 5000, 50k, 2M objects
+_SIZE_UNITS = {"": 1, "k": 1_000, "m": 1_000_000}
 
 
 def _squashed(name: str) -> str:
@@ -77,12 +80,20 @@ class GraphSource:
     def parse(cls, text: str, seed: int = 0) -> GraphSource:
         if text in PRESETS:
             return cls(size=PRESETS[text], seed=seed)
-        if text.isdigit():
-            return cls(size=int(text), seed=seed)
         path = Path(text)
+        sized = _SIZE.fullmatch(text.replace("_", "").replace(",", ""))
+        if sized and not path.exists():
+            size = int(sized.group(1)) * _SIZE_UNITS[sized.group(2).lower()]
+            if size < graphgen.MIN_OBJECTS:
+                raise objstore.ObjstoreError(
+                    f"--graph {text!r}: a generated graph has at least "
+                    f"{graphgen.MIN_OBJECTS} objects"
+                )
+            return cls(size=size, seed=seed)
         if not path.exists():
             raise objstore.ObjstoreError(
-                f"--graph {text!r}: not a preset ({', '.join(PRESETS)}), a size, or a dump file"
+                f"--graph {text!r}: not a preset ({', '.join(PRESETS)}), a size (such as 5000 "
+                "or 50k), or a dump file"
             )
         return cls(dump=path, seed=seed)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -253,6 +254,19 @@ def test_a_dump_graph_with_a_bad_line_is_named_by_it(tmp_path):
     dump.write_text("")
     with pytest.raises(errors.InvalidBatch, match="empty dump"):
         GraphSource.parse(str(dump)).load("salt")
+
+
+def test_graph_sizes_read_as_people_write_them(tmp_path, monkeypatch):
+    for text, size in {"small": 10_000, "5000": 5_000, "50k": 50_000, "2M": 2_000_000}.items():
+        assert GraphSource.parse(text).size == size
+    assert GraphSource.parse("1_500").size == GraphSource.parse("1,500").size == 1_500
+    with pytest.raises(errors.ObjstoreError, match="'5': a generated graph has at least 10"):
+        GraphSource.parse("5")
+    with pytest.raises(errors.ObjstoreError, match=r"'50q': not a preset .* or a dump file"):
+        GraphSource.parse("50q")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "50k").write_text('r\t{"id": "r"}\n')
+    assert GraphSource.parse("50k").dump == Path("50k")  # a file of that name is a dump
 
 
 def test_a_chart_without_matplotlib_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
