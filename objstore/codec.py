@@ -8,7 +8,7 @@ The result is a list of :class:`Record` ready for a backend to store.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Annotated, NamedTuple, cast
 
@@ -69,6 +69,13 @@ def _has_bad_id_char(text: str) -> bool:
     if text.isascii() and (text.encode().isalnum() or (text.isprintable() and " " not in text)):
         return False
     return _BAD_ID_CHAR.search(text) is not None
+
+
+def id_type_error(ids: Iterable[object]) -> TypeError:
+    """The error for a read given an id that is not a str (an int, None, bytes): a caller's
+    mistake, not an id the store lacks."""
+    bad = next((i for i in ids if not isinstance(i, str)), None)
+    return TypeError(f"object ids must be str, got {type(bad).__name__} {bad!r:.60}")
 
 
 def check_id(value: object) -> str | None:
@@ -294,9 +301,19 @@ def prepare_arrays(
 
     Errors name the array (``part 2 object 17``) and count the batch limit over all arrays.
     """
+    one = isinstance(arrays, str | bytes | bytearray | memoryview)
+    if one or not isinstance(arrays, Iterable):
+        raise errors.InvalidBatch(
+            f"arrays must be an iterable of JSON arrays' bytes, got {type(arrays).__name__}"
+            + (" (one array is a batch: put it)" if one else "")
+        )
     records: list[Record] = []
     total = 0
     for number, data in enumerate(arrays):
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise errors.InvalidBatch(
+                f"{label} {number} must be the bytes of a JSON array, got {type(data).__name__}"
+            )
         try:
             total = _prepare_array(data, limits, records, total)
         except errors.InvalidObject as exc:
@@ -370,6 +387,11 @@ def prepare(
         return records
     if isinstance(batch, str):
         raise errors.InvalidBatch("batch must be bytes (UTF-8 JSON), not str")
+    if isinstance(batch, Mapping) or not isinstance(batch, Iterable):  # a dict: its keys
+        raise errors.InvalidBatch(
+            "batch must be the bytes of a JSON array or an iterable of each object's bytes, "
+            f"got {type(batch).__name__}"
+        )
     given = list(batch)
     if all(type(item) is bytes for item in given):  # the common case, checked a list at a time
         stripped = list(map(bytes.strip, given))
@@ -385,8 +407,10 @@ def prepare(
         elif isinstance(item, bytes | bytearray | memoryview):
             raw = bytes(item).strip()
         else:
+            hint = " (encode it: msgspec.json.encode(obj))" if isinstance(item, dict) else ""
             raise errors.InvalidBatch(
-                f"batch element {index} must be bytes of one JSON object, got {type(item).__name__}"
+                f"batch element {index} must be bytes of one JSON object, got "
+                f"{type(item).__name__}{hint}"
             )
         total += len(raw)
         _check_total(total, limits, index)

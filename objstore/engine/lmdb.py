@@ -53,7 +53,7 @@ import xxhash
 from zstandard import ZstdError
 
 from objstore import errors
-from objstore.codec import Record, digest_of, split_array
+from objstore.codec import Record, digest_of, id_type_error, split_array
 from objstore.compression import (
     DICT_MAX_SAMPLE_BYTES,
     DICT_MAX_SAMPLES,
@@ -114,7 +114,10 @@ _json_closure = msgspec.json.Decoder(dict[str, int])
 
 def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
     """:func:`_object_key` of each id, without a Python call per id when none needs hashing."""
-    encoded = [i.encode() for i in ids]
+    try:
+        encoded = [i.encode() for i in ids]
+    except AttributeError:  # an int, None or bytes among them
+        raise id_type_error(ids) from None
     if encoded and max(map(len, encoded)) + len(pid) > _MAX_KEY - 2:
         return [_object_key(pid, i) for i in ids]
     return [pid + raw for raw in encoded]
@@ -153,6 +156,8 @@ def _present_rows(
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
+    if not isinstance(object_id, str):
+        raise id_type_error([object_id])
     raw = object_id.encode()
     if len(raw) + len(pid) <= _MAX_KEY - 2:
         return pid + raw
@@ -1446,6 +1451,8 @@ class LMDBBackend(Backend):
             with self._read() as txn:
                 pid = self._pid_of(txn, project)
                 if pid is None:
+                    if not all(isinstance(i, str) for i in chunk):  # as where it is
+                        raise id_type_error(chunk)
                     out.extend([False] * len(chunk))
                     continue
                 # a cursor seek per key in request order, mapped in C: 0.7 us an id against
@@ -1516,6 +1523,8 @@ class LMDBBackend(Backend):
             return self._codec.dict_frame_decoder(dict_id)
 
     def get(self, project: str, object_id: str) -> bytes | None:
+        if not isinstance(object_id, str):
+            raise id_type_error([object_id])
         txn = self._begin_read(buffers=True)
         try:
             pid = self._pid_of(txn, project)
@@ -1554,6 +1563,8 @@ class LMDBBackend(Backend):
         try:
             pid = self._pid_of(txn, project)
             if pid is None:
+                if not all(isinstance(i, str) for i in ids):  # as where it is
+                    raise id_type_error(ids)
                 return []
             keys = _object_keys(pid, ids)
             try:

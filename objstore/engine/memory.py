@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 
 from objstore import errors
-from objstore.codec import Record, digest_of
+from objstore.codec import Record, digest_of, id_type_error
 from objstore.engine.base import Backend, PutResult, Stats, VerifyReport
 
 CHUNK = 1024
@@ -58,6 +58,8 @@ class MemoryBackend(Backend):
         )
 
     def has(self, project: str, ids: Sequence[str]) -> list[bool]:
+        if not all(isinstance(i, str) for i in ids):
+            raise id_type_error(ids)
         rows = self._rows.get(project, {})
         return [i in rows for i in ids]
 
@@ -69,6 +71,8 @@ class MemoryBackend(Backend):
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         for object_id in ids:
+            if not isinstance(object_id, str):
+                raise id_type_error([object_id])
             with self._lock:
                 digest = self._rows.get(project, {}).get(object_id)
                 if digest is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -511,3 +512,52 @@ def test_iter_put_stopped_early_stores_only_what_it_yielded(store):
         "c": False,
     }
     assert store.stats().objects == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda s: s.has("p1", "a"), "not one str: use [id]"),
+        (lambda s: s.has("p1", b"a"), "not one bytes: use [id]"),
+        (lambda s: s.has("p1", ["a", 7]), "object ids must be str, got int 7"),
+        (lambda s: s.has("nowhere", [None]), "object ids must be str, got NoneType None"),
+        (lambda s: list(s.get_many("p1", "ab")), "not one str: use [id]"),
+        (lambda s: list(s.get_many("p1", ["a", b"b"])), "got bytes b'b'"),
+        (lambda s: list(s.get_many("p1", [b"a", b"b"])), "got bytes b'a'"),
+        (lambda s: list(s.get_many("nowhere", ["a", 3])), "got int 3"),
+        (lambda s: s.get("p1", 12), "object ids must be str, got int 12"),
+        (lambda s: s.get("nowhere", None), "got NoneType"),
+        (lambda s: s.closure("p1", 12), "got int"),
+        (lambda s: s.iter_with_children("p1", b"a"), "got bytes"),
+    ],
+)
+def test_a_read_given_ids_of_the_wrong_type_says_so(store, call, says):
+    """A read given an id that is not a str, or one id in place of the list, is the caller's
+    mistake: a TypeError naming it on every backend, not "absent" on one and an
+    AttributeError on another, nor a lookup of each character of the id."""
+    store.put("p1", arr(A, B))
+    with pytest.raises(TypeError, match=re.escape(says)):
+        call(store)
+    assert store.has("p1", ["a", "b"]) == {"a": True, "b": True}
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda s: s.put("p1", {"id": "x"}), "iterable of each object's bytes, got dict"),
+        (lambda s: s.put("p1", None), "got NoneType"),
+        (lambda s: s.put("p1", [{"id": "x"}]), "got dict (encode it: msgspec.json.encode"),
+        (lambda s: s.put_arrays("p1", b'[{"id":"x"}]'), "got bytes (one array is a batch"),
+        (lambda s: s.put_arrays("p1", None), "iterable of JSON arrays' bytes, got NoneType"),
+        (lambda s: s.put_arrays("p1", [arr(A), '[{"id":"x"}]']), "part 1 must be the bytes"),
+        (lambda s: s.put_many("p1", b'[{"id":"x"}]'), "iterable of batches, got bytes"),
+        (lambda s: s.put_many("p1", [arr(A), None]), "batch 1: batch must be the bytes"),
+    ],
+)
+def test_a_write_given_the_wrong_shape_says_so_and_stores_nothing(store, call, says):
+    store.put("p1", arr(A))
+    before = store.stats()
+    with pytest.raises(errors.InvalidBatch, match=re.escape(says)):
+        call(store)
+    assert store.stats() == before
+    assert store.get("p1", "x") is None
