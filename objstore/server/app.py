@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,9 +12,11 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import objstore
 from objstore import errors
@@ -53,6 +56,26 @@ _INLINE_COMPRESS_BYTES = 64 * 1024  # ~0.1 ms of zstd or gzip here; bigger bodie
 
 def _coding(request: Request) -> encoding.Coding | None:
     return encoding.pick(request.headers.get("accept-encoding", ""))
+
+
+class RoutedAsSent:
+    """Match routes against the path as sent, escapes kept, so an id or project holding
+    ``/`` (sent as ``%2F``) stays one segment; :func:`_param` unescapes each parameter.
+    Starlette routes the decoded path, where ``a%2Fb`` is two segments."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path")
+            path = raw.decode("latin-1") if raw else urllib.parse.quote(scope["path"])
+            scope = {**scope, "path": path}
+        await self.app(scope, receive, send)
+
+
+def _param(request: Request, name: str) -> str:
+    return urllib.parse.unquote(request.path_params[name])
 
 
 def _wants_text(request: Request) -> bool:
@@ -95,14 +118,14 @@ class ObjectRoutes:
     # -- routes --------------------------------------------------------------------------------
 
     async def diff(self, request: Request) -> Response:
-        project = request.path_params["project"]
+        project = _param(request, "project")
         self._authorize(request, project, write=True)
         ids = await self._ids(request)
         found = await run_in_threadpool(self.store.has, project, ids)
         return Response(msgspec.json.encode(found), media_type="application/json")
 
     async def upload(self, request: Request) -> Response:
-        project = request.path_params["project"]
+        project = _param(request, "project")
         self._authorize(request, project, write=True)
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.settings.max_request_bytes:
@@ -123,8 +146,8 @@ class ObjectRoutes:
         return Response(status_code=201)
 
     async def single(self, request: Request) -> Response:
-        project = request.path_params["project"]
-        object_id = request.path_params["object_id"]
+        project = _param(request, "project")
+        object_id = _param(request, "object_id")
         self._authorize(request, project, write=False)
         data = await run_in_threadpool(self.store.get, project, object_id)
         if data is None:
@@ -144,14 +167,14 @@ class ObjectRoutes:
         return Response(data, media_type="application/json")
 
     async def getobjects(self, request: Request) -> Response:
-        project = request.path_params["project"]
+        project = _param(request, "project")
         self._authorize(request, project, write=False)
         ids = await self._ids(request)
         return self._stream(request, lambda: self.store.get_many(project, ids))
 
     async def with_children(self, request: Request) -> Response:
-        project = request.path_params["project"]
-        object_id = request.path_params["object_id"]
+        project = _param(request, "project")
+        object_id = _param(request, "object_id")
         self._authorize(request, project, write=False)
         children = await run_in_threadpool(self.store.iter_with_children, project, object_id)
         return self._stream(request, lambda: children)
@@ -238,6 +261,7 @@ def create_app(
             Route("/api/health", routes.health, methods=["GET"]),
             Route("/api/server-info", routes.server_info, methods=["GET"]),
         ],
+        middleware=[Middleware(RoutedAsSent)],
         exception_handlers={
             Exception: _handle_error,
             HTTPException: _handle_error,

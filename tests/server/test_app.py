@@ -207,6 +207,58 @@ def test_object_and_children_root_first_both_formats(server, loaded):
         assert missing.status_code == 404
 
 
+ODD_IDS = ["wall/1", "q?x", "h#1", "50%", "p%2F", "..", ".", "é/ü", "x/single"]
+
+
+def test_ids_and_projects_holding_url_characters_are_served_by_their_escapes(server):
+    """An id (or project) may hold ``/ ? # %`` or be ``..``: sent escaped as one path
+    segment, it names that object; routes match the path as sent, so ``%2F`` is not a
+    separator (Starlette alone routes the decoded path, and answered 404)."""
+    from urllib.parse import quote
+
+    server.auth.create_project("odd/one", owner="alice")
+    children = [json.dumps({"id": i, "n": n}).encode() for n, i in enumerate(ODD_IDS)]
+    root = json.dumps({"id": "root/odd", "__closure": dict.fromkeys(ODD_IDS, 1)}).encode()
+    for project in ("priv", "odd/one"):
+        where = quote(project, safe="")
+        with httpx.Client(timeout=60) as c:
+            r = c.post(
+                f"{server.url}/objects/{where}",
+                files={"batch-1": ("batch-1", array([*children, root]), "application/json")},
+                headers=server.headers("alice"),
+            )
+            assert r.status_code == 201, r.text
+            for object_id, data in zip([*ODD_IDS, "root/odd"], [*children, root], strict=True):
+                segment = quote(object_id, safe="").replace(".", "%2E")
+                got = httpx.get(  # (a Client would drop "." and ".." segments)
+                    f"{server.url}/objects/{where}/{segment}/single",
+                    headers=server.headers("alice"),
+                )
+                assert got.status_code == 200 and got.content == data, (object_id, got.text)
+            r = c.get(
+                f"{server.url}/objects/{where}/root%2Fodd",
+                headers=server.headers("alice", Accept="text/plain"),
+            )
+            assert r.status_code == 200, r.text
+            lines = r.content.decode().splitlines()
+            assert [line.split("\t")[0] for line in lines] == ["root/odd", *ODD_IDS]
+            r = c.post(
+                f"{server.url}/api/getobjects/{where}",
+                json=ids_body(["h#1", "50%"]),
+                headers=server.headers("alice", Accept="text/plain"),
+            )
+            assert r.content.decode().splitlines()[1].split("\t")[0] == "50%"
+            missing = c.get(
+                f"{server.url}/objects/{where}/wall%2F2/single", headers=server.headers("alice")
+            )
+            assert missing.status_code == 404
+            assert (
+                missing.json()["error"]["message"]
+                == f"object 'wall/2' not found in project {project!r}"
+            )
+    assert server.store.get("odd/one", "wall/1") == children[0]
+
+
 def test_pretty_printed_objects_stay_one_line_in_text_format(server):
     pretty = b'{\n  "id": "pretty1",\n  "v": [1,\n 2]\n}'
     assert upload(server, "other", [("b", array([pretty]), "application/json")]).status_code == 201
