@@ -7,6 +7,7 @@ The result is a list of :class:`Record` ready for a backend to store.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -76,6 +77,29 @@ def id_type_error(ids: Iterable[object]) -> TypeError:
     mistake, not an id the store lacks."""
     bad = next((i for i in ids if not isinstance(i, str)), None)
     return TypeError(f"object ids must be str, got {type(bad).__name__} {bad!r:.60}")
+
+
+def one_id(object_id: str) -> str:
+    """``object_id``, or the TypeError for one that is not a str."""
+    if not isinstance(object_id, str):
+        raise id_type_error([object_id])
+    return object_id
+
+
+def refuse_one_id(ids: Iterable[str]) -> None:
+    """TypeError for one id given where a list of them belongs: a str is an iterable of its
+    characters, and would be asked for one character at a time."""
+    if isinstance(ids, str | bytes | bytearray | memoryview):
+        raise TypeError(f"ids must be an iterable of ids, not one {type(ids).__name__}: use [id]")
+
+
+def id_list(ids: Iterable[str]) -> list[str]:
+    """``ids`` as a list, each a str (TypeError otherwise, see :func:`refuse_one_id`)."""
+    refuse_one_id(ids)
+    listed = list(ids)
+    if not all(map(isinstance, listed, itertools.repeat(str))):
+        raise id_type_error(listed)
+    return listed
 
 
 def check_id(value: object) -> str | None:

@@ -234,15 +234,28 @@ def groups(
     """Consecutive runs of objects under both caps, taken lazily (an object bigger than
     ``max_bytes`` makes a run of its own)."""
     group: list[tuple[str, bytes]] = []
-    size = 0
+    size = done = 0
     for pair in objects:
-        if group and (len(group) >= max_objects or size + len(pair[1]) > max_bytes):
+        try:
+            length = len(pair[1])
+        except (TypeError, IndexError, KeyError):
+            raise not_a_pair(pair, done + len(group)) from None
+        if group and (len(group) >= max_objects or size + length > max_bytes):
+            done += len(group)
             yield group
             group, size = [], 0
         group.append(pair)
-        size += len(pair[1])
+        size += length
     if group:
         yield group
+
+
+def not_a_pair(item: object, index: int) -> errors.InvalidBatch:
+    """The error for an object given without its id: objects to send or upload are
+    ``(id, bytes)`` pairs, as :func:`objstore.graph.decompose` makes them."""
+    return errors.InvalidBatch(
+        f"object {index} must be an (id, bytes) pair, got {type(item).__name__} {item!r:.60}"
+    )
 
 
 def batches(

@@ -29,20 +29,6 @@ def check_project(project: object) -> str:
     return project
 
 
-def _id_list(ids: Iterable[str]) -> list[str]:
-    """``ids`` as a list, refusing one id given in place of the list (a str is an iterable
-    of its characters, and would be asked for one character at a time)."""
-    if isinstance(ids, str | bytes | bytearray | memoryview):
-        raise TypeError(f"ids must be an iterable of ids, not one {type(ids).__name__}: use [id]")
-    return list(ids)
-
-
-def _one_id(object_id: str) -> str:
-    if not isinstance(object_id, str):
-        raise codec.id_type_error([object_id])
-    return object_id
-
-
 class ChildrenStream(Iterator[tuple[str, bytes]]):
     """Root first, then each stored descendant once; ``found`` counts the descendants read so
     far and, once the stream is exhausted, ``missing`` the closure ids not stored."""
@@ -162,20 +148,20 @@ class Store:
 
     def has(self, project: str, ids: Iterable[str]) -> dict[str, bool]:
         """{id: whether the project holds it} for every requested id."""
-        ids = _id_list(ids)
+        codec.refuse_one_id(ids)  # (each id's type: by the backend, off the per-id path)
+        ids = list(ids)
         check_project(project)
         return dict(zip(ids, self.backend.has(project, ids), strict=True))
 
     def get(self, project: str, object_id: str) -> bytes | None:
         """The object's bytes exactly as sent, or None when the project does not hold it."""
         check_project(project)
-        return self.backend.get(project, _one_id(object_id))
+        return self.backend.get(project, codec.one_id(object_id))
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """(id, bytes) for each id the project holds, in request order; absent ids left out."""
         check_project(project)
-        if isinstance(ids, str | bytes | bytearray | memoryview):
-            _id_list(ids)  # raises: one id given for the list
+        codec.refuse_one_id(ids)
         return self.backend.get_many(project, ids)
 
     def iter_with_children(self, project: str, object_id: str) -> ChildrenStream:
@@ -186,7 +172,7 @@ class Store:
         the root's JSON.
         """
         check_project(project)
-        root = self.get(project, _one_id(object_id))
+        root = self.get(project, codec.one_id(object_id))
         chunks = self.backend.children_ids(project, object_id)
         if root is None or chunks is None:
             raise errors.ObjectNotFound(project, object_id)
@@ -195,7 +181,7 @@ class Store:
     def closure(self, project: str, object_id: str) -> dict[str, int]:
         """The stored closure of an object: {descendant id: minimum depth}."""
         check_project(project)
-        closure = self.backend.closure(project, _one_id(object_id))
+        closure = self.backend.closure(project, codec.one_id(object_id))
         if closure is None:
             raise errors.ObjectNotFound(project, object_id)
         return closure

@@ -244,6 +244,14 @@ Compression = Literal["auto", "on", "off"]
 COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
 
+def path_segment(name: str) -> str:
+    """``name`` (an object id or project) as one URL path segment: every reserved character
+    escaped (an id may hold ``/``, ``?``, ``#`` or ``%``), and ``.``/``..``, which URL
+    normalisation would drop, spelt ``%2E``."""
+    quoted = urllib.parse.quote(name, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def _is_http_url(url: str) -> bool:
     """Whether ``url`` is one httpx can send to: http(s), with a host (as it is given, a
     mistake like ``localhost:8000`` would fail each request as an unreachable server)."""
@@ -296,6 +304,7 @@ class Remote:
             raise ValueError(f"server URL {url!r} is not an http:// or https:// URL with a host")
         self.url = url.rstrip("/")
         self.project = project
+        self._project_path = path_segment(project)
         self.concurrency = max(1, concurrency)
         self.retries = retries
         self.backoff = backoff
@@ -386,14 +395,14 @@ class Remote:
 
     def diff(self, ids: Iterable[str]) -> dict[str, bool]:
         """{id: whether the server has it} for every id (chunked, chunks in parallel)."""
-        id_list = list(ids)
+        id_list = codec.id_list(ids)
         chunks = [id_list[i : i + ID_CHUNK] for i in range(0, len(id_list), ID_CHUNK)]
 
         def one(chunk: list[str]) -> dict[str, bool]:
             r = self._request(
                 "diff",
                 "POST",
-                f"/api/diff/{self.project}",
+                f"/api/diff/{self._project_path}",
                 content=_ids_body(chunk),
                 headers=_JSON_BODY,
             )
@@ -456,12 +465,19 @@ class Remote:
         self, objects: Iterable[tuple[str, bytes]], max_bytes: int, max_object: int
     ) -> Iterator[list[bytes]]:
         def checked() -> Iterator[tuple[str, bytes]]:
-            for object_id, data in objects:
-                if len(data) > max_object:
+            for index, pair in enumerate(objects):
+                try:
+                    object_id, data = pair
+                    size = len(data)
+                except (TypeError, ValueError):
+                    raise graphgen.not_a_pair(pair, index) from None
+                if type(data) is not bytes and not isinstance(data, bytearray | memoryview):
+                    raise graphgen.not_a_pair(pair, index)
+                if size > max_object:
                     raise errors.ObjectTooLarge(
-                        f"object is {len(data)} bytes, over the server's {max_object} byte limit",
+                        f"object is {size} bytes, over the server's {max_object} byte limit",
                         limit=max_object,
-                        size=len(data),
+                        size=size,
                         object_id=object_id,
                     )
                 yield object_id, data
@@ -475,14 +491,15 @@ class Remote:
         if self.compress:
             body, media = igzip.compress(body, 1), "application/gzip"
         part = {"batch-1": ("batch-1", body, media)}
-        self._request("upload", "POST", f"/objects/{self.project}", files=part)
+        self._request("upload", "POST", f"/objects/{self._project_path}", files=part)
         self.stats.add(objects_uploaded=len(batch), bytes_uploaded=len(body))
         return len(batch)
 
     def get(self, object_id: str) -> bytes | None:
         """One object's bytes, or None if the server does not have it."""
         try:
-            r = self._request("single", "GET", f"/objects/{self.project}/{object_id}/single")
+            where = f"/objects/{self._project_path}/{path_segment(codec.one_id(object_id))}"
+            r = self._request("single", "GET", where + "/single")
         except errors.RemoteNotFound as exc:
             if exc.code == "PROJECT_NOT_FOUND":
                 raise
@@ -497,7 +514,7 @@ class Remote:
         comes twice. Memory holds a few decoded blocks (about a MB each) per request in
         flight, not whole answers: objects of megabytes each cost no more than small ones.
         """
-        id_list = list(ids)
+        id_list = codec.id_list(ids)
         chunk = min(ID_CHUNK, 10_000)
         chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
         if not chunks:
@@ -541,7 +558,7 @@ class Remote:
             nonlocal remaining
             with self._http.stream(
                 "POST",
-                f"{self.url}/api/getobjects/{self.project}",
+                f"{self.url}/api/getobjects/{self._project_path}",
                 content=_ids_body(remaining),
                 headers={
                     **_JSON_BODY,
@@ -578,6 +595,7 @@ class Remote:
         """:meth:`download` as its ``id\tjson`` lines, a list per piece read: whole lines,
         none empty, a carriage return before a newline kept. For consumers that take objects
         a block at a time, with no Python step per object."""
+        root_segment = path_segment(codec.one_id(root_id))
         attempt = 0
         while True:
             started = False
@@ -585,7 +603,7 @@ class Remote:
                 self.stats.count("download")
                 with self._http.stream(
                     "GET",
-                    f"{self.url}/objects/{self.project}/{root_id}",
+                    f"{self.url}/objects/{self._project_path}/{root_segment}",
                     headers={"Accept": "text/plain", "Accept-Encoding": self._stream_accept},
                 ) as r:
                     if r.status_code >= 400:

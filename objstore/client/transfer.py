@@ -126,6 +126,11 @@ def send(
     ``progress``: an object whose ``advance(n)`` is called as objects are done, and whose
     ``total(n)``, if it has one, once their number is known (a root id's graph, a list).
     """
+    if isinstance(source, bytes | bytearray | memoryview) or not isinstance(source, Iterable):
+        raise errors.InvalidBatch(
+            "send takes a root id or the graph's objects as (id, bytes) pairs "
+            f"(graph.decompose makes them), got {type(source).__name__}"
+        )
     project = _cache_project(remote, cache_project)
     tick = getattr(progress, "advance", None)
     counted = getattr(progress, "total", None)
@@ -198,9 +203,15 @@ def send(
 def _check_types(window: list[tuple[str, bytes]], first: int) -> None:
     """InvalidBatch for a given object that is not bytes (the checks that name every other
     fault run beside the upload, which would fail on it first)."""
-    if all(type(data) is bytes for _, data in window):
-        return
-    for number, (object_id, data) in enumerate(window, first):
+    try:
+        if all(type(data) is bytes for _, data in window):
+            return
+    except (TypeError, ValueError):  # not all pairs
+        pass
+    for number, pair in enumerate(window, first):
+        if type(pair) is not tuple or len(pair) != 2 or not isinstance(pair[0], str):
+            raise graphgen.not_a_pair(pair, number)
+        object_id, data = pair
         if not isinstance(data, bytes | bytearray | memoryview):
             raise errors.InvalidBatch(
                 f"object {number} id {object_id!r} must be bytes of one JSON object, "

@@ -576,6 +576,67 @@ def test_an_object_given_as_text_is_refused_by_its_place(server, cached):
         assert "upload" not in r.stats.requests
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (b'[{"id": "x"}]', "send takes a root id or the graph's objects .* got bytes"),
+        (None, "send takes a root id .* got NoneType"),
+        ([b'{"id": "x"}'], r"object 0 must be an \(id, bytes\) pair, got bytes"),
+        ([("x", b'{"id": "x"}'), {"id": "y"}], "object 1 must be an .* got dict"),
+        ([("x", b'{"id": "x"}', 3)], "object 0 must be an .* got tuple"),
+    ],
+)
+@pytest.mark.parametrize("cached", [False, True])
+def test_objects_given_in_the_wrong_shape_are_refused_naming_it(server, cached, source, says):
+    with remote(server, "other") as r, objstore.open_memory() as cache:
+        with pytest.raises(errors.InvalidBatch, match=says):
+            send(source, r, cache if cached else None)
+        assert "upload" not in r.stats.requests
+        assert not cache.projects()
+
+
+def test_ids_and_projects_holding_url_characters_go_both_ways(server, tmp_path):
+    """Objects whose ids hold ``/ ? # %`` (or are ``..``), in a project whose name holds a
+    ``/``, are sent and received like any others: each request names them escaped."""
+    server.auth.create_project("odd/two", owner="alice")
+    odd = ["wall/1", "q?x", "h#1", "50%", "..", ".", "é/ü", "x/single"]
+    children = [(i, json.dumps({"id": i, "n": n}).encode()) for n, i in enumerate(odd)]
+    root = ("root/odd?#", json.dumps({"id": "root/odd?#", "__closure": dict.fromkeys(odd, 1)}))
+    graph = [*children, (root[0], root[1].encode())]
+    with remote(server, "odd/two") as r:
+        assert send(graph, r).uploaded == len(graph)
+        assert r.diff([i for i, _ in graph]) == dict.fromkeys([i for i, _ in graph], True)
+        for object_id, data in graph:
+            assert r.get(object_id) == data, object_id
+        assert r.get("wall/2") is None
+        assert list(r.download(root[0])) == [graph[-1], *children]
+        assert sorted(r.get_many(odd)) == sorted(children)
+    with remote(server, "odd/two") as r, objstore.open(tmp_path / "c") as cache:
+        got = receive(root[0], r, cache)
+        assert (got.total, got.downloaded) == (len(graph), len(graph))
+        assert dict(cache.iter_with_children("odd/two", root[0])) == dict(graph)
+    assert server.store.get("odd/two", "..") == children[4][1]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r.diff("abc"),
+        lambda r: r.diff(["a", 1]),
+        lambda r: list(r.get_many("abc")),
+        lambda r: list(r.get_many([None])),
+        lambda r: r.get(5),
+        lambda r: list(r.download(b"root")),
+        lambda r: receive(5, r, objstore.open_memory()),
+    ],
+)
+def test_a_remote_given_ids_of_the_wrong_type_says_so_before_asking(server, call):
+    with remote(server, "other") as r:
+        with pytest.raises(TypeError, match=r"use \[id\]|object ids must be str"):
+            call(r)
+        assert sum(r.stats.requests.values()) == 0
+
+
 @pytest.mark.parametrize("how", ["stream", "getobjects"])
 def test_objects_the_server_lacks_fail_the_receive_and_the_root_is_not_cached(
     server, tmp_path, how
