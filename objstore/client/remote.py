@@ -244,7 +244,7 @@ Compression = Literal["auto", "on", "off"]
 COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 
 
-def path_segment(name: str) -> str:
+def _path_segment(name: str) -> str:
     """``name`` (an object id or project) as one URL path segment: every reserved character
     escaped (an id may hold ``/``, ``?``, ``#`` or ``%``), and ``.``/``..``, which URL
     normalisation would drop, spelt ``%2E``."""
@@ -304,7 +304,7 @@ class Remote:
             raise ValueError(f"server URL {url!r} is not an http:// or https:// URL with a host")
         self.url = url.rstrip("/")
         self.project = project
-        self._project_path = path_segment(project)
+        self._project_path = _path_segment(project)
         self.concurrency = max(1, concurrency)
         self.retries = retries
         self.backoff = backoff
@@ -498,7 +498,7 @@ class Remote:
     def get(self, object_id: str) -> bytes | None:
         """One object's bytes, or None if the server does not have it."""
         try:
-            where = f"/objects/{self._project_path}/{path_segment(codec.one_id(object_id))}"
+            where = f"/objects/{self._project_path}/{_path_segment(codec.one_id(object_id))}"
             r = self._request("single", "GET", where + "/single")
         except errors.RemoteNotFound as exc:
             if exc.code == "PROJECT_NOT_FOUND":
@@ -595,7 +595,7 @@ class Remote:
         """:meth:`download` as its ``id\tjson`` lines, a list per piece read: whole lines,
         none empty, a carriage return before a newline kept. For consumers that take objects
         a block at a time, with no Python step per object."""
-        root_segment = path_segment(codec.one_id(root_id))
+        root_segment = _path_segment(codec.one_id(root_id))
         attempt = 0
         while True:
             started = False

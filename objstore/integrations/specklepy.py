@@ -1,12 +1,14 @@
 """A drop-in for specklepy's SQLiteTransport, on an objstore store.
 
     from objstore.integrations.specklepy import LMDBTransport
-    cache = LMDBTransport("~/.cache/objstore-speckle")
+    cache = LMDBTransport()  # where SQLiteTransport() keeps its Objects.db; or a directory
     operations.send(base, [server_transport], use_default_cache=False)  # or as a cache:
     operations.receive(obj_id, server_transport, local_transport=cache)
 
-Writes are buffered and stored in batches (one LMDB transaction each) on ``end_write`` or when
-the buffer fills. specklepy stays an optional extra: this module imports it on use.
+It takes SQLiteTransport's arguments (``base_path``, ``app_name``, ``scope``,
+``max_batch_size_mb``, ``name``), so replacing the class name is the whole change. Writes are
+buffered and stored in batches (one LMDB transaction each) on ``end_write`` or when the buffer
+fills. specklepy stays an optional extra: this module imports it on use.
 """
 
 from __future__ import annotations
@@ -19,32 +21,55 @@ from specklepy.transports.abstract_transport import AbstractTransport
 
 import objstore
 from objstore import codec, collector
+from objstore.store import check_project
 
 BATCH_OBJECTS = 10_000
 BATCH_BYTES = 25 * 1024 * 1024
 
 
+STORE_DIR = "objstore"  # the store's directory in specklepy's app folder (beside Objects.db)
+
+
+def default_path(app_name: str | None = None) -> Path:
+    """Where ``LMDBTransport()`` keeps its store: specklepy's user data folder for the app
+    (``SPECKLE_USERDATA_PATH`` overrides it), as SQLiteTransport() does."""
+    from specklepy.core.helpers import speckle_path_provider
+
+    base = Path(speckle_path_provider.user_application_data_path())
+    return base / (app_name or "Speckle") / STORE_DIR
+
+
 class LMDBTransport(AbstractTransport):  # type: ignore[misc]
-    """specklepy transport over an objstore store (one project of it: ``scope``)."""
+    """specklepy transport over an objstore store (one project of it: ``scope``).
+
+    ``path`` (or SQLiteTransport's ``base_path``) is the store's directory; without one, or
+    a ``store``, it is :func:`default_path` of ``app_name``."""
 
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
-        *,
-        store: objstore.Store | None = None,
-        scope: str = "specklepy",
+        app_name: str | None = None,
+        scope: str | None = None,
+        max_batch_size_mb: float | None = None,
         name: str = "LMDB",
+        *,
+        base_path: str | os.PathLike[str] | None = None,
+        store: objstore.Store | None = None,
     ) -> None:
+        if path is not None and base_path is not None:
+            raise ValueError("give path or base_path, not both")
+        path = path if path is not None else base_path
+        if path is not None and store is not None:
+            raise ValueError("give a path or a store, not both")
+        self.scope = check_project(scope or "specklepy")
+        self._owns_store = store is None
         if store is None:
-            if path is None:
-                raise ValueError("give a path or a store")
-            store = objstore.open(Path(path).expanduser())
-            self._owns_store = True
-        else:
-            self._owns_store = False
+            store = objstore.open(Path(path).expanduser() if path else default_path(app_name))
         self.store = store
-        self.scope = scope
         self._name = name
+        self._batch_bytes = (
+            BATCH_BYTES if max_batch_size_mb is None else max(1, int(max_batch_size_mb * 1e6))
+        )
         self._pending: list[tuple[str, bytes]] = []
         self._pending_ids: set[str] = set()
         self._pending_bytes = 0
@@ -88,7 +113,7 @@ class LMDBTransport(AbstractTransport):  # type: ignore[misc]
         self._pending_ids.add(id)
         self._pending_bytes += len(data)
         self.saved_obj_count += 1
-        if len(self._pending) >= BATCH_OBJECTS or self._pending_bytes >= BATCH_BYTES:
+        if len(self._pending) >= BATCH_OBJECTS or self._pending_bytes >= self._batch_bytes:
             self._flush()
 
     def save_object_from_transport(self, id: str, source_transport: Any) -> None:

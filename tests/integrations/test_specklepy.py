@@ -6,6 +6,8 @@ import warnings
 
 import pytest
 
+import objstore
+
 from ..client.conftest import server  # noqa: F401 - the module's server fixture
 from ..server.test_specklepy_interop import build_model
 
@@ -118,3 +120,42 @@ def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
     assert not collector.frozen_by_others()  # thawed
     assert transport.get_object("a") == '{"id":"a","v":1}'
     transport.close()
+
+
+def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch):
+    """Replacing the class name is the whole change: with no arguments it keeps its store
+    in specklepy's user data folder, as SQLiteTransport() keeps Objects.db there (and
+    SPECKLE_USERDATA_PATH moves both); base_path, app_name, scope and max_batch_size_mb
+    mean what they mean there."""
+    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from specklepy.api import operations
+    from specklepy.transports.sqlite import SQLiteTransport
+
+    from objstore.integrations.specklepy import LMDBTransport
+
+    model = build_model(20)
+    sqlite = SQLiteTransport()
+    default = LMDBTransport()
+    root_id = operations.send(model, [sqlite, default], use_default_cache=False)
+    assert default.store.backend.path == tmp_path / "userdata" / "Speckle" / "objstore"
+    assert (tmp_path / "userdata" / "Speckle" / "Objects.db").exists()
+    assert operations.serialize(operations.receive(root_id, None, default)) == (
+        operations.serialize(model)
+    )
+    default.close()
+
+    named = LMDBTransport(app_name="MyApp", scope="Models", max_batch_size_mb=0.001)
+    named.begin_write()
+    named.save_object("a", '{"id": "a", "pad": "' + "x" * 2000 + '"}')  # over 1 kB: stored
+    assert named.store.count("Models") == 1 and named.store.count("specklepy") == 0
+    assert named.store.backend.path == tmp_path / "userdata" / "MyApp" / "objstore"
+    named.close()
+    elsewhere = LMDBTransport(base_path=tmp_path / "elsewhere", scope="Models")
+    assert elsewhere.store.backend.path == tmp_path / "elsewhere"
+    elsewhere.close()
+    with pytest.raises(ValueError, match="not both"):
+        LMDBTransport(tmp_path / "a", base_path=tmp_path / "b")
+    with pytest.raises(objstore.InvalidProject):
+        LMDBTransport(tmp_path / "c", scope="has space")
+    assert not (tmp_path / "c").exists()  # refused before the store was made
