@@ -131,14 +131,22 @@ class ObjstoreClientDriver(Driver):
         self.remote.close()
 
 
+USERDATA_ENV = "SPECKLE_USERDATA_PATH"
+
+
 class SpecklepyDriver(Driver):
     """specklepy's ServerTransport: what Speckle's Python users run today."""
 
     client = "specklepy"
 
     def __init__(self, url: str, token: str | None, project: str) -> None:
-        self._userdata = tempfile.TemporaryDirectory(prefix="bench-speckle-")
-        os.environ.setdefault("SPECKLE_USERDATA_PATH", self._userdata.name)
+        # specklepy keeps an accounts database in its user data folder: a temporary one for
+        # this driver's life, unless the caller chose one. (Left set, it named a deleted
+        # folder that specklepy made again, in /tmp and in the caller's own later use.)
+        self._userdata: tempfile.TemporaryDirectory[str] | None = None
+        if USERDATA_ENV not in os.environ:
+            self._userdata = tempfile.TemporaryDirectory(prefix="bench-speckle-")
+            os.environ[USERDATA_ENV] = self._userdata.name
         warnings.simplefilter("ignore", DeprecationWarning)
         from specklepy.transports.server import ServerTransport
 
@@ -173,7 +181,11 @@ class SpecklepyDriver(Driver):
                 yield object_id, text.encode()
 
     def close(self) -> None:
-        self._userdata.cleanup()
+        if self._userdata is not None:
+            if os.environ.get(USERDATA_ENV) == self._userdata.name:
+                del os.environ[USERDATA_ENV]
+            self._userdata.cleanup()
+            self._userdata = None
 
 
 def specklepy_available() -> bool:

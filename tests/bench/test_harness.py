@@ -18,7 +18,15 @@ from objstore.bench.targets import SpawnedServer, TargetSpec
 
 @pytest.fixture(scope="module")
 def doc(tmp_path_factory):
+    """A run with both clients, which leaves the process's environment and /tmp as it found
+    them (specklepy's user data folder is the driver's own, set and removed with it)."""
+    import os
+    import tempfile
+
     tmp = tmp_path_factory.mktemp("bench")
+    env_before = os.environ.get("SPECKLE_USERDATA_PATH")
+    os.environ.pop("SPECKLE_USERDATA_PATH", None)
+    leftovers = set(Path(tempfile.gettempdir()).glob("bench-speckle-*"))
     runner = Runner(
         [TargetSpec("spawned", "spawn"), TargetSpec("engine", "lmdb", path=tmp / "engine")],
         GraphSource(size=300),
@@ -26,7 +34,14 @@ def doc(tmp_path_factory):
         mixed_seconds=1.0,
         single_requests=50,
     )
-    return runner.run()
+    try:
+        result = runner.run()
+        assert "SPECKLE_USERDATA_PATH" not in os.environ
+        assert set(Path(tempfile.gettempdir()).glob("bench-speckle-*")) == leftovers
+    finally:
+        if env_before is not None:
+            os.environ["SPECKLE_USERDATA_PATH"] = env_before
+    return result
 
 
 def rows(doc, target, client):
