@@ -1451,7 +1451,7 @@ class LMDBBackend(Backend):
             with self._read() as txn:
                 pid = self._pid_of(txn, project)
                 if pid is None:
-                    if not all(isinstance(i, str) for i in chunk):  # as where it is
+                    if not all(map(isinstance, chunk, repeat(str))):  # as where it is
                         raise id_type_error(chunk)
                     out.extend([False] * len(chunk))
                     continue
@@ -1563,7 +1563,7 @@ class LMDBBackend(Backend):
         try:
             pid = self._pid_of(txn, project)
             if pid is None:
-                if not all(isinstance(i, str) for i in ids):  # as where it is
+                if not all(map(isinstance, ids, repeat(str))):  # as where it is
                     raise id_type_error(ids)
                 return []
             keys = _object_keys(pid, ids)

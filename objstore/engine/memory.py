@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 
 from objstore import errors
 from objstore.codec import Record, digest_of, id_type_error
@@ -58,7 +59,7 @@ class MemoryBackend(Backend):
         )
 
     def has(self, project: str, ids: Sequence[str]) -> list[bool]:
-        if not all(isinstance(i, str) for i in ids):
+        if not all(map(isinstance, ids, repeat(str))):
             raise id_type_error(ids)
         rows = self._rows.get(project, {})
         return [i in rows for i in ids]
