@@ -374,7 +374,7 @@ def _clean_records(
     if _has_bad_id_char("".join(ids)):
         return None
     closures = [h.closure or None for h in heads]
-    if _has_bad_id_char("".join(chain.from_iterable(c for c in closures if c))):
+    if _has_bad_id_char("".join(chain.from_iterable(filter(None, closures)))):
         return None
     digests = list(map(xxhash.xxh3_128_digest, datas))
     return list(map(Record, ids, datas, digests, closures)), total
@@ -417,7 +417,7 @@ def prepare(
             f"got {type(batch).__name__}"
         )
     given = list(batch)
-    if all(type(item) is bytes for item in given):  # the common case, checked a list at a time
+    if set(map(type, given)) <= {bytes}:  # the common case, checked a list at a time, in C
         stripped = list(map(bytes.strip, given))
         if sum(map(len, stripped)) <= limits.max_batch_bytes:
             clean = _clean_items(stripped, limits)
