@@ -209,7 +209,7 @@ def _check_types(window: list[tuple[str, bytes]], first: int) -> None:
     except (TypeError, ValueError):  # not all pairs
         pass
     for number, pair in enumerate(window, first):
-        if type(pair) is not tuple or len(pair) != 2 or not isinstance(pair[0], str):
+        if not isinstance(pair, tuple | list) or len(pair) != 2 or not isinstance(pair[0], str):
             raise graphgen.not_a_pair(pair, number)
         object_id, data = pair
         if not isinstance(data, bytes | bytearray | memoryview):

@@ -6,7 +6,7 @@ import gc
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -627,7 +627,7 @@ def test_ids_and_projects_holding_url_characters_go_both_ways(server, tmp_path):
         lambda r: list(r.get_many([None])),
         lambda r: r.get(5),
         lambda r: list(r.download(b"root")),
-        lambda r: receive(5, r, objstore.open_memory()),
+        lambda r: receive(cast(Any, 5), r, objstore.open_memory()),
     ],
 )
 def test_a_remote_given_ids_of_the_wrong_type_says_so_before_asking(server, call):

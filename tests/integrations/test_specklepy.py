@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +124,14 @@ def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
     transport.close()
 
 
+def store_dir(transport: Any) -> Path:
+    from objstore.engine.lmdb import LMDBBackend
+
+    backend = transport.store.backend
+    assert isinstance(backend, LMDBBackend)
+    return backend.path
+
+
 def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch):
     """Replacing the class name is the whole change: with no arguments it keeps its store
     in specklepy's user data folder, as SQLiteTransport() keeps Objects.db there (and
@@ -138,7 +148,7 @@ def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch)
     sqlite = SQLiteTransport()
     default = LMDBTransport()
     root_id = operations.send(model, [sqlite, default], use_default_cache=False)
-    assert default.store.backend.path == tmp_path / "userdata" / "Speckle" / "objstore"
+    assert store_dir(default) == tmp_path / "userdata" / "Speckle" / "objstore"
     assert (tmp_path / "userdata" / "Speckle" / "Objects.db").exists()
     assert operations.serialize(operations.receive(root_id, None, default)) == (
         operations.serialize(model)
@@ -149,10 +159,10 @@ def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch)
     named.begin_write()
     named.save_object("a", '{"id": "a", "pad": "' + "x" * 2000 + '"}')  # over 1 kB: stored
     assert named.store.count("Models") == 1 and named.store.count("specklepy") == 0
-    assert named.store.backend.path == tmp_path / "userdata" / "MyApp" / "objstore"
+    assert store_dir(named) == tmp_path / "userdata" / "MyApp" / "objstore"
     named.close()
     elsewhere = LMDBTransport(base_path=tmp_path / "elsewhere", scope="Models")
-    assert elsewhere.store.backend.path == tmp_path / "elsewhere"
+    assert store_dir(elsewhere) == tmp_path / "elsewhere"
     elsewhere.close()
     with pytest.raises(ValueError, match="not both"):
         LMDBTransport(tmp_path / "a", base_path=tmp_path / "b")
