@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 import objstore
-from objstore import codec, errors, graphgen
+from objstore import codec, errors, graph, graphgen
 from objstore.auth import ROLES, AuthStore
 from objstore.limits import Limits
 
@@ -423,9 +423,18 @@ def _remote(args: argparse.Namespace, url: str | None = None) -> Any:
     return Remote(url or args.url, token, args.project, retries=3, compression=args.compression)
 
 
+Bars = Callable[..., contextlib.AbstractContextManager[Any]]  # as _progress
+
+
 @contextlib.contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Any]:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal)."""
+def _no_bars(label: str, total: int | None, counted: bool = True) -> Iterator[None]:
+    yield None
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, counted: bool = True) -> Iterator[Any]:
+    """A rich progress bar on stderr (hidden when stderr is not a terminal); ``counted``:
+    with a count of objects done (a step that cannot count shows only that it runs)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -433,7 +442,7 @@ def _progress(label: str, total: int | None) -> Iterator[Any]:
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
-        MofNCompleteColumn(),
+        *([MofNCompleteColumn()] if counted else []),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -475,15 +484,15 @@ class _Source:
     dump object's line number (4 bytes an object) to name a bad one by; ``elements`` each
     array object's place in the array."""
 
-    def __init__(self, path: Path, fh: Any) -> None:
-        from objstore import graph
-
+    def __init__(self, path: Path, fh: Any, progress: Bars | None = None) -> None:
         self.path = path
         self.lines: array[int] | None = None
         self.elements: list[int] | None = None
+        bar = progress or _no_bars
         head = fh.peek(1 << 16).lstrip()
         if head[:1] == b"[":
-            self._read_array(fh.read())
+            with bar(f"read {path.name}", None) as tick:
+                self._read_array(fh.read(), tick)
             return
         if head and head[0] in _SCALAR_STARTS and b"\t" not in head.split(b"\n", 1)[0]:
             raise objstore.InvalidBatch(
@@ -491,15 +500,17 @@ class _Source:
                 f"nor an id<TAB>json dump: it starts {head[:40]!r}"
             )
         if head[:1] == b"{":
+            with bar(f"read {path.name}", None, False):
+                try:
+                    doc = msgspec.json.decode(fh.read())
+                except msgspec.DecodeError as exc:
+                    raise objstore.InvalidJSON(f"{path} is not valid JSON: {exc}") from None
+                except RecursionError:
+                    deep = f"{path}: the document nests too deeply to read"
+                    raise errors.NestingTooDeep(deep) from None
             try:
-                doc = msgspec.json.decode(fh.read())
-            except msgspec.DecodeError as exc:
-                raise objstore.InvalidJSON(f"{path} is not valid JSON: {exc}") from None
-            except RecursionError:
-                deep = f"{path}: the document nests too deeply to read"
-                raise errors.NestingTooDeep(deep) from None
-            try:
-                _, decomposed = graph.decompose(doc)
+                with bar("decompose", None) as tick:
+                    _, decomposed = graph.decompose(doc, progress=tick)
             except errors.InvalidObject as exc:
                 raise exc.located(str(path)) from None
             self.objects: Iterable[tuple[str, bytes]] = decomposed
@@ -513,7 +524,7 @@ class _Source:
         self.objects = self._objects(itertools.chain([first], numbered))
         self.count = _count_lines(path)
 
-    def _read_array(self, data: bytes) -> None:
+    def _read_array(self, data: bytes, tick: Any) -> None:
         """The array's objects under their own ids (an object without one: its hash, as a
         store gives it), the first (the root) sent last and the rest deepest-first by its
         ``__closure`` (children before parents), those it does not list just before it."""
@@ -536,6 +547,8 @@ class _Source:
             ids.append(record.id)
             if index == 0:
                 depths = record.closure or {}
+            elif not index % graph.TICK and tick is not None:
+                tick.advance(graph.TICK)
         order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
         self.elements = [*order, 0]
         self.objects = [(ids[n], elements[n]) for n in self.elements]
@@ -563,7 +576,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     stdin = args.file == "-"
     path = Path("<stdin>" if stdin else args.file)
     with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as fh:
-        source = _Source(path, fh)
+        source = _Source(path, fh, _progress)
         with (
             _remote(args) as remote,
             objstore.open(_cache_dir(args)) as cache,
@@ -604,7 +617,6 @@ def _output(path: str | None) -> Iterator[Any]:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Receive a graph through the local cache; write it as a dump or a JSON document."""
-    from objstore import graph
     from objstore.client import receive
 
     as_json = args.format == "json" or (
@@ -617,13 +629,21 @@ def cmd_pull(args: argparse.Namespace) -> int:
     ):
         with _progress("pull", None) as tick:
             result = receive(args.root_id, remote, cache, progress=tick)
-        if as_json:
-            # only encoded, never changed: a repeated object may be one dict in every place
-            doc = graph.recompose(args.root_id, cache, remote.project, shared=True)
-            out.write(msgspec.json.encode(doc) + b"\n")
-        else:
-            for object_id, data in cache.iter_with_children(remote.project, args.root_id):
-                out.write(object_id.encode() + b"\t" + data + b"\n")
+        with _progress("rebuild" if as_json else "write", result.total) as tick:
+            if as_json:
+                # only encoded, never changed: a repeated object may be one dict in every place
+                doc = graph.recompose(
+                    args.root_id, cache, remote.project, shared=True, progress=tick
+                )
+                out.write(msgspec.json.encode(doc) + b"\n")
+            else:
+                written = 0
+                for object_id, data in cache.iter_with_children(remote.project, args.root_id):
+                    out.write(object_id.encode() + b"\t" + data + b"\n")
+                    written += 1
+                    if not written % graph.TICK:
+                        tick.advance(graph.TICK)
+                tick.advance(written % graph.TICK)
     print(result.summary(), file=sys.stderr)
     return 0
 

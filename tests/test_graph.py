@@ -234,3 +234,27 @@ def test_a_refused_member_is_named_by_its_json_path(doc, where):
     with pytest.raises(errors.ReservedKey) as caught:
         graph.decompose(doc)
     assert str(caught.value).startswith(f"{where}: key ")
+
+
+class _Counted:
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def advance(self, n: int) -> None:
+        self.steps.append(n)
+
+
+def test_decompose_and_recompose_report_progress_in_steps_of_objects():
+    """A big document's decompose and recompose each take seconds: both tell ``progress``
+    of every object, a step of ``graph.TICK`` at a time (the last one what is left)."""
+    doc = {"name": "site", "@parts": [{"n": i, "@sub": {"m": i}} for i in range(1500)]}
+    made = _Counted()
+    root_id, objects = graph.decompose(doc, progress=made)
+    assert sum(made.steps) == len(objects) == 3001
+    assert made.steps == [graph.TICK, graph.TICK, 3001 - 2 * graph.TICK]
+    store = objstore.open_memory()
+    store.put("p", [data for _, data in objects])
+    read = _Counted()
+    assert graph.recompose(root_id, store, "p", progress=read) == doc
+    assert sum(read.steps) == 3001 and read.steps[:2] == [graph.TICK, graph.TICK]
+    assert graph.decompose(doc, progress=object()) == (root_id, objects)  # no advance: none

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import objstore
 from objstore import cli, graphgen
@@ -392,3 +393,52 @@ def test_push_dash_reads_stdin(server, tmp_path, capsys, monkeypatch):
     code, out, err = push_stdin(b'si-a\t{"id": "si-a"}\nsi-b\t{"id": "si-b", x}\n')
     assert code == 2 and "<stdin> line 2 id 'si-b': " in err, err
     assert not any(server.store.has("other", ["dash", "si-b"]).values())
+
+
+def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys, monkeypatch):
+    """Reading and decomposing a document, pushing it, pulling it, rebuilding or writing it:
+    each step of seconds on a big model has its bar, told of every object it handles."""
+    import contextlib
+
+    seen: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def recorded(label, total, counted=True):
+        bar = {"label": label, "total": total, "counted": counted, "done": 0}
+        seen.append(bar)
+
+        class Tick:
+            def advance(self, n):
+                bar["done"] += n
+
+            def total(self, n):
+                bar["total"] = n
+
+        yield Tick()
+
+    monkeypatch.setattr(cli, "_progress", recorded)
+    doc = {"name": "yard", "@cranes": [{"n": i, "@hook": {"w": i}} for i in range(1200)]}
+    (tmp_path / "yard.json").write_text(json.dumps(doc))
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    code, out, err = run(
+        capsys, "push", str(tmp_path / "yard.json"), *common, "--cache", str(tmp_path / "c1")
+    )
+    assert code == 0, err
+    objects = 2 * 1200 + 1
+    bars = {bar["label"]: bar for bar in seen}
+    assert bars["read yard.json"]["counted"] is False
+    assert bars["decompose"]["done"] == objects
+    assert bars["push"]["done"] == bars["push"]["total"] == objects
+    seen.clear()
+    root = out.strip()
+    cache = ["--cache", str(tmp_path / "c2")]
+    code, _, err = run(capsys, "pull", root, *common, *cache, "-o", str(tmp_path / "back.json"))
+    assert code == 0 and json.loads((tmp_path / "back.json").read_text()) == doc, err
+    assert [(b["label"], b["done"], b["total"]) for b in seen] == [
+        ("pull", objects, objects), ("rebuild", objects, objects),
+    ]  # fmt: skip
+    seen.clear()
+    code, _, err = run(capsys, "pull", root, *common, *cache, "-o", str(tmp_path / "back.dump"))
+    assert code == 0, err
+    assert [(b["label"], b["done"], b["total"]) for b in seen][1] == ("write", objects, objects)
+    assert len((tmp_path / "back.dump").read_text().splitlines()) == objects
