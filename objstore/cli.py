@@ -550,6 +550,13 @@ class _Source:
             elif not index % graph.TICK and tick is not None:
                 tick.advance(graph.TICK)
         order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
+        outside = sum(1 for n in order if ids[n] not in depths)
+        if outside:  # all still go up; the root printed may not be the one meant
+            print(
+                f"note: {outside:,} of the {len(ids):,} objects in {self.path} are not in its "
+                "first object's __closure: it may not be one graph with its root first",
+                file=sys.stderr,
+            )
         self.elements = [*order, 0]
         self.objects = [(ids[n], elements[n]) for n in self.elements]
         self.count = len(self.objects)
