@@ -19,16 +19,14 @@ from typing import Any
 import msgspec
 
 import objstore
-from objstore import codec, errors, graph, graphgen
+from objstore import errors, graph, graphgen
 from objstore.auth import ROLES, AuthStore
-from objstore.limits import Limits
 
 DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
 # bench.WORKLOADS, for --help without importing the bench package (httpx, rich)
 BENCH_WORKLOADS = (
     "cold send", "re-send", "download", "getobjects", "single GET", "diff 100k", "mixed",
 )  # fmt: skip
-_UNCAPPED = Limits(2**62, 2**62)  # push checks each object; the cache and server apply limits
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -525,41 +523,17 @@ class _Source:
         self.count = _count_lines(path)
 
     def _read_array(self, data: bytes, tick: Any) -> None:
-        """The array's objects under their own ids (an object without one: its hash, as a
-        store gives it), the first (the root) sent last and the rest deepest-first by its
-        ``__closure`` (children before parents), those it does not list just before it."""
-        try:
-            elements = [bytes(element) for element in codec.split_array(data)]
-        except errors.InvalidObject as exc:
-            where = "the array" if exc.index is None else f"element {exc.index}"
-            raise exc.located(f"{self.path}: {where}") from None
-        except errors.InvalidBatch as exc:
-            raise objstore.InvalidBatch(f"{self.path}: {exc}") from None
-        if not elements:
-            raise objstore.InvalidBatch(f"{self.path}: empty array")
-        ids: list[str] = []
-        depths: dict[str, int] = {}  # the root's __closure
-        for index, element in enumerate(elements):
-            try:
-                record = codec.decode_record(element, index, _UNCAPPED)
-            except errors.InvalidObject as exc:
-                raise exc.located(f"{self.path}: element {index}") from None
-            ids.append(record.id)
-            if index == 0:
-                depths = record.closure or {}
-            elif not index % graph.TICK and tick is not None:
-                tick.advance(graph.TICK)
-        order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
-        outside = sum(1 for n in order if ids[n] not in depths)
-        if outside:  # all still go up; the root printed may not be the one meant
+        read = graphgen.read_array(data, str(self.path), tick)
+        if read.outside:  # all still go up; the root printed may not be the one meant
             print(
-                f"note: {outside:,} of the {len(ids):,} objects in {self.path} are not in its "
-                "first object's __closure: it may not be one graph with its root first",
+                f"note: {read.outside:,} of the {len(read.objects):,} objects in {self.path} are"
+                " not in its first object's __closure: it may not be one graph with its root "
+                "first",
                 file=sys.stderr,
             )
-        self.elements = [*order, 0]
-        self.objects = [(ids[n], elements[n]) for n in self.elements]
-        self.count = len(self.objects)
+        self.elements = read.places
+        self.objects = read.objects
+        self.count = len(read.objects)
 
     def _objects(self, numbered: Iterator[tuple[int, str, bytes]]) -> Iterator[tuple[str, bytes]]:
         assert self.lines is not None

@@ -14,14 +14,15 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import xxhash
 
-from objstore import errors
+from objstore import codec, errors
 from objstore.codec import json_array
-from objstore.graph import closure_of
+from objstore.graph import TICK, closure_of
+from objstore.limits import Limits
 
 _encode = msgspec.json.encode
 
@@ -302,3 +303,50 @@ def dump_lines(fh: Iterable[bytes], name: str) -> Iterator[tuple[int, str, bytes
         if text is None:
             raise errors.InvalidBatch(f"{name} line {number} is not an id<TAB>json line")
         yield number, text, data
+
+
+_UNCAPPED = Limits(2**62, 2**62)  # the objects' own checks; a store applies its limits
+
+
+class ArrayGraph(NamedTuple):
+    """A JSON array of stored objects, root first (the object+children route's
+    application/json), as objects to send: ``objects`` children before parents (deepest
+    first by the root's ``__closure``, those it does not list next), the root last;
+    ``places`` each one's index in the array; ``outside`` how many the root's ``__closure``
+    does not list (a getobjects answer, say, rather than one graph)."""
+
+    objects: list[tuple[str, bytes]]
+    places: list[int]
+    outside: int
+
+
+def read_array(data: bytes, name: str, progress: object = None) -> ArrayGraph:
+    """:class:`ArrayGraph` of the array ``data``, each object under its own id (one without
+    an id under its hash, as a store names it); a bad one raises its InvalidObject placed as
+    ``name: element N``. ``progress.advance`` is told of objects read."""
+    tick = getattr(progress, "advance", None)
+    try:
+        elements = [bytes(element) for element in codec.split_array(data)]
+    except errors.InvalidObject as exc:
+        where = "the array" if exc.index is None else f"element {exc.index}"
+        raise exc.located(f"{name}: {where}") from None
+    except errors.InvalidBatch as exc:
+        raise errors.InvalidBatch(f"{name}: {exc}") from None
+    if not elements:
+        raise errors.InvalidBatch(f"{name}: empty array")
+    ids: list[str] = []
+    depths: dict[str, int] = {}  # the root's __closure
+    for index, element in enumerate(elements):
+        try:
+            record = codec.decode_record(element, index, _UNCAPPED)
+        except errors.InvalidObject as exc:
+            raise exc.located(f"{name}: element {index}") from None
+        ids.append(record.id)
+        if index == 0:
+            depths = record.closure or {}
+        elif tick is not None and not index % TICK:
+            tick(TICK)
+    order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
+    outside = sum(1 for n in order if ids[n] not in depths)
+    places = [*order, 0]
+    return ArrayGraph([(ids[n], elements[n]) for n in places], places, outside)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import xxhash
 
 from objstore import errors, graphgen
 
@@ -78,3 +79,13 @@ def test_dump_lines_are_numbered_and_a_bad_line_is_named(tmp_path):
     path.write_bytes(b'\xff\xfe\t{"id": "a"}\n')
     with pytest.raises(errors.InvalidBatch, match="line 1: the id is not UTF-8"):
         list(graphgen.read_dump_lines(path))
+
+
+def test_read_array_sends_the_root_last_and_children_deepest_first():
+    root = b'{"id": "r", "__closure": {"a": 1, "b": 2}}'
+    array = b"[" + b",".join([root, b'{"id": "a"}', b'{"id": "b"}', b'{"n": 1}']) + b"]"
+    read = graphgen.read_array(array, "a.json")
+    hashed = xxhash.xxh3_128_hexdigest(b'{"n": 1}')  # no id: its hash, as a store names it
+    assert [i for i, _ in read.objects] == ["b", "a", hashed, "r"]
+    assert read.places == [2, 1, 3, 0] and read.outside == 1
+    assert read.objects[-1] == ("r", root)

@@ -98,6 +98,9 @@ class GraphSource:
         return cls(dump=path, seed=seed)
 
     def load(self, salt: str) -> graphgen.Graph:
+        if self.dump is not None and _starts_array(self.dump):  # a download's JSON array
+            array = graphgen.read_array(self.dump.read_bytes(), str(self.dump))
+            return graphgen.Graph(array.objects, array.objects[-1][0])
         if self.dump is not None:
             lines = list(graphgen.read_dump_lines(self.dump))
             if not lines:
@@ -112,6 +115,11 @@ class GraphSource:
             return graphgen.Graph(objects, objects[-1][0])
         assert self.size is not None
         return graphgen.generate(self.size, seed=self.seed, salt=salt)
+
+
+def _starts_array(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(1 << 16).lstrip()[:1] == b"["
 
 
 def graph_shape(graph: graphgen.Graph) -> dict[str, Any]:

@@ -271,6 +271,24 @@ def test_a_dump_graph_with_a_bad_line_is_named_by_it(tmp_path):
         GraphSource.parse(str(dump)).load("salt")
 
 
+def test_a_downloaded_json_array_is_a_graph_as_its_dump_is(tmp_path):
+    """The object+children route's application/json (root first) is a graph file too: the
+    same objects, the root last, as its id<TAB>json dump gives."""
+    from objstore import graphgen
+
+    g = graphgen.generate(400, seed=8)
+    graphgen.write_dump(g.objects, tmp_path / "g.dump")
+    ordered = [g.objects[-1], *g.objects[:-1]]  # as the route streams them: root first
+    (tmp_path / "g.json").write_bytes(b"[" + b",".join(data for _, data in ordered) + b"]")
+    from_dump = GraphSource.parse(str(tmp_path / "g.dump")).load("salt")
+    from_array = GraphSource.parse(str(tmp_path / "g.json")).load("salt")
+    assert from_array.root_id == from_dump.root_id == g.root_id
+    assert sorted(from_array.objects) == sorted(from_dump.objects)
+    (tmp_path / "bad.json").write_text('[{"id": "r"}, {"id": "x" ')
+    with pytest.raises(errors.InvalidObject, match=r"bad\.json: element 1"):
+        GraphSource.parse(str(tmp_path / "bad.json")).load("salt")
+
+
 def test_graph_sizes_read_as_people_write_them(tmp_path, monkeypatch):
     for text, size in {"small": 10_000, "5000": 5_000, "50k": 50_000, "2M": 2_000_000}.items():
         assert GraphSource.parse(text).size == size
