@@ -24,6 +24,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from objstore import errors
 from objstore.client.remote import COMPRESSIONS, Compression, is_loopback
@@ -126,7 +127,36 @@ class SpawnedServer:
     def _launch(self, timeout: float) -> SpawnedServer:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
+        # its banner and log go to a file in its store dir, not into the harness's terminal
+        with (self.data / "server.log").open("ab") as log:
+            self.proc = self._popen(port, log)
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                said = self.log_tail()
+                self.stop()
+                raise TargetError(
+                    "the spawned objstore server did not start" + (f": {said}" if said else "")
+                )
+            time.sleep(0.2)
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines the server wrote (its log is ``server.log`` in its store dir)."""
+        try:
+            text = (self.data / "server.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def _popen(self, port: int, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -146,21 +176,12 @@ class SpawnedServer:
             env={
                 **os.environ,
                 "OBJSTORE_MAX_OBJECT_MB": os.environ.get("OBJSTORE_MAX_OBJECT_MB", "64"),
+                **self.env,
             },
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise TargetError("the spawned objstore server did not start")
-            time.sleep(0.2)
 
     def _pids(self) -> list[int]:
         if self.proc is None:
