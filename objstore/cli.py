@@ -414,11 +414,19 @@ def _cache_dir(args: argparse.Namespace) -> Path:
     return path
 
 
-def _remote(args: argparse.Namespace, url: str | None = None) -> Any:
+def _remote(
+    args: argparse.Namespace,
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    project: str | None = None,
+) -> Any:
     from objstore.client import Remote
 
-    token = args.token or os.environ.get("OBJSTORE_TOKEN")
-    return Remote(url or args.url, token, args.project, retries=3, compression=args.compression)
+    token = token or args.token or os.environ.get("OBJSTORE_TOKEN")
+    return Remote(
+        url or args.url, token, project or args.project, retries=3, compression=args.compression
+    )
 
 
 Bars = Callable[..., contextlib.AbstractContextManager[Any]]  # as _progress
@@ -635,8 +643,15 @@ def cmd_cp(args: argparse.Namespace) -> int:
 
     src_remote = args.src.startswith(("http://", "https://"))
     dst_remote = args.dst.startswith(("http://", "https://"))
-    if src_remote == dst_remote:
-        print("objstore: cp needs one local store directory and one http(s) URL", file=sys.stderr)
+    if not src_remote and not dst_remote:
+        print("objstore: cp needs an http(s) URL on at least one side", file=sys.stderr)
+        return 2
+    if src_remote and dst_remote:
+        return _cp_between_servers(args)
+    if args.to_project or args.to_token:
+        print(
+            "objstore: --to-project and --to-token are for cp between two servers", file=sys.stderr
+        )
         return 2
     url, local = (args.src, args.dst) if src_remote else (args.dst, args.src)
     # a server's data dir stands for its store, not a new one beside its auth/ and objects/
@@ -661,6 +676,29 @@ def cmd_cp(args: argparse.Namespace) -> int:
                 where = f"the local store {local} (--local-project names another)"
                 raise errors.ObjectNotFound(exc.project, exc.object_id, where) from None
             print(sent.summary(), file=sys.stderr)
+    return 0
+
+
+def _cp_between_servers(args: argparse.Namespace) -> int:
+    """Copy a graph from one server to another through the local cache: received there
+    (only what the cache lacks), then sent from it (only what the destination lacks); both
+    halves resume where an interrupted run stopped."""
+    from objstore.client import receive, send
+
+    if args.local_project:
+        print("objstore: --local-project is for cp with a local store", file=sys.stderr)
+        return 2
+    with (
+        _remote(args, args.src) as src,
+        _remote(args, args.dst, token=args.to_token, project=args.to_project) as dst,
+        objstore.open(_cache_dir(args)) as cache,
+    ):
+        with _progress("receive", None) as tick:
+            got = receive(args.root, src, cache, progress=tick)
+        print(f"from {src.url}: {got.summary()}", file=sys.stderr)
+        with _progress("send", None) as tick:
+            sent = send(args.root, dst, cache, cache_project=src.project, progress=tick)
+        print(f"to {dst.url}: {sent.summary()}", file=sys.stderr)
     return 0
 
 
@@ -857,13 +895,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remote_flags(pull)
     pull.set_defaults(func=cmd_pull)
-    cp = sub.add_parser("cp", help="copy a graph between a local store dir and a server URL")
+    cp = sub.add_parser(
+        "cp", help="copy a graph between a local store dir and a server URL, or two servers"
+    )
     cp.add_argument("src", help="a local store directory or a server URL")
-    cp.add_argument("dst", help="a server URL or a local store directory (the other kind)")
+    cp.add_argument("dst", help="a server URL, or a local store directory if src is a URL")
     cp.add_argument("--root", required=True, help="root object id")
     cp.add_argument(
         "--local-project", help="the graph's project in the local store (default: --project)"
     )
+    cp.add_argument("--to-project", help="between servers: the project on dst (default: --project)")
+    cp.add_argument("--to-token", help="between servers: the token for dst (default: --token)")
     remote_flags(cp, url=False)
     cp.set_defaults(func=cmd_cp)
 

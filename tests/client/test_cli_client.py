@@ -451,3 +451,45 @@ def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys
     assert code == 0, err
     assert [(b["label"], b["done"], b["total"]) for b in seen][1] == ("write", objects, objects)
     assert len((tmp_path / "back.dump").read_text().splitlines()) == objects
+
+
+def test_cp_between_two_servers_goes_through_the_cache_and_resumes(server, tmp_path, capsys):
+    """``cp URL URL`` copies a graph from one server to another (a migration): received
+    into the local cache, sent from it, each half moving only what its side lacks; the
+    destination's project and token may differ from the source's."""
+    from ..server.conftest import start_server
+
+    g = graphgen.generate(900, seed=29)
+    graphgen.write_dump(g.objects, tmp_path / "g.dump")
+    src = ["--token", server.tokens["alice"], "--project", "other"]
+    code, _, err = run(capsys, "push", str(tmp_path / "g.dump"), "--url", server.url, *src,
+                       "--cache", str(tmp_path / "c0"))  # fmt: skip
+    assert code == 0, err
+    gen = start_server(tmp_path / "second")
+    second = next(gen)
+    try:
+        second.auth.create_project("landing", owner="zoe")
+        zoe = second.auth.create_token("zoe")[1]
+        to = ["--to-project", "landing", "--to-token", zoe, "--cache", str(tmp_path / "c1")]
+        argv = ["cp", server.url, second.url, "--root", g.root_id, *src, *to]
+        code, _, err = run(capsys, *argv)
+        assert code == 0, err
+        assert f"from {server.url}: {len(g):,} objects: {len(g):,} downloaded" in err
+        assert f"to {second.url}: {len(g):,} objects: {len(g):,} uploaded" in err
+        for object_id, data in g.objects:
+            assert second.store.get("landing", object_id) == data
+        code, _, err = run(capsys, *argv)  # again: nothing moves either way
+        assert code == 0 and f"0 downloaded, {len(g):,} from the cache" in err, err
+        assert f"0 uploaded, {len(g):,} already on the server" in err
+        cache = ["--cache", str(tmp_path / "c2")]  # no --to-*: alice's token, "other", there
+        code, _, err = run(capsys, "cp", server.url, second.url, "--root", g.root_id, *src, *cache)
+        assert code == 2 and f"{second.url}/api/diff/other: HTTP 403" in err, err
+        code, _, err = run(capsys, *argv, "--local-project", "x")
+        assert code == 2 and "--local-project is for cp with a local store" in err
+    finally:
+        gen.close()
+    code, _, err = run(capsys, "cp", server.url, str(tmp_path / "l"), "--root", "r", *src,
+                       "--to-project", "x")  # fmt: skip
+    assert code == 2 and "are for cp between two servers" in err
+    code, _, err = run(capsys, "cp", str(tmp_path / "a"), str(tmp_path / "b"), "--root", "r", *src)
+    assert code == 2 and "an http(s) URL on at least one side" in err
