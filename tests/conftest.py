@@ -24,6 +24,22 @@ def make_store(
     return objstore.open_memory(limits or Limits())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_default_dirs_of_the_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user data dir (the CLI's default cache) points into the test run, so a command
+    run without --cache writes nothing in the home of whoever runs the tests."""
+    import os
+
+    saved = {key: os.environ.pop(key, None) for key in ("XDG_DATA_HOME", "OBJSTORE_CACHE")}
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("home") / "data")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(params=BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -383,3 +383,11 @@ def test_bench_help_lists_the_workloads_the_harness_runs(capsys):
         cli.main(["bench", "--help"])
     shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert all(workload in shown for workload in bench.WORKLOADS), shown
+
+
+def test_the_default_cache_is_in_the_user_data_dir():
+    import argparse
+    from pathlib import Path
+
+    path = cli._cache_dir(argparse.Namespace(cache=None))
+    assert path == Path(os.environ["XDG_DATA_HOME"]) / "objstore" / "cache"  # (the test run's)
