@@ -476,7 +476,7 @@ def prepare_pairs(pairs: Sequence[tuple[str, bytes]], limits: Limits) -> list[Re
     return records
 
 
-_UNLIMITED = Limits(2**62, 2**62)
+UNLIMITED = Limits(2**62, 2**62)  # an object's own checks only: its store applies limits
 
 
 def check_pairs(pairs: Sequence[tuple[str, bytes]]) -> None:
@@ -488,7 +488,7 @@ def check_pairs(pairs: Sequence[tuple[str, bytes]]) -> None:
     except (msgspec.DecodeError, RecursionError):  # the full checks find and name it
         for index, pair in enumerate(pairs):
             try:
-                prepare_pairs([pair], _UNLIMITED)
+                prepare_pairs([pair], UNLIMITED)
             except errors.InvalidObject as exc:
                 raise exc.located(f"object {index}", index=index) from None
         return

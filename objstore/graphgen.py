@@ -22,7 +22,6 @@ import xxhash
 from objstore import codec, errors
 from objstore.codec import json_array
 from objstore.graph import TICK, closure_of
-from objstore.limits import Limits
 
 _encode = msgspec.json.encode
 
@@ -305,9 +304,6 @@ def dump_lines(fh: Iterable[bytes], name: str) -> Iterator[tuple[int, str, bytes
         yield number, text, data
 
 
-_UNCAPPED = Limits(2**62, 2**62)  # the objects' own checks; a store applies its limits
-
-
 class ArrayGraph(NamedTuple):
     """A JSON array of stored objects, root first (the object+children route's
     application/json), as objects to send: ``objects`` children before parents (deepest
@@ -338,7 +334,7 @@ def read_array(data: bytes, name: str, progress: object = None) -> ArrayGraph:
     depths: dict[str, int] = {}  # the root's __closure
     for index, element in enumerate(elements):
         try:
-            record = codec.decode_record(element, index, _UNCAPPED)
+            record = codec.decode_record(element, index, codec.UNLIMITED)
         except errors.InvalidObject as exc:
             raise exc.located(f"{name}: element {index}") from None
         ids.append(record.id)
