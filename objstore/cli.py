@@ -626,13 +626,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
                 )
                 out.write(msgspec.json.encode(doc) + b"\n")
             else:
-                written = 0
-                for object_id, data in cache.iter_with_children(remote.project, args.root_id):
+                stream = cache.iter_with_children(remote.project, args.root_id)
+                for object_id, data in graph.reported(stream, tick):
                     out.write(object_id.encode() + b"\t" + data + b"\n")
-                    written += 1
-                    if not written % graph.TICK:
-                        tick.advance(graph.TICK)
-                tick.advance(written % graph.TICK)
     print(result.summary(), file=sys.stderr)
     return 0
 

@@ -21,7 +21,7 @@ import xxhash
 
 from objstore import codec, errors
 from objstore.codec import json_array
-from objstore.graph import TICK, closure_of
+from objstore.graph import closure_of, reported
 
 _encode = msgspec.json.encode
 
@@ -320,7 +320,6 @@ def read_array(data: bytes, name: str, progress: object = None) -> ArrayGraph:
     """:class:`ArrayGraph` of the array ``data``, each object under its own id (one without
     an id under its hash, as a store names it); a bad one raises its InvalidObject placed as
     ``name: element N``. ``progress.advance`` is told of objects read."""
-    tick = getattr(progress, "advance", None)
     try:
         elements = [bytes(element) for element in codec.split_array(data)]
     except errors.InvalidObject as exc:
@@ -332,7 +331,7 @@ def read_array(data: bytes, name: str, progress: object = None) -> ArrayGraph:
         raise errors.InvalidBatch(f"{name}: empty array")
     ids: list[str] = []
     depths: dict[str, int] = {}  # the root's __closure
-    for index, element in enumerate(elements):
+    for index, element in enumerate(reported(elements, progress)):
         try:
             record = codec.decode_record(element, index, codec.UNLIMITED)
         except errors.InvalidObject as exc:
@@ -340,8 +339,6 @@ def read_array(data: bytes, name: str, progress: object = None) -> ArrayGraph:
         ids.append(record.id)
         if index == 0:
             depths = record.closure or {}
-        elif tick is not None and not index % TICK:
-            tick(TICK)
     order = sorted(range(1, len(ids)), key=lambda n: -depths.get(ids[n], 0))
     outside = sum(1 for n in order if ids[n] not in depths)
     places = [*order, 0]
