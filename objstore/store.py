@@ -156,7 +156,7 @@ class Store:
     def get(self, project: str, object_id: str) -> bytes | None:
         """The object's bytes exactly as sent, or None when the project does not hold it."""
         check_project(project)
-        return self.backend.get(project, codec.one_id(object_id))
+        return self.backend.get(project, object_id)  # (which names an id not a str)
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """(id, bytes) for each id the project holds, in request order; absent ids left out."""
@@ -172,7 +172,7 @@ class Store:
         the root's JSON.
         """
         check_project(project)
-        root = self.get(project, codec.one_id(object_id))
+        root = self.get(project, object_id)
         chunks = self.backend.children_ids(project, object_id)
         if root is None or chunks is None:
             raise errors.ObjectNotFound(project, object_id)

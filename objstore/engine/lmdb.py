@@ -156,8 +156,6 @@ def _present_rows(
 
 
 def _object_key(pid: bytes, object_id: str) -> bytes:
-    if not isinstance(object_id, str):
-        raise id_type_error([object_id])
     raw = object_id.encode()
     if len(raw) + len(pid) <= _MAX_KEY - 2:
         return pid + raw
