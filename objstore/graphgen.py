@@ -258,6 +258,20 @@ def not_a_pair(item: object, index: int) -> errors.InvalidBatch:
     )
 
 
+def check_pair(pair: object, index: int) -> None:
+    """InvalidBatch unless ``pair`` is an object to send: an (id, bytes) tuple or list, the
+    bytes also a bytearray or memoryview. The slow path, for what a fast type test did not
+    pass; ``index`` places it in its caller's input."""
+    if not isinstance(pair, tuple | list) or len(pair) != 2 or not isinstance(pair[0], str):
+        raise not_a_pair(pair, index)
+    object_id, data = pair
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise errors.InvalidBatch(
+            f"object {index} id {object_id!r} must be bytes of one JSON object, "
+            f"got {type(data).__name__}"
+        )
+
+
 def batches(
     objects: Iterable[tuple[str, bytes]], max_objects: int = 10_000, max_bytes: int = 25 << 20
 ) -> Iterator[bytes]:

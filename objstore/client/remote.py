@@ -466,13 +466,10 @@ class Remote:
     ) -> Iterator[list[bytes]]:
         def checked() -> Iterator[tuple[str, bytes]]:
             for index, pair in enumerate(objects):
-                try:
-                    object_id, data = pair
-                    size = len(data)
-                except (TypeError, ValueError):
-                    raise graphgen.not_a_pair(pair, index) from None
-                if type(data) is not bytes and not isinstance(data, bytearray | memoryview):
-                    raise graphgen.not_a_pair(pair, index)
+                if type(pair) is not tuple or len(pair) != 2 or type(pair[1]) is not bytes:
+                    graphgen.check_pair(pair, index)  # raises, unless its bytes are a view
+                object_id, data = pair
+                size = len(data)
                 if size > max_object:
                     raise errors.ObjectTooLarge(
                         f"object is {size} bytes, over the server's {max_object} byte limit",

@@ -209,14 +209,7 @@ def _check_types(window: list[tuple[str, bytes]], first: int) -> None:
     except (TypeError, ValueError):  # not all pairs
         pass
     for number, pair in enumerate(window, first):
-        if not isinstance(pair, tuple | list) or len(pair) != 2 or not isinstance(pair[0], str):
-            raise graphgen.not_a_pair(pair, number)
-        object_id, data = pair
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise errors.InvalidBatch(
-                f"object {number} id {object_id!r} must be bytes of one JSON object, "
-                f"got {type(data).__name__}"
-            )
+        graphgen.check_pair(pair, number)
 
 
 @contextlib.contextmanager
