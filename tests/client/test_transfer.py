@@ -107,6 +107,28 @@ def test_receive_with_partly_filled_cache_fetches_only_missing(server, model, tm
         assert dict(cache.iter_with_children("priv", model.root_id)) == dict(model.objects)
 
 
+@pytest.mark.parametrize(("held", "way"), [(0.2, "getobjects"), (0.05, "download")])
+def test_receive_streams_all_children_only_when_the_cache_lacks_nearly_all(
+    server, tmp_path, held, way
+):
+    """A cache holding a fifth of a graph asks for the other four fifths by id (the stream
+    would send it everything again); one holding a twentieth takes the children stream."""
+    g = graphgen.generate(2_000, seed=23)
+    server.store.put_many("other", graphgen.batches(g.objects))
+    children = g.objects[:-1]
+    have = children[: int(len(children) * held)]
+    with objstore.open(tmp_path / "cache") as cache:
+        cache.put_many("other", graphgen.batches(have))
+        with remote(server, "other") as r:
+            got = receive(g.root_id, r, cache)
+        assert (got.from_cache, got.downloaded) == (len(have), len(g) - len(have))
+        other = "download" if way == "getobjects" else "getobjects"
+        assert r.stats.requests[way] >= 1 and other not in r.stats.requests
+        lacking = len(children) - len(have)  # the stream serves the root and every child
+        assert r.stats.objects_downloaded == (lacking if way == "getobjects" else len(g))
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
 def _fail_first(status: int, times: int, retry_after: str | None):
     def rule(request: httpx.Request, n: int) -> httpx.Response | None:
         if "/api/diff/" in request.url.path and rule.left > 0:  # type: ignore[attr-defined]
