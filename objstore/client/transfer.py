@@ -288,8 +288,8 @@ class _CacheWriter:
     def _run(self) -> None:
         try:
             for result in self._cache.iter_put_records(self._project, self._records()):
-                if self._tick is not None:
-                    self._tick(result.received)  # type: ignore[operator]
+                if self._tick is not None:  # new ones only: those it held were counted up front
+                    self._tick(result.stored)  # type: ignore[operator]
         except BaseException as exc:
             self._failure.append(exc)
             # drop the rest, so put() never blocks on a full queue; a failure in the last

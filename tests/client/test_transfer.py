@@ -112,7 +112,8 @@ def test_receive_streams_all_children_only_when_the_cache_lacks_nearly_all(
     server, tmp_path, held, way
 ):
     """A cache holding a fifth of a graph asks for the other four fifths by id (the stream
-    would send it everything again); one holding a twentieth takes the children stream."""
+    would send it everything again); one holding a twentieth takes the children stream, and
+    its progress counts the objects it held once, not again as the stream brings them."""
     g = graphgen.generate(2_000, seed=23)
     server.store.put_many("other", graphgen.batches(g.objects))
     children = g.objects[:-1]
@@ -120,8 +121,9 @@ def test_receive_streams_all_children_only_when_the_cache_lacks_nearly_all(
     with objstore.open(tmp_path / "cache") as cache:
         cache.put_many("other", graphgen.batches(have))
         with remote(server, "other") as r:
-            got = receive(g.root_id, r, cache)
+            got = receive(g.root_id, r, cache, progress=(bar := _Progress()))
         assert (got.from_cache, got.downloaded) == (len(have), len(g) - len(have))
+        assert (bar.totals, bar.done) == ([len(g)], len(g))
         other = "download" if way == "getobjects" else "getobjects"
         assert r.stats.requests[way] >= 1 and other not in r.stats.requests
         lacking = len(children) - len(have)  # the stream serves the root and every child
