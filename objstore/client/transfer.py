@@ -30,10 +30,10 @@ WINDOW_BYTES = 64 * 1024 * 1024  # ... and at most this many bytes of them (or o
 CACHE_BATCH = 50_000
 CACHE_BATCH_BYTES = 32 * 1024 * 1024
 # The share of a root's children a cache must lack before a receive takes the whole children
-# stream (objects it holds included) instead of getobjects for just those it lacks. A 100k
-# receive over loopback here, getobjects vs the stream: 67% lacking 1.78 s vs 2.10 s, 80%
-# 1.99 vs 2.09, 90% 2.26 vs 2.22, all 2.93 vs 2.18; over a network the stream's extra bytes
-# cost more still.
+# stream (objects it holds included) instead of getobjects for just those it lacks. Over
+# loopback the two take about as long from 67% to 90% lacking (benchmarks/bench_receive_paths,
+# 100k, three receives each: 67% 1.79-3.10 s vs 1.92-3.16, 80% 2.04-3.12 vs 1.98-3.00), and
+# getobjects moves a third to a tenth fewer bytes, which over a network is what costs.
 STREAM_SHARE = 0.9
 _AFTER_TAB = itemgetter(2)
 _T = TypeVar("_T")
