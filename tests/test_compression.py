@@ -5,14 +5,17 @@ from __future__ import annotations
 import struct
 
 import pytest
+import zstandard
 
 from objstore import graphgen
 from objstore.compression import (
     _GROUP_BYTES,
+    DICT_SIZE,
     DICT_TAG_SIZE,
     Codec,
     CodecError,
     MissingDictionary,
+    dictionary_samples,
     train_dictionary,
 )
 
@@ -49,6 +52,32 @@ def test_frames_compressed_apart_and_tagged_later_equal_compress_many():
             assert blobs == codec.compress_many(items, dict_id)
             assert [codec.decompress(b) for b in blobs] == items
             assert (blobs[-1][0] == 0) is (items[-1] == incompressible)  # 0: kept raw
+
+
+def test_trained_dictionary_compresses_about_as_well_as_zstds_parameter_search():
+    """The fixed fastCOVER parameters (no search: a quarter of the training time) cost about
+    1% of compressed size against those zstd's own search picks, on objects not trained on
+    (k 256 would cost 2.8%, up to 3.9% on one graph)."""
+    ours_total = searched_total = 0
+    for seed in range(4):
+        objects = [d for _, d in graphgen.generate(6000, seed=seed).objects]
+        seen, unseen = objects[:3000], dictionary_samples(objects[3000:])
+        ours = train_dictionary(seen)
+        samples: list[bytes | bytearray | memoryview] = [*dictionary_samples(seen)]
+        searched = zstandard.train_dictionary(DICT_SIZE, samples).as_bytes()
+        assert ours is not None and ours != searched
+        sizes = [_compressed(d, unseen) for d in (ours, searched)]
+        assert sizes[0] <= sizes[1] * 1.035
+        assert sizes[0] < sum(map(len, Codec().compress_many(unseen))) / 1.7  # it does help
+        ours_total += sizes[0]
+        searched_total += sizes[1]
+    assert ours_total <= searched_total * 1.02
+
+
+def _compressed(dictionary: bytes, items: list[bytes]) -> int:
+    codec = Codec()
+    codec.add_dictionary(1, dictionary)
+    return sum(map(len, codec.compress_many(items, 1)))
 
 
 def test_unknown_dictionary_and_damage():
