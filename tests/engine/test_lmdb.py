@@ -637,6 +637,9 @@ def test_damaged_tables_are_store_corrupt_and_verify_reports_them(tmp_path):
                 read()
 
 
+# a store's helper threads make the process multi-threaded, and a fork of it (a prefork
+# server, multiprocessing's fork start) is the case under test: Python 3.12+ warns about it
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_use_after_fork_is_refused(tmp_path):
     store = objstore.open(tmp_path / "s")
     store.put("p", b'[{"id":"a"}]')
