@@ -40,6 +40,24 @@ def paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def building() -> Iterator[None]:
+    """:func:`paused`, for building a big structure without cycles that the caller keeps (a
+    document rebuilt), whose containers then go straight to the oldest generation instead of
+    the youngest (``gc.freeze`` and ``gc.unfreeze``): left young, the first collections
+    after it walk all of them, the youngest generation's and then the middle one's, before
+    they settle where full collections alone look. Other objects young at the end go with
+    them, so garbage cycles among those wait for the next full collection. Objects frozen
+    by someone else (see :func:`frozen_by_others`) stay frozen: then it is ``paused`` alone."""
+    with paused():
+        try:
+            yield
+        finally:
+            if not frozen_by_others():
+                gc.freeze()
+                gc.unfreeze()
+
+
+@contextlib.contextmanager
 def sparing_heap() -> Iterator[None]:
     """Objects alive at the start are left out of collections until the end (``gc.freeze``),
     so collections still run, for what is made meanwhile, without rescanning the caller's

@@ -90,3 +90,38 @@ def test_the_interpreters_own_frozen_objects_are_nobodys_freeze(unfrozen, monkey
         assert gc.get_freeze_count() >= before + len(held)
         assert collector.frozen_by_others()  # an inner block leaves it to this one
     assert gc.get_freeze_count() < before  # thawed
+
+
+def _generation_of(obj: object) -> int | None:
+    return next((g for g in range(3) if any(o is obj for o in gc.get_objects(g))), None)
+
+
+def test_building_hands_what_it_built_to_the_oldest_generation(unfrozen):
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        with collector.paused():
+            left = [[n] for n in range(100)]
+        assert _generation_of(left) in (0, 1)  # paused alone: young, for the next collections
+        with collector.building():
+            assert not gc.isenabled()
+            built = [[n] for n in range(100)]
+        assert gc.isenabled()
+        assert _generation_of(built) == 2
+        assert _generation_of(built[0]) == 2
+        assert not collector.frozen_by_others()  # nothing left frozen
+        with pytest.raises(KeyError), collector.building():
+            raised = [[0]]
+            raise KeyError("x")
+        assert _generation_of(raised) == 2 and gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_building_leaves_an_applications_own_freeze_alone(unfrozen):
+    gc.freeze()  # as a pre-fork server does
+    frozen = gc.get_freeze_count()
+    with collector.building():
+        built = [[n] for n in range(100)]
+    assert gc.get_freeze_count() == frozen  # nothing thawed, nothing more frozen
+    assert _generation_of(built) in (0, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore import errors, graph
+from objstore import collector, errors, graph
 
 scalars = (
     st.none()
@@ -210,6 +211,21 @@ def test_shared_recompose_gives_an_object_used_twice_as_one_dict():
     assert [len(u["vertices"]) for u in uses] == [4, 3, 3, 4]
     again = graph.recompose(root_id, store, "p", shared=True)
     assert again["@a"] is not back["@a"] and again == doc  # each call a document of its own
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_recompose_leaves_its_document_to_the_oldest_gc_generation(shared):
+    """Built with the cyclic GC off, the document is handed to the oldest generation, so the
+    caller's next young collections do not walk all of it."""
+    if collector.frozen_by_others():
+        pytest.skip("objects frozen by earlier code: recompose leaves them be")
+    root_id, objects = graph.decompose({"@parts": [{"n": n, "v": [n, [n]]} for n in range(50)]})
+    store = objstore.open_memory()
+    store.put("p", [d for _, d in objects])
+    back = graph.recompose(root_id, store, "p", shared=shared)
+    inner = back["@parts"][7]["v"]
+    assert any(o is inner for o in gc.get_objects(2))
+    assert not collector.frozen_by_others()
 
 
 def test_reserved_keys_and_non_objects_are_refused():
