@@ -12,10 +12,12 @@ dictionary before its first batch can compress, so a small first write waits for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -34,14 +36,20 @@ def main(argv: list[str] | None = None) -> None:
     fixed = (compression.DICT_K, compression.DICT_D)
     ways = {f"k {fixed[0]}, d {fixed[1]}": fixed, "zstd's search": (0, 0)}
 
-    def trained(way: tuple[int, int], samples: list[bytes]) -> tuple[bytes, float]:
+    @contextlib.contextmanager
+    def training_with(way: tuple[int, int]) -> Iterator[None]:
+        """compression's k and d set to ``way`` meanwhile, the fixed ones again after."""
         compression.DICT_K, compression.DICT_D = way
         try:
+            yield
+        finally:
+            compression.DICT_K, compression.DICT_D = fixed
+
+    def trained(way: tuple[int, int], samples: list[bytes]) -> tuple[bytes, float]:
+        with training_with(way):
             start = time.perf_counter()
             made = train_dictionary(samples)
             seconds = time.perf_counter() - start
-        finally:
-            compression.DICT_K, compression.DICT_D = fixed
         if made is None:
             raise SystemExit("zstd trained no dictionary from these samples")
         return made, seconds
@@ -71,15 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-dictionary-") as tmp:
         for run in range(args.repeat):
             for name, way in ways.items():
-                compression.DICT_K, compression.DICT_D = way
-                try:
-                    with objstore.open(Path(tmp) / f"{run}-{way[0]}") as store:
-                        gc.collect()
-                        start = time.perf_counter()
-                        store.put_many("p", given)
-                        seconds[name].append(time.perf_counter() - start)
-                finally:
-                    compression.DICT_K, compression.DICT_D = fixed
+                with training_with(way), objstore.open(Path(tmp) / f"{run}-{way[0]}") as store:
+                    gc.collect()
+                    start = time.perf_counter()
+                    store.put_many("p", given)
+                    seconds[name].append(time.perf_counter() - start)
     runs = f"{args.repeat} runs each, alternating"
     print(f"\nnew store, put_many of {len(graph):,} objects ({runs}):")
     for name, times in seconds.items():
