@@ -758,6 +758,28 @@ def test_a_delete_between_phases_makes_the_write_read_its_rows_again(tmp_path, m
         assert (_entries(backend, "packs"), _entries(backend, "index")) == (0, 0)
 
 
+def test_a_compaction_between_phases_makes_the_write_read_its_rows_again(tmp_path, monkeypatch):
+    """A compaction moves a byte string still in use to a new pack: a write whose read phase
+    saw it in the old one must read its row again, or its object row points into a pack the
+    compaction deleted."""
+    x, z = b'{"id":"x","v":1}', b'{"id":"z","v":3}'
+    dead = [json.dumps({"id": f"d{n}", "pad": "q" * 500}).encode() for n in range(20)]
+    with objstore.open(tmp_path / "s") as store:
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        store.put("a", [x, *dead])  # one pack
+        store.put("keep", [x])
+        store.delete_project("a")  # x lives on in a pack that is mostly dead frames
+        compacted: list[objstore.CompactReport] = []
+        _between_phases(monkeypatch, backend, lambda: compacted.append(store.compact(0.5)))
+        res = store.put("p1", [x, z])
+        assert (res.stored, res.new_blobs) == (2, 1)
+        assert compacted[0].frames_moved == 1  # x, into a new pack, between the phases
+        assert store.get("p1", "x") == x
+        assert dict(store.get_many("p1", ["x", "z"])) == {"x": x, "z": z}
+        assert store.verify().ok
+
+
 def test_a_commit_that_changed_nothing_does_not_hide_another_process_commit(tmp_path, monkeypatch):
     """LMDB gives a write that changed nothing no transaction id of its own: the next commit,
     here another process's, takes the one it had. A write whose read phase came before both
