@@ -1,6 +1,6 @@
 """Client benchmark: objstore's client vs specklepy's transports, against objstore servers.
 
-    python -m benchmarks.bench_client --objects 100000
+    python -m benchmarks.bench_client --objects 100000 [--rounds 3]
 
 On one generated graph, each client against its own spawned server, started empty (a commit
 costs more as a store fills, so a client sending second into a shared one would be slowed):
@@ -19,7 +19,9 @@ costs more as a store fills, so a client sending second into a shared one would 
                  (shared=True: one dict per object, as specklepy gives one Base per id) |
                  operations.receive (ServerTransport, an empty SQLiteTransport) to Base objects
 Prints objects/s per client (the model rows: objects each client's serialiser made) and the
-request count of objstore's warm receive (target: 0).
+request count of objstore's warm receive (target: 0). With ``--rounds N`` every row runs N
+times on new servers and caches, specklepy first in every other round; the table gives the
+medians and each round's ratio.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,185 +82,231 @@ def _speckle_base(doc: dict[str, Any]) -> Any:
     return value(doc)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(v)}" for key, v in value.items())
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
+
+def _pair(ours: Callable[[], Any], theirs: Callable[[], Any], flip: bool) -> dict[str, float]:
+    """Seconds each client's run takes, specklepy's first when ``flip``: whichever runs
+    second in a row can pay for the first's heap, so rounds alternate the order."""
+    runs = [("objstore", ours), ("specklepy", theirs)]
+    return {client: _timed(fn) for client, fn in (runs[::-1] if flip else runs)}
+
+
+def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """One round of every workload, on new servers and caches: seconds per client per
+    workload, and figures about the round (request counts, model object counts)."""
     import objstore
     from objstore.client import Remote, receive, send
-    from objstore.graphgen import batches, generate
+    from objstore.graph import decompose, recompose
+    from objstore.graphgen import batches
 
-    graph = generate(args.objects, seed=args.seed)
-    n = len(graph)
-    half = [(i, d) for i, d in graph.objects[:-1]][::2]
-    print(f"graph: {n:,} objects, {graph.total_bytes / MB:,.1f} MB", flush=True)
+    os.environ["SPECKLE_USERDATA_PATH"] = str(tmp / "speckle")
+    from specklepy.api import operations
+    from specklepy.transports.server import ServerTransport
+    from specklepy.transports.sqlite import SQLiteTransport
+
+    half = graph.objects[:-1][::2]
     times: dict[str, dict[str, float]] = {}
-    counts: dict[str, dict[str, int]] = {}  # objects per client where not the graph's
     extra: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp_name:
-        tmp = Path(tmp_name)
-        os.environ["SPECKLE_USERDATA_PATH"] = str(tmp / "speckle")
-        from specklepy.transports.server import ServerTransport
-        from specklepy.transports.sqlite import SQLiteTransport
+    server = SpawnedServer(project="ours", data=tmp / "data").start()
+    other = SpawnedServer(project="theirs", data=tmp / "data-theirs")
+    try:
+        other.start()
+        token = server.token
+        # -- cold send --------------------------------------------------------------------------
+        remote = Remote(server.url, token, "ours")
+        texts = [(i, d.decode()) for i, d in graph.objects]
+        send_cache = objstore.open(tmp / "send-cache")
 
-        server = SpawnedServer(project="ours", data=tmp / "data").start()
-        other = SpawnedServer(project="theirs", data=tmp / "data-theirs")
-        try:
-            other.start()
-            token = server.token
-            # -- cold send ----------------------------------------------------------------------
+        def speckle_send() -> None:
+            cache = SQLiteTransport(base_path=str(tmp / "sq-send"), scope="send")
+            transport = ServerTransport("theirs", url=other.url, token=other.token)
+            for t in (cache, transport):
+                t.begin_write()
+            for object_id, text in texts:
+                cache.save_object(object_id, text)
+                transport.save_object(object_id, text)
+            for t in (cache, transport):
+                t.end_write()
+
+        times["cold send"] = _pair(
+            lambda: send(graph.objects, remote, cache=send_cache), speckle_send, flip
+        )
+        send_cache.close()
+        print("  cold send done", flush=True)
+
+        # -- cold and half-warm receive ---------------------------------------------------------
+        def receive_both(cache: Any, sq: Any) -> tuple[dict[str, float], Remote]:
+            """objstore.receive into ``cache``; ServerTransport into SQLite ``sq``."""
             remote = Remote(server.url, token, "ours")
-            with objstore.open(tmp / "send-cache") as send_cache:
-                ours = _timed(lambda: send(graph.objects, remote, cache=send_cache))
-            texts = [(i, d.decode()) for i, d in graph.objects]
+            return _pair(
+                lambda: receive(graph.root_id, remote, cache),
+                lambda: ServerTransport(
+                    "theirs", url=other.url, token=other.token
+                ).copy_object_and_children(graph.root_id, sq),
+                flip,
+            ), remote
 
-            def speckle_send() -> None:
-                cache = SQLiteTransport(base_path=str(tmp / "sq-send"), scope="send")
-                transport = ServerTransport("theirs", url=other.url, token=other.token)
-                for t in (cache, transport):
-                    t.begin_write()
-                for object_id, text in texts:
-                    cache.save_object(object_id, text)
-                    transport.save_object(object_id, text)
-                for t in (cache, transport):
-                    t.end_write()
+        cold_cache = objstore.open(tmp / "cold-cache")
+        sq_cold = SQLiteTransport(base_path=str(tmp / "sq-cold"), scope="cold")
+        times["cold receive"], _ = receive_both(cold_cache, sq_cold)
+        print("  cold receive done", flush=True)
 
-            theirs = _timed(speckle_send)
-            times["cold send"] = {"objstore": ours, "specklepy": theirs}
-            print("  cold send done", flush=True)
+        half_cache = objstore.open(tmp / "half-cache")
+        for body in batches(half):
+            half_cache.put("ours", body)
+        sq_half = SQLiteTransport(base_path=str(tmp / "sq-half"), scope="half")
+        sq_half.begin_write()
+        for object_id, data in half:
+            sq_half.save_object(object_id, data.decode())
+        sq_half.end_write()
+        times["half-warm receive"], remote = receive_both(half_cache, sq_half)
+        extra["half-warm objstore objects downloaded"] = remote.stats.objects_downloaded
+        print("  half-warm receive done", flush=True)
 
-            # -- cold receive -------------------------------------------------------------------
-            def receive_both(cache: Any, sq: Any) -> tuple[dict[str, float], Remote]:
-                """objstore.receive into ``cache``; ServerTransport into SQLite ``sq``."""
-                remote = Remote(server.url, token, "ours")
-                ours = _timed(lambda: receive(graph.root_id, remote, cache))
-                theirs = _timed(
-                    lambda: ServerTransport(
-                        "theirs", url=other.url, token=other.token
-                    ).copy_object_and_children(graph.root_id, sq)
-                )
-                return {"objstore": ours, "specklepy": theirs}, remote
+        # -- warm receive -----------------------------------------------------------------------
+        remote = Remote(server.url, token, "ours")
 
-            cold_cache = objstore.open(tmp / "cold-cache")
-            sq_cold = SQLiteTransport(base_path=str(tmp / "sq-cold"), scope="cold")
-            cold, _ = receive_both(cold_cache, sq_cold)
-            times["cold receive"] = cold
-            print("  cold receive done", flush=True)
+        def speckle_warm() -> None:
+            root = sq_cold.get_object(graph.root_id)
+            assert root is not None
+            for child in json.loads(root)["__closure"]:
+                sq_cold.get_object(child)
 
-            # -- half-warm receive --------------------------------------------------------------
-            half_cache = objstore.open(tmp / "half-cache")
-            for body in batches(half):
-                half_cache.put("ours", body)
-            sq_half = SQLiteTransport(base_path=str(tmp / "sq-half"), scope="half")
-            sq_half.begin_write()
-            for object_id, text in ((i, d.decode()) for i, d in half):
-                sq_half.save_object(object_id, text)
-            sq_half.end_write()
-            half_warm, remote = receive_both(half_cache, sq_half)
-            extra["half-warm objstore objects downloaded"] = remote.stats.objects_downloaded
-            times["half-warm receive"] = half_warm
-            print("  half-warm receive done", flush=True)
+        times["warm receive"] = _pair(
+            lambda: receive(graph.root_id, remote, cold_cache), speckle_warm, flip
+        )
+        extra["warm objstore requests"] = sum(remote.stats.requests.values())
+        cold_cache.close()
+        half_cache.close()
+        print("  warm receive done", flush=True)
+    finally:
+        server.stop()
+        other.stop()
 
-            # -- warm receive -------------------------------------------------------------------
-            remote = Remote(server.url, token, "ours")
-            ours = _timed(lambda: receive(graph.root_id, remote, cold_cache))
-            extra["warm objstore requests"] = sum(remote.stats.requests.values())
+    # -- model send and receive: serialising included, each to a new empty server -------------
+    doc = _document(graph)
+    base = _speckle_base(doc)
+    server = SpawnedServer(project="ours", data=tmp / "model-data").start()
+    other = SpawnedServer(project="theirs", data=tmp / "model-data-theirs")
+    try:
+        other.start()
+        remote = Remote(server.url, server.token, "ours")
+        sent: list[Any] = []
+        speckle_id: list[str] = []
+        model_send_cache = objstore.open(tmp / "model-send-cache")
+        times["model send"] = _pair(
+            lambda: sent.append(send(decompose(doc)[1], remote, model_send_cache)),
+            lambda: speckle_id.append(
+                operations.send(base, [ServerTransport("theirs", url=other.url, token=other.token)])
+            ),
+            flip,
+        )
+        model_send_cache.close()
+        root_id, made = sent[0].root_id, sent[0].total
+        their_root = Remote(other.url, other.token, "theirs").get(speckle_id[0])
+        if their_root is None:
+            raise SystemExit("model send: specklepy's root is not on its server")
+        extra["model objects"] = {
+            "objstore": made,
+            "specklepy": 1 + len(json.loads(their_root)["__closure"]),
+        }
+        print("  model send done", flush=True)
 
-            def speckle_warm() -> None:
-                root = sq_cold.get_object(graph.root_id)
-                assert root is not None
-                for child in json.loads(root)["__closure"]:
-                    sq_cold.get_object(child)
+        got: list[dict[str, Any]] = []
+        with objstore.open(tmp / "model-receive-cache") as cache:
 
-            theirs = _timed(speckle_warm)
-            times["warm receive"] = {"objstore": ours, "specklepy": theirs}
-            cold_cache.close()
-            half_cache.close()
-            print("  warm receive done", flush=True)
-        finally:
-            server.stop()
-            other.stop()
+            def model_receive() -> None:
+                receive(root_id, Remote(server.url, server.token, "ours"), cache)
+                got.append(recompose(root_id, cache, "ours", shared=True))
 
-        # -- model send and receive: serialising included, each to a new empty server -------
-        from specklepy.api import operations
-
-        from objstore.graph import decompose, recompose
-
-        doc = _document(graph)
-        base = _speckle_base(doc)
-        server = SpawnedServer(project="ours", data=tmp / "model-data").start()
-        other = SpawnedServer(project="theirs", data=tmp / "model-data-theirs")
-        try:
-            other.start()
-            remote = Remote(server.url, server.token, "ours")
-            sent: list[Any] = []
-            with objstore.open(tmp / "model-send-cache") as send_cache:
-                ours = _timed(lambda: sent.append(send(decompose(doc)[1], remote, send_cache)))
-            root_id, made = sent[0].root_id, sent[0].total
-            speckle_id: list[str] = []
-
-            def speckle_model_send() -> None:
-                transport = ServerTransport("theirs", url=other.url, token=other.token)
-                speckle_id.append(operations.send(base, [transport]))
-
-            theirs = _timed(speckle_model_send)
-            their_root = Remote(other.url, other.token, "theirs").get(speckle_id[0])
-            if their_root is None:
-                raise SystemExit("model send: specklepy's root is not on its server")
-            made_theirs = 1 + len(json.loads(their_root)["__closure"])
-            times["model send"] = {"objstore": ours, "specklepy": theirs}
-            counts["model send"] = counts["model receive"] = {
-                "objstore": made,
-                "specklepy": made_theirs,
-            }
-            extra["model objects (objstore, specklepy)"] = f"{made:,}, {made_theirs:,}"
-            print("  model send done", flush=True)
-
-            with objstore.open(tmp / "model-receive-cache") as cache:
-                got: list[dict[str, Any]] = []
-
-                def model_receive() -> None:
-                    receive(root_id, Remote(server.url, server.token, "ours"), cache)
-                    got.append(recompose(root_id, cache, "ours", shared=True))
-
-                ours = _timed(model_receive)
-                alone = {
-                    way: _timed(lambda s=shared: recompose(root_id, cache, "ours", shared=s))
-                    for way, shared in (("copies", False), ("shared", True))
-                }
-                extra["model recompose alone (copies, shared)"] = (
-                    f"{alone['copies']:.2f} s, {alone['shared']:.2f} s"
-                )
-            if got[0] != doc:
-                raise SystemExit("model receive: the document recomposed is not the one sent")
-            theirs = _timed(
+            times["model receive"] = _pair(
+                model_receive,
                 lambda: operations.receive(
                     speckle_id[0],
                     ServerTransport("theirs", url=other.url, token=other.token),
                     SQLiteTransport(base_path=str(tmp / "sq-model-receive"), scope="receive"),
-                )
+                ),
+                flip,
             )
-            times["model receive"] = {"objstore": ours, "specklepy": theirs}
-        finally:
-            server.stop()
-            other.stop()
+            if got[0] != doc:
+                raise SystemExit("model receive: the document recomposed is not the one sent")
+            alone = {
+                way: _timed(lambda s=shared: recompose(root_id, cache, "ours", shared=s))
+                for way, shared in (("copies", False), ("shared", True))
+            }
+            extra["model recompose alone (copies, shared)"] = (
+                f"{alone['copies']:.2f} s, {alone['shared']:.2f} s"
+            )
+    finally:
+        server.stop()
+        other.stop()
+    return times, extra
 
-    print(
-        f"\n| workload ({n:,} objects) | objstore client | specklepy | ratio |\n|---|---|---|---|"
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=100_000, help="graph size")
+    parser.add_argument("--seed", type=int, default=0, help="graph generator seed")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of every workload, each on new servers and caches, the clients' order "
+        "flipped each round; the table gives medians",
     )
-    for workload, t in times.items():
-        made = counts.get(workload, {"objstore": n, "specklepy": n})
-        ours, theirs = (made[client] / t[client] for client in ("objstore", "specklepy"))
-        print(f"| {workload} | {ours:,.0f} obj/s | {theirs:,.0f} obj/s | {ours / theirs:.1f}x |")
-    for key, value in extra.items():
-        print(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
+    parser.add_argument("--json", type=Path, help="write every round's figures here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
+    warnings.simplefilter("ignore")
+
+    from objstore.graphgen import generate
+
+    graph = generate(args.objects, seed=args.seed)
+    n = len(graph)
+    print(f"graph: {n:,} objects, {graph.total_bytes / MB:,.1f} MB", flush=True)
+    rounds: list[tuple[dict[str, dict[str, float]], dict[str, Any]]] = []
+    for number in range(args.rounds):
+        flip = number % 2 == 1
+        print(f"round {number + 1} ({'specklepy' if flip else 'objstore'} first)", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp_name:
+            rounds.append(_round(graph, Path(tmp_name), flip))
+    print(
+        f"\n| workload ({n:,} objects) | objstore client | specklepy | ratio "
+        f"({'median; each round' if len(rounds) > 1 else 'one round'}) |\n|---|---|---|---|"
+    )
+    for workload in rounds[0][0]:
+        rates: dict[str, list[float]] = {client: [] for client in ("objstore", "specklepy")}
+        ratios = []
+        for times, extra in rounds:
+            made = extra["model objects"] if workload.startswith("model") else None
+            rate = {c: (made[c] if made else n) / times[workload][c] for c in rates}
+            for client in rates:
+                rates[client].append(rate[client])
+            ratios.append(rate["objstore"] / rate["specklepy"])
+        each = f" ({', '.join(f'{r:.1f}x' for r in ratios)})" if len(rounds) > 1 else ""
+        print(
+            f"| {workload} | {statistics.median(rates['objstore']):,.0f} obj/s "
+            f"| {statistics.median(rates['specklepy']):,.0f} obj/s "
+            f"| {statistics.median(ratios):.1f}x{each} |"
+        )
+    for key in rounds[0][1]:
+        values = [extra[key] for _, extra in rounds]
+        shown = [_shown(v) for v in values]
+        print(f"{key}: {'; '.join(shown)}")
     if args.json:
         args.json.write_text(
-            json.dumps({"objects": n, "seconds": times, "made": counts, **extra}, indent=1)
+            json.dumps(
+                {
+                    "objects": n,
+                    "rounds": [{"seconds": t, **extra} for t, extra in rounds],
+                },
+                indent=1,
+            )
         )
 
 
