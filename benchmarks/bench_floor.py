@@ -12,9 +12,9 @@ engine's put_many does all of those, with zstd on a helper thread beside the row
 
 Both run in this process on the same batches (the client cache's: 50k objects / 32 MB),
 alternating, each into a new store; the table gives medians of wall and CPU seconds (this
-process's, all threads). A cold send moves every object through two such ingests (the local
-cache's and the server's) on one machine, so twice the floor's CPU over the cores there is a
-bound no client can beat on it.
+process's, all threads). A cold send through a cache moves every object through two such
+ingests (the local cache's and the server's), so with client and server on one machine twice
+the floor's CPU over its cores bounds how fast such a send can be there.
 """
 
 from __future__ import annotations
