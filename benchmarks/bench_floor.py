@@ -21,22 +21,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import statistics
-import struct
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-PACK_BYTES = 64 * 1024
-_LOC = struct.Struct(">QII")
-_PACK = struct.Struct(">Q")
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _floor(path: Path, batches: list[list[bytes]], parts: dict[str, float]) -> None:
@@ -48,11 +37,12 @@ def _floor(path: Path, batches: list[list[bytes]], parts: dict[str, float]) -> N
 
     from objstore.codec import _head_decoder  # the engine's own head: id and __closure
     from objstore.compression import Codec, train_dictionary
+    from objstore.engine.lmdb import PACK_BYTES, _pack_frames  # the engine's own packing
 
     env = lmdb.open(str(path), map_size=1 << 34, max_dbs=4, writemap=True)
     objects, index, packs, closures = (env.open_db(name) for name in (b"o", b"i", b"p", b"c"))
     compressor = Codec()  # the engine's zstd settings: level 1, a trained dictionary
-    pack_number = 0
+    pack_number = 1
     try:
         for datas in batches:
             start = time.perf_counter()
@@ -65,26 +55,19 @@ def _floor(path: Path, batches: list[list[bytes]], parts: dict[str, float]) -> N
                 compressor.add_dictionary(1, trained)
             frames = [bytes(f) for f in compressor.compress_frames(datas, 1, threads=1)]
             zstd_done = time.perf_counter()
-            locations: list[bytes] = []
-            pack_rows: list[tuple[bytes, bytes]] = []
-            pack: list[bytes] = []
-            size = 0
-            for frame in frames:
-                if size + len(frame) > PACK_BYTES and pack:
-                    pack_rows.append((_PACK.pack(pack_number), b"".join(pack)))
-                    pack_number, pack, size = pack_number + 1, [], 0
-                locations.append(_LOC.pack(pack_number, size, len(frame)))
-                pack.append(frame)
-                size += len(frame)
-            pack_rows.append((_PACK.pack(pack_number), b"".join(pack)))
-            pack_number += 1
+            by_digest = dict(zip(digests, frames, strict=True))
+            packs_made, _, placed = _pack_frames(
+                list(by_digest), by_digest, pack_number, PACK_BYTES
+            )
+            pack_number += len(packs_made)
+            locations = list(map(placed.__getitem__, digests))
             keys = [b"\0\0\0\1" + str(head.id).encode() for head in heads]
             with env.begin(write=True) as txn:
                 txn.cursor(objects).putmulti(
                     sorted(zip(keys, map(bytes.__add__, digests, locations), strict=True))
                 )
                 txn.cursor(index).putmulti(sorted(zip(digests, locations, strict=True)))
-                txn.cursor(packs).putmulti(pack_rows, append=True)
+                txn.cursor(packs).putmulti(packs_made, append=True)
                 txn.cursor(closures).putmulti(
                     [
                         (place[:12], msgspec.json.encode(head.closure))
@@ -123,25 +106,25 @@ def main(argv: list[str] | None = None) -> None:
         f"graph: {len(graph):,} objects, {graph.total_bytes / 1e6:,.1f} MB, {len(batches)} batches"
     )
 
-    def engine(path: Path, parts: dict[str, float]) -> None:
+    def engine(path: Path) -> None:
         with objstore.open(path) as store:
             records = (codec.prepare(batch, store.limits) for batch in batches)
             for _ in store.iter_put_records("bench", records):
                 pass
 
-    ways: dict[str, Callable[[Path, dict[str, float]], None]] = {
+    parts: dict[str, float] = dict.fromkeys(("heads, hashes", "zstd", "packs, rows, commit"), 0.0)
+    ways: dict[str, Callable[[Path], None]] = {
         "engine put_many": engine,
-        "floor": lambda path, parts: _floor(path, batches, parts),
+        "floor": lambda path: _floor(path, batches, parts),
     }
     seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
-    parts: dict[str, float] = dict.fromkeys(("heads, hashes", "zstd", "packs, rows, commit"), 0.0)
     for run in range(args.repeat):
         for name in list(ways)[:: 1 if run % 2 == 0 else -1]:
             with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
                 gc.collect()
-                wall, cpu = time.perf_counter(), _cpu()
-                ways[name](Path(tmp) / "s", parts if name == "floor" else {k: 0.0 for k in parts})
-                seconds[name].append((time.perf_counter() - wall, _cpu() - cpu))
+                wall, cpu = time.perf_counter(), time.process_time()
+                ways[name](Path(tmp) / "s")
+                seconds[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     print(f"\n| {len(graph):,} objects | wall s (median) | CPU s (median) | objects/s |")
     print("|---|---|---|---|")
     for name, runs in seconds.items():
