@@ -1,6 +1,6 @@
 """The benchmark harness behind ``objstore bench``: targets, drivers, runner, report."""
 
-from objstore.bench.report import chart, compare, markdown, print_table
+from objstore.bench.report import chart, compare, markdown, print_table, ratio_markdown, ratios
 from objstore.bench.runner import PRESETS, WORKLOADS, GraphSource, Runner, workloads_named
 from objstore.bench.targets import TargetError, TargetSpec, parse_target
 
@@ -16,5 +16,7 @@ __all__ = [
     "markdown",
     "parse_target",
     "print_table",
+    "ratio_markdown",
+    "ratios",
     "workloads_named",
 ]

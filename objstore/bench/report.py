@@ -60,20 +60,29 @@ def _grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, st
     return workloads, labels, {(_label(r), r["workload"]): r for r in summary}
 
 
+def _rich(title: str, workloads: list[str], rows: list[tuple[str, list[str]]]) -> Table:
+    t = Table(title=title)
+    t.add_column("target / client")
+    for w in workloads:
+        t.add_column(w, justify="right")
+    for label, cells in rows:
+        t.add_row(label, *cells)
+    return t
+
+
 def table(doc: dict[str, Any]) -> Table:
     """One row per target/client, one column per workload (objects/s; latency for single GET)."""
     workloads, labels, cells = _grid(doc)
     shape = doc.get("graph") or {}
-    t = Table(
-        title=f"objstore bench: {shape.get('objects', 0):,} objects, "
+    title = (
+        f"objstore bench: {shape.get('objects', 0):,} objects, "
         f"{shape.get('bytes', 0) / 1e6:,.1f} MB"
     )
-    t.add_column("target / client")
-    for w in workloads:
-        t.add_column(w, justify="right")
-    for label in labels:
-        t.add_row(label, *(_cell(w, cells.get((label, w)), "\n") for w in workloads))
-    return t
+    return _rich(
+        title,
+        workloads,
+        [(lb, [_cell(w, cells.get((lb, w)), "\n") for w in workloads]) for lb in labels],
+    )
 
 
 def _console() -> Console:
@@ -82,20 +91,113 @@ def _console() -> Console:
 
 
 def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
-    (console or _console()).print(table(doc))
+    console = console or _console()
+    console.print(table(doc))
+    if ratios(doc["summary"]):
+        console.print(side_by_side(doc))
+
+
+def _speed(row: dict[str, Any]) -> tuple[float, bool] | None:
+    """The figure a row's workload is judged by, and whether higher is better."""
+    latency = row["workload"] == "single GET"
+    value = row.get("p50_ms" if latency else "objects_per_s")
+    if not isinstance(value, Real) or float(value) <= 0:
+        return None
+    return float(value), not latency
+
+
+def _times_faster(mine: dict[str, Any], theirs: dict[str, Any]) -> float | None:
+    a, b = _speed(mine), _speed(theirs)
+    if a is None or b is None:
+        return None
+    return a[0] / b[0] if a[1] else b[0] / a[0]
+
+
+def ratios(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's figures as the ratios targets are stated in, each from rows of one workload
+    and concurrency: on every server target, objstore's client against each other client
+    (``kind`` "clients": how many times faster), and every server row against the first
+    in-process engine target of the run (``kind`` "ceiling": the share of its speed).
+    Throughput is compared as objects/s, single GET as p50 latency."""
+    rows = [r for r in summary if _speed(r) is not None]
+    engines = [r for r in rows if r["client"] == "engine"]
+    ceiling = {
+        (r["workload"], r["concurrency"]): r for r in engines if r["target"] == engines[0]["target"]
+    }
+    ours = {
+        (r["target"], r["workload"], r["concurrency"]): r for r in rows if r["client"] == "objstore"
+    }
+    out: list[dict[str, Any]] = []
+
+    def add(kind: str, row: dict[str, Any], client: str, against: str, ratio: float | None) -> None:
+        if ratio is not None:
+            where = {k: row[k] for k in ("target", "workload", "concurrency")}
+            out.append(
+                {"kind": kind, **where, "client": client, "against": against, "ratio": ratio}
+            )
+
+    for r in rows:
+        place = (r["target"], r["workload"], r["concurrency"])
+        if r["client"] not in ("engine", "objstore") and place in ours:
+            add("clients", r, "objstore", r["client"], _times_faster(ours[place], r))
+        top = ceiling.get(place[1:])
+        if r["client"] != "engine" and top is not None:
+            add("ceiling", r, r["client"], top["target"], _times_faster(r, top))
+    return out
+
+
+def _ratio_grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+    """(workloads, row labels, {(label, workload): cell}) of :func:`ratios`."""
+    workloads = list(dict.fromkeys(r["workload"] for r in doc["summary"]))
+    cells: dict[tuple[str, str], str] = {}
+    made: list[tuple[str, dict[str, Any]]] = []
+    for r in ratios(doc["summary"]):
+        if r["kind"] == "clients":
+            label = f"{_label(r)} vs {r['against']}"
+            cells[label, r["workload"]] = f"{r['ratio']:.1f}x"
+        else:
+            label = f"{_label(r)} of {r['against']}"
+            cells[label, r["workload"]] = f"{r['ratio']:.0%}"
+        made.append((label, r))
+    targets = list(dict.fromkeys(r["target"] for r in doc["summary"]))
+    first = {label: (targets.index(r["target"]), r["kind"] != "clients") for label, r in made}
+    labels = sorted(first, key=first.__getitem__)  # per target: client ratios first
+    return [w for w in workloads if any((lb, w) in cells for lb in labels)], labels, cells
+
+
+def side_by_side(doc: dict[str, Any]) -> Table:
+    """The ratios table: times faster than the other client, share of the engine's speed."""
+    workloads, labels, cells = _ratio_grid(doc)
+    return _rich(
+        "side by side: objstore's client vs others (x faster), share of the engine",
+        workloads,
+        [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels],
+    )
+
+
+def _markdown(workloads: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    lines = [
+        "| target / client | " + " | ".join(workloads) + " |",
+        "|---" * (len(workloads) + 1) + "|",
+    ]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return "\n".join(lines)
 
 
 def markdown(doc: dict[str, Any]) -> str:
     """The same table in Markdown (for README files)."""
     workloads, labels, cells = _grid(doc)
-    lines = [
-        "| target / client | " + " | ".join(workloads) + " |",
-        "|---" * (len(workloads) + 1) + "|",
-    ]
-    for label in labels:
-        row = [_cell(w, cells.get((label, w)), ", ") for w in workloads]
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    return _markdown(
+        workloads, [(lb, [_cell(w, cells.get((lb, w)), ", ") for w in workloads]) for lb in labels]
+    )
+
+
+def ratio_markdown(doc: dict[str, Any]) -> str:
+    """:func:`side_by_side` in Markdown."""
+    workloads, labels, cells = _ratio_grid(doc)
+    return _markdown(
+        workloads, [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels]
+    )
 
 
 def chart(doc: dict[str, Any], path: Path) -> None:

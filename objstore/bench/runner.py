@@ -37,6 +37,7 @@ from objstore.bench.drivers import (
     SpecklepyDriver,
     specklepy_available,
 )
+from objstore.bench.report import ratios
 from objstore.bench.targets import SpawnedServer, TargetError, TargetSpec
 from objstore.limits import Limits
 
@@ -276,6 +277,7 @@ class Runner:
         finally:
             for store in stores.values():
                 store.close()
+        summary = summarize(results)
         return {
             "run_id": self.run_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -292,7 +294,8 @@ class Runner:
                 for t in self.targets
             ],
             "results": results,
-            "summary": summarize(results),
+            "summary": summary,
+            "ratios": ratios(summary),
             "notes": self.notes,
         }
 

@@ -77,6 +77,21 @@ def test_every_workload_with_sane_figures(doc):
     assert doc["machine"]["cpus"] and doc["machine"]["objstore"]
 
 
+def test_the_run_states_its_side_by_side_ratios(doc):
+    summary = {(r["target"], r["client"], r["workload"]): r for r in doc["summary"]}
+    got = {(r["kind"], r["client"], r["workload"]): r for r in doc["ratios"]}
+    for workload in ("cold send", "download"):
+        ours = summary["spawned", "objstore", workload]["objects_per_s"]
+        theirs = summary["spawned", "specklepy", workload]["objects_per_s"]
+        engine = summary["engine", "engine", workload]["objects_per_s"]
+        assert got["clients", "objstore", workload]["ratio"] == pytest.approx(ours / theirs)
+        assert got["ceiling", "objstore", workload]["ratio"] == pytest.approx(ours / engine)
+        assert got["ceiling", "specklepy", workload]["ratio"] == pytest.approx(theirs / engine)
+    assert {w for kind, client, w in got if kind == "ceiling" and client == "objstore"} == set(
+        WORKLOADS
+    )
+
+
 def test_chart_is_a_png(doc, tmp_path):
     path = tmp_path / "chart.png"
     chart(doc, path)
