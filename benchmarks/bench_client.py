@@ -7,9 +7,12 @@ costs more as a store fills, so a client sending second into a shared one would 
   cold send      objstore.send(objects) through an empty LMDB cache | ServerTransport +
                  SQLiteTransport save/end_write (what operations.send does with its default
                  cache, minus serialisation)
+  half-warm send the same, each to a new empty server, through a cache that already holds
+                 half the objects (every other one; not the root)
+  warm send      the same through a cache that holds the whole graph
   cold receive   objstore.receive into an empty LMDB cache | ServerTransport
                  .copy_object_and_children into an empty SQLiteTransport (operations.receive)
-  half-warm      the cache already holds half the objects (not the root)
+  half-warm receive  the cache already holds half the objects (not the root)
   warm receive   everything cached: objstore.receive | SQLiteTransport reads of root + children
   model send     a model in memory, serialised and sent, each client to a new empty server:
                  graph.decompose of the graph as a nested document + objstore.send through an
@@ -95,6 +98,57 @@ def _pair(ours: Callable[[], Any], theirs: Callable[[], Any], flip: bool) -> dic
     return {client: _timed(fn) for client, fn in (runs[::-1] if flip else runs)}
 
 
+def _speckle_send(texts: list[tuple[str, str]], cache: Any, server: SpawnedServer) -> None:
+    """What operations.send does with the objects once serialised: each saved to the SQLite
+    cache and to ServerTransport, then both flushed."""
+    from specklepy.transports.server import ServerTransport
+
+    transport = ServerTransport("theirs", url=server.url, token=server.token)
+    for t in (cache, transport):
+        t.begin_write()
+    for object_id, text in texts:
+        cache.save_object(object_id, text)
+        transport.save_object(object_id, text)
+    for t in (cache, transport):
+        t.end_write()
+
+
+def _send_through_held(
+    graph: Any, texts: list[tuple[str, str]], held: list[Any], tmp: Path, flip: bool
+) -> dict[str, float]:
+    """Each client sends the graph to a new empty server through a cache that already holds
+    ``held`` (an LMDB cache | a SQLiteTransport, filled untimed)."""
+    from specklepy.transports.sqlite import SQLiteTransport
+
+    import objstore
+    from objstore.client import Remote, send
+    from objstore.graphgen import batches
+
+    name = f"held-{len(held)}"
+    server = SpawnedServer(project="ours", data=tmp / f"{name}-data").start()
+    other = SpawnedServer(project="theirs", data=tmp / f"{name}-data-theirs")
+    try:
+        other.start()
+        cache = objstore.open(tmp / f"{name}-cache")
+        sq = SQLiteTransport(base_path=str(tmp / f"sq-{name}"), scope=name)
+        if held:
+            cache.put_many("ours", batches(held))
+            sq.begin_write()
+            for object_id, data in held:
+                sq.save_object(object_id, data.decode())
+            sq.end_write()
+        remote = Remote(server.url, server.token, "ours")
+        with cache:
+            return _pair(
+                lambda: send(graph.objects, remote, cache=cache),
+                lambda: _speckle_send(texts, sq, other),
+                flip,
+            )
+    finally:
+        server.stop()
+        other.stop()
+
+
 def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """One round of every workload, on new servers and caches: seconds per client per
     workload, and figures about the round (request counts, model object counts)."""
@@ -120,20 +174,11 @@ def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float
         remote = Remote(server.url, token, "ours")
         texts = [(i, d.decode()) for i, d in graph.objects]
         send_cache = objstore.open(tmp / "send-cache")
-
-        def speckle_send() -> None:
-            cache = SQLiteTransport(base_path=str(tmp / "sq-send"), scope="send")
-            transport = ServerTransport("theirs", url=other.url, token=other.token)
-            for t in (cache, transport):
-                t.begin_write()
-            for object_id, text in texts:
-                cache.save_object(object_id, text)
-                transport.save_object(object_id, text)
-            for t in (cache, transport):
-                t.end_write()
-
+        sq_send = SQLiteTransport(base_path=str(tmp / "sq-send"), scope="send")
         times["cold send"] = _pair(
-            lambda: send(graph.objects, remote, cache=send_cache), speckle_send, flip
+            lambda: send(graph.objects, remote, cache=send_cache),
+            lambda: _speckle_send(texts, sq_send, other),
+            flip,
         )
         send_cache.close()
         print("  cold send done", flush=True)
@@ -186,6 +231,14 @@ def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float
     finally:
         server.stop()
         other.stop()
+
+    # -- half-warm and warm send: the cache holds half / all of the graph, the server nothing -
+    times["half-warm send"] = _send_through_held(graph, texts, half, tmp, flip)
+    print("  half-warm send done", flush=True)
+    times["warm send"] = _send_through_held(graph, texts, graph.objects, tmp, flip)
+    print("  warm send done", flush=True)
+    order = ["cold send", "half-warm send", "warm send"]
+    times = {w: times[w] for w in order} | {w: t for w, t in times.items() if w not in order}
 
     # -- model send and receive: serialising included, each to a new empty server -------------
     doc = _document(graph)
