@@ -11,6 +11,7 @@ root comes last. Object sizes range from ~150 B to ~100 KB.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,6 +227,33 @@ def generate(n_objects: int, seed: int = 0, salt: str = "") -> Graph:
         level_ids,
     )
     return Graph(b.objects, root_id)
+
+
+_HEX_ID = re.compile("[0-9a-f]{32}")
+_QUOTED_HEX_ID = re.compile(rb'"([0-9a-f]{32})"')
+
+
+def salted(graph: Graph, salt: str) -> Graph | None:
+    """``graph`` under new ids derived from ``salt`` (the same salt, the same ids): each id
+    replaced wherever it is quoted (its object's ``id``, ``__closure`` keys, references), so
+    a server that holds the graph already has none of the salted one. None when that cannot
+    be done by replacing ids alone: ids that are not 32 lowercase hex characters (Speckle's
+    and objstore's are), or an object whose bytes do not carry its id."""
+    if not all(_HEX_ID.fullmatch(i) for i, _ in graph.objects):
+        return None
+    seed = salt.encode()
+    new = {i.encode(): xxhash.xxh3_128_hexdigest(seed + i.encode()) for i, _ in graph.objects}
+
+    def swap(match: re.Match[bytes]) -> bytes:
+        found = new.get(match.group(1))
+        return match.group(0) if found is None else b'"' + found.encode() + b'"'
+
+    objects = [(new[i.encode()], _QUOTED_HEX_ID.sub(swap, data)) for i, data in graph.objects]
+    try:
+        codec.check_pairs(objects)
+    except errors.InvalidObject:  # an object without its id in its bytes
+        return None
+    return Graph(objects, new[graph.root_id.encode()])
 
 
 def groups(

@@ -89,3 +89,35 @@ def test_read_array_sends_the_root_last_and_children_deepest_first():
     assert [i for i, _ in read.objects] == ["b", "a", hashed, "r"]
     assert read.places == [2, 1, 3, 0] and read.outside == 1
     assert read.objects[-1] == ("r", root)
+
+
+def test_salted_moves_a_graph_to_new_ids_and_changes_nothing_else():
+    g = graphgen.generate(600, seed=5)
+    a, again, b = (graphgen.salted(g, salt) for salt in ("run-a", "run-a", "run-b"))
+    assert a is not None and again is not None and b is not None
+    assert a.objects == again.objects and a.root_id == again.root_id  # same salt, same ids
+    old_ids = {i for i, _ in g.objects}
+    for moved in (a, b):
+        assert len(moved.objects) == len(g.objects) and moved.root_id == moved.objects[-1][0]
+        assert not old_ids & {i for i, _ in moved.objects}
+        assert not any(g.root_id.encode() in data for _, data in moved.objects)
+    assert not {i for i, _ in a.objects} & {i for i, _ in b.objects}
+    # mapping each new id back gives the original bytes exactly: ids moved, nothing else
+    back = {
+        new.encode(): old.encode() for (new, _), (old, _) in zip(a.objects, g.objects, strict=True)
+    }
+    restored = [
+        graphgen._QUOTED_HEX_ID.sub(lambda m: b'"' + back.get(m.group(1), m.group(1)) + b'"', data)
+        for _, data in a.objects
+    ]
+    assert restored == [data for _, data in g.objects]
+    root = json.loads(a.objects[-1][1])
+    assert root["id"] == a.root_id and set(root["__closure"]) <= {i for i, _ in a.objects}
+
+
+def test_salted_declines_ids_it_cannot_replace():
+    named = graphgen.Graph([("a", b'{"id":"a"}'), ("root", b'{"id":"root"}')], "root")
+    assert graphgen.salted(named, "s") is None  # not 32 hex characters
+    hashed = b'{"speckle_type":"x"}'  # no id of its own: known by its hash
+    own = xxhash.xxh3_128_hexdigest(hashed)
+    assert graphgen.salted(graphgen.Graph([(own, hashed)], own), "s") is None

@@ -76,6 +76,7 @@ class GraphSource:
     size: int | None = None
     dump: Path | None = None
     seed: int = 0
+    unsalted: bool = field(default=False, init=False)  # a file loaded under its own ids
 
     @classmethod
     def parse(cls, text: str, seed: int = 0) -> GraphSource:
@@ -99,23 +100,34 @@ class GraphSource:
         return cls(dump=path, seed=seed)
 
     def load(self, salt: str) -> graphgen.Graph:
-        if self.dump is not None and _starts_array(self.dump):  # a download's JSON array
+        """The graph under ids of its own for ``salt``: a generated one made with it, a
+        file's with its ids replaced (see :func:`graphgen.salted`; one that cannot be is
+        loaded as it is, and ``unsalted`` set)."""
+        if self.size is not None:
+            return graphgen.generate(self.size, seed=self.seed, salt=salt)
+        graph = self._read()
+        fresh = graphgen.salted(graph, salt)
+        if fresh is None:
+            self.unsalted = True
+            return graph
+        return fresh
+
+    def _read(self) -> graphgen.Graph:
+        assert self.dump is not None
+        if _starts_array(self.dump):  # a download's JSON array
             array = graphgen.read_array(self.dump.read_bytes(), str(self.dump))
             return graphgen.Graph(array.objects, array.objects[-1][0])
-        if self.dump is not None:
-            lines = list(graphgen.read_dump_lines(self.dump))
-            if not lines:
-                raise objstore.InvalidBatch(f"{self.dump}: empty dump")
-            objects = [(object_id, data) for _, object_id, data in lines]
-            try:  # each line one JSON object under its id, or the run measures nonsense
-                objstore.codec.check_pairs(objects)
-            except objstore.InvalidObject as exc:
-                if exc.index is None:
-                    raise
-                raise exc.located(f"{self.dump} line {lines[exc.index][0]}") from None
-            return graphgen.Graph(objects, objects[-1][0])
-        assert self.size is not None
-        return graphgen.generate(self.size, seed=self.seed, salt=salt)
+        lines = list(graphgen.read_dump_lines(self.dump))
+        if not lines:
+            raise objstore.InvalidBatch(f"{self.dump}: empty dump")
+        objects = [(object_id, data) for _, object_id, data in lines]
+        try:  # each line one JSON object under its id, or the run measures nonsense
+            objstore.codec.check_pairs(objects)
+        except objstore.InvalidObject as exc:
+            if exc.index is None:
+                raise
+            raise exc.located(f"{self.dump} line {lines[exc.index][0]}") from None
+        return graphgen.Graph(objects, objects[-1][0])
 
 
 def _starts_array(path: Path) -> bool:
@@ -277,6 +289,12 @@ class Runner:
         finally:
             for store in stores.values():
                 store.close()
+        if self.graph_source.unsalted:
+            self.notes.append(
+                f"{self.graph_source.dump} was sent under its own ids (they are not all 32 hex "
+                "characters, each in its object): a server that already held it measured a "
+                "re-send as the cold send; point such targets at a new project"
+            )
         summary = summarize(results)
         return {
             "run_id": self.run_id,
