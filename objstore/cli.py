@@ -1003,6 +1003,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("project member NAME USER ROLE")
     if args.command == "token" and args.action == "revoke" and not args.token_id:
         parser.error("token revoke needs the token or its id")
+    # a word an action takes no place for would otherwise be dropped without a word: `token
+    # create alice` made a token for admin
+    if args.command == "token" and args.action != "revoke" and args.token_id:
+        hint = ""
+        if args.action == "create":
+            hint = f" (a token for {args.token_id}: --user {args.token_id})"
+        parser.error(f"token {args.action} takes no {args.token_id!r}{hint}")
+    if args.command == "project" and args.action != "member":
+        extra = [
+            w for w in (args.name if args.action == "list" else None, args.user, args.role) if w
+        ]
+        if extra:
+            hint = f" (the owner: --owner {args.user})" if args.action == "create" else ""
+            parser.error(f"project {args.action} takes no {' '.join(map(repr, extra))}{hint}")
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # output piped into head & co.: stop quietly, as Unix tools do

@@ -75,6 +75,30 @@ def test_project_and_token_admin(tmp_path, capsys):
     assert run(capsys, "project", "list", "--data", data)[1] == ""
 
 
+def test_admin_commands_refuse_words_they_would_drop(tmp_path, capsys):
+    """A word an action has no place for is an error, not ignored: `token create alice`
+    once made a token for admin."""
+    data = str(tmp_path)
+    for argv, says in (
+        (
+            ("token", "create", "alice"),
+            "token create takes no 'alice' (a token for alice: --user alice)",
+        ),
+        (("token", "list", "x"), "token list takes no 'x'"),
+        (("project", "list", "p1"), "project list takes no 'p1'"),
+        (
+            ("project", "create", "p1", "alice"),
+            "project create takes no 'alice' (the owner: --owner alice)",
+        ),
+        (("project", "delete", "p1", "x", "y"), "project delete takes no 'x' 'y'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([*argv, "--data", data])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err, argv
+    assert run(capsys, "token", "list", "--data", data)[1] == ""  # nothing was made
+    assert run(capsys, "project", "list", "--data", data)[1] == ""
+
+
 def test_demo_stats_verify(tmp_path, capsys):
     data = str(tmp_path)
     code, out, _ = run(capsys, "demo", "--objects", "500", "--data", data)
