@@ -994,6 +994,22 @@ def _missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
 _RESUMABLE = {"push", "pull", "cp"}  # commands a rerun continues (see main's Ctrl+C)
 
 
+def _refuse_unplaced_words(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error for a word an admin action has no place for, which argparse
+    would otherwise drop without a word (`token create alice` made a token for admin)."""
+    if args.command == "token" and args.action != "revoke" and args.token_id:
+        hint = ""
+        if args.action == "create":
+            hint = f" (a token for {args.token_id}: --user {args.token_id})"
+        parser.error(f"token {args.action} takes no {args.token_id!r}{hint}")
+    if args.command == "project" and args.action != "member":
+        listed = args.name if args.action == "list" else None
+        extra = [w for w in (listed, args.user, args.role) if w]
+        if extra:
+            hint = f" (the owner: --owner {args.user})" if args.action == "create" else ""
+            parser.error(f"project {args.action} takes no {' '.join(map(repr, extra))}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1003,20 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("project member NAME USER ROLE")
     if args.command == "token" and args.action == "revoke" and not args.token_id:
         parser.error("token revoke needs the token or its id")
-    # a word an action takes no place for would otherwise be dropped without a word: `token
-    # create alice` made a token for admin
-    if args.command == "token" and args.action != "revoke" and args.token_id:
-        hint = ""
-        if args.action == "create":
-            hint = f" (a token for {args.token_id}: --user {args.token_id})"
-        parser.error(f"token {args.action} takes no {args.token_id!r}{hint}")
-    if args.command == "project" and args.action != "member":
-        extra = [
-            w for w in (args.name if args.action == "list" else None, args.user, args.role) if w
-        ]
-        if extra:
-            hint = f" (the owner: --owner {args.user})" if args.action == "create" else ""
-            parser.error(f"project {args.action} takes no {' '.join(map(repr, extra))}{hint}")
+    _refuse_unplaced_words(parser, args)
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # output piped into head & co.: stop quietly, as Unix tools do

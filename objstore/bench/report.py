@@ -60,8 +60,10 @@ def _grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, st
     return workloads, labels, {(_label(r), r["workload"]): r for r in summary}
 
 
-def _rich(title: str, workloads: list[str], rows: list[tuple[str, list[str]]]) -> Table:
-    t = Table(title=title)
+def _rich(
+    title: str, workloads: list[str], rows: list[tuple[str, list[str]]], caption: str = ""
+) -> Table:
+    t = Table(title=title, caption=caption or None)
     t.add_column("target / client")
     for w in workloads:
         t.add_column(w, justify="right")
@@ -169,9 +171,11 @@ def side_by_side(doc: dict[str, Any]) -> Table:
     """The ratios table: times faster than the other client, share of the engine's speed."""
     workloads, labels, cells = _ratio_grid(doc)
     return _rich(
-        "side by side: objstore's client vs others (x faster), share of the engine",
+        "side by side",
         workloads,
         [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels],
+        caption="x: times as fast as the other client on that target; "
+        "%: share of the in-process engine's speed",
     )
 
 
