@@ -291,9 +291,10 @@ class Runner:
                 store.close()
         if self.graph_source.unsalted:
             self.notes.append(
-                f"{self.graph_source.dump} was sent under its own ids (they are not all 32 hex "
-                "characters, each in its object): a server that already held it measured a "
-                "re-send as the cold send; point such targets at a new project"
+                f"{self.graph_source.dump} was sent under its own ids, which could not be "
+                "replaced (each must be 32 hex characters and appear in its object): on a "
+                "server that already held it the cold send was a re-send; point such targets "
+                "at a new project"
             )
         summary = summarize(results)
         return {
