@@ -162,8 +162,11 @@ def _ratio_grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[s
             cells[label, r["workload"]] = f"{r['ratio']:.0%}"
         made.append((label, r))
     targets = list(dict.fromkeys(r["target"] for r in doc["summary"]))
-    first = {label: (targets.index(r["target"]), r["kind"] != "clients") for label, r in made}
-    labels = sorted(first, key=first.__getitem__)  # per target: client ratios first
+    first = {
+        label: (targets.index(r["target"]), r["concurrency"], r["kind"] != "clients")
+        for label, r in made
+    }
+    labels = sorted(first, key=first.__getitem__)  # per target and concurrency: clients first
     return [w for w in workloads if any((lb, w) in cells for lb in labels)], labels, cells
 
 
