@@ -75,3 +75,22 @@ def test_the_table_prints_ratios_per_target_clients_first():
     out = io.StringIO()
     print_table({"summary": SUMMARY[:2]}, Console(file=out, width=200))  # the engine alone
     assert "side by side" not in out.getvalue()
+
+
+def test_rows_group_by_target_then_concurrency_clients_first():
+    summary = [
+        row(t, c, "cold send", concurrency=n, objects_per_s=v)
+        for n in (4, 1)
+        for t, c, v in (("e", "engine", 100.0), ("srv", "objstore", 50.0), ("srv", "sk", 10.0))
+    ]
+    labels = [
+        line.split(" | ")[0][2:] for line in ratio_markdown({"summary": summary}).splitlines()[2:]
+    ]
+    assert labels == [
+        "srv / objstore / c1 vs sk",
+        "srv / objstore / c1 of e",
+        "srv / sk / c1 of e",
+        "srv / objstore vs sk",
+        "srv / objstore of e",
+        "srv / sk of e",
+    ]
