@@ -113,30 +113,37 @@ def _speckle_send(texts: list[tuple[str, str]], cache: Any, server: SpawnedServe
         t.end_write()
 
 
+def _caches_holding(held: list[Any], tmp: Path, name: str) -> tuple[Any, Any]:
+    """An LMDB cache and a SQLiteTransport under ``tmp``, each already holding ``held``."""
+    from specklepy.transports.sqlite import SQLiteTransport
+
+    import objstore
+    from objstore.graphgen import batches
+
+    cache = objstore.open(tmp / f"{name}-cache")
+    sq = SQLiteTransport(base_path=str(tmp / f"sq-{name}"), scope=name)
+    if held:
+        cache.put_many("ours", batches(held))
+        sq.begin_write()
+        for object_id, data in held:
+            sq.save_object(object_id, data.decode())
+        sq.end_write()
+    return cache, sq
+
+
 def _send_through_held(
     graph: Any, texts: list[tuple[str, str]], held: list[Any], tmp: Path, flip: bool
 ) -> dict[str, float]:
     """Each client sends the graph to a new empty server through a cache that already holds
     ``held`` (an LMDB cache | a SQLiteTransport, filled untimed)."""
-    from specklepy.transports.sqlite import SQLiteTransport
-
-    import objstore
     from objstore.client import Remote, send
-    from objstore.graphgen import batches
 
     name = f"held-{len(held)}"
     server = SpawnedServer(project="ours", data=tmp / f"{name}-data").start()
     other = SpawnedServer(project="theirs", data=tmp / f"{name}-data-theirs")
     try:
         other.start()
-        cache = objstore.open(tmp / f"{name}-cache")
-        sq = SQLiteTransport(base_path=str(tmp / f"sq-{name}"), scope=name)
-        if held:
-            cache.put_many("ours", batches(held))
-            sq.begin_write()
-            for object_id, data in held:
-                sq.save_object(object_id, data.decode())
-            sq.end_write()
+        cache, sq = _caches_holding(held, tmp, name)
         remote = Remote(server.url, server.token, "ours")
         with cache:
             return _pair(
@@ -155,7 +162,6 @@ def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float
     import objstore
     from objstore.client import Remote, receive, send
     from objstore.graph import decompose, recompose
-    from objstore.graphgen import batches
 
     os.environ["SPECKLE_USERDATA_PATH"] = str(tmp / "speckle")
     from specklepy.api import operations
@@ -200,14 +206,7 @@ def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float
         times["cold receive"], _ = receive_both(cold_cache, sq_cold)
         print("  cold receive done", flush=True)
 
-        half_cache = objstore.open(tmp / "half-cache")
-        for body in batches(half):
-            half_cache.put("ours", body)
-        sq_half = SQLiteTransport(base_path=str(tmp / "sq-half"), scope="half")
-        sq_half.begin_write()
-        for object_id, data in half:
-            sq_half.save_object(object_id, data.decode())
-        sq_half.end_write()
+        half_cache, sq_half = _caches_holding(half, tmp, "half")
         times["half-warm receive"], remote = receive_both(half_cache, sq_half)
         extra["half-warm objstore objects downloaded"] = remote.stats.objects_downloaded
         print("  half-warm receive done", flush=True)
