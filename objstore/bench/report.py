@@ -95,8 +95,9 @@ def _console() -> Console:
 def print_table(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or _console()
     console.print(table(doc))
-    if ratios(doc["summary"]):
-        console.print(side_by_side(doc))
+    pairs = side_by_side(doc)
+    if pairs.row_count:
+        console.print(pairs)
 
 
 def _speed(row: dict[str, Any]) -> tuple[float, bool] | None:
