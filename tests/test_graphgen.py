@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 import xxhash
 
@@ -49,6 +50,41 @@ def test_closures_are_correct_and_children_come_first():
         assert doc["totalChildrenCount"] == len(expected)
     assert g.objects[-1][0] == g.root_id
     assert len(docs[g.root_id]["__closure"]) == len(g) - 1
+
+
+def test_objects_are_compact_json_id_first_and_meshes_are_valid_geometry():
+    """Each object is what msgspec encodes for its content with the id first, and hashes to
+    its id without it; a mesh's vertices lie within 5 m of one point, to the micrometre, and
+    its faces are triangles over those vertices."""
+    g = graphgen.generate(1500, seed=6)
+    bodies = {}
+    for object_id, data in g.objects:
+        body = msgspec.json.decode(data)
+        assert next(iter(body)) == "id" and body["id"] == object_id
+        assert msgspec.json.encode(body) == data
+        del body["id"]
+        assert xxhash.xxh3_128_hexdigest(msgspec.json.encode(body)) == object_id
+        bodies[object_id] = body
+    meshes = [b for b in bodies.values() if b["speckle_type"] == "Objects.Geometry.Mesh"]
+    assert len(meshes) > 100
+
+    def joined(refs):
+        return [v for r in refs for v in bodies[r["referencedId"]]["data"]]
+
+    for mesh in meshes:
+        vertices, faces = joined(mesh["@(31250)vertices"]), joined(mesh["@(62500)faces"])
+        count = len(vertices) // 3
+        assert len(vertices) == 3 * count and count >= 4
+        for axis in range(3):
+            values = vertices[axis::3]
+            assert all(type(v) is float and -105 <= v <= 105 for v in values)
+            assert max(values) - min(values) <= 10
+            assert all(round(v, 6) == v for v in values)
+        assert len(set(vertices[0::3])) > 1  # not all one point
+        triangles = [faces[n : n + 4] for n in range(0, len(faces), 4)]
+        assert len(triangles) == count - 2
+        for n, (size, *corners) in enumerate(triangles):
+            assert size == 3 and corners == [n % count, (n + 1) % count, (n + 2) % count]
 
 
 def test_batches_and_dump_roundtrip(tmp_path):
