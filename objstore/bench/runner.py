@@ -286,6 +286,7 @@ class Runner:
                         graph = self._measure(driver, spec, concurrency, rep, results)
                         if shape is None:
                             shape = graph_shape(graph)
+                        del graph  # before the next is made: one graph held at a time
         finally:
             for store in stores.values():
                 store.close()
