@@ -416,8 +416,10 @@ class Runner:
                 continue
 
     def _mixed(self, driver: Driver, graph: graphgen.Graph, readers: int, target: str) -> Measure:
-        """``readers`` threads of getobjects on random batches while one writer sends."""
+        """``readers`` threads of getobjects on random batches while one writer sends; the
+        first failure stops them all and is raised."""
         ids = [i for i, _ in graph.objects]
+        list(driver.getobjects(ids[:1]))  # one without getobjects says so before any work
         extra = graphgen.generate(
             max(10, min(len(graph), 20_000)),
             seed=7,
@@ -438,12 +440,10 @@ class Runner:
                     read_counts[slot] += sum(1 for _ in driver.getobjects(batch))
             except BaseException as exc:
                 failures.append(exc)
-
-        writer_seconds = [0.0]
+                stop.set()
 
         def writer() -> None:
             w = driver.writer()
-            began = time.perf_counter()
             try:
                 for start in range(0, len(extra.objects), 1000):
                     if stop.is_set():
@@ -453,8 +453,8 @@ class Runner:
                     written[0] += len(part)
             except BaseException as exc:
                 failures.append(exc)
+                stop.set()
             finally:
-                writer_seconds[0] = time.perf_counter() - began
                 if w is not driver:
                     w.close()
 
@@ -463,13 +463,16 @@ class Runner:
         start = time.perf_counter()
         for t in threads:
             t.start()
-        time.sleep(self.mixed_seconds)
+        stop.wait(self.mixed_seconds)
         stop.set()
         for t in threads:
             t.join(timeout=self.max_seconds)
         seconds = time.perf_counter() - start
         if failures:
-            raise failures[0]
+            try:
+                raise failures[0]
+            finally:  # kept here, its traceback would hold this frame, and the graph, in a cycle
+                failures.clear()
         reads = sum(read_counts)
         return Measure(
             seconds,
