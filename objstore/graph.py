@@ -38,8 +38,11 @@ _ID_OPEN = b'{"id":"'  # an object's bytes: this, its id, then '",' and the rest
 
 
 def with_id(object_id: str, body: bytes) -> bytes:
-    """An object's bytes from its body's compact JSON (not empty) and its id: the id as first
-    member, as encoding ``{"id": object_id, **body}`` would put it, without a second encode."""
+    """An object's bytes from its body's compact JSON and its id (a hex digest: nothing in it
+    to escape): the id as first member, as encoding ``{"id": object_id, **body}`` would put
+    it, without a second encode."""
+    if body == b"{}":
+        return b"".join((_ID_OPEN, object_id.encode(), b'"}'))
     return b"".join((_ID_OPEN, object_id.encode(), b'",', memoryview(body)[1:]))
 
 
