@@ -53,16 +53,22 @@ def _cell(workload: str, row: dict[str, Any] | None, sep: str) -> str:
     return f"{row['objects_per_s']:,.0f} obj/s"
 
 
-def _grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], Any]]:
+_Rows = tuple[list[str], list[tuple[str, list[str]]]]  # (workloads, (label, cells) per row)
+
+
+def _figure_rows(doc: dict[str, Any], sep: str) -> _Rows:
+    """The figures of each target/client per workload (a cell's two lines joined by ``sep``)."""
     summary = doc["summary"]
     workloads = list(dict.fromkeys(r["workload"] for r in summary))
     labels = list(dict.fromkeys(_label(r) for r in summary))
-    return workloads, labels, {(_label(r), r["workload"]): r for r in summary}
+    found = {(_label(r), r["workload"]): r for r in summary}
+    return workloads, [
+        (lb, [_cell(w, found.get((lb, w)), sep) for w in workloads]) for lb in labels
+    ]
 
 
-def _rich(
-    title: str, workloads: list[str], rows: list[tuple[str, list[str]]], caption: str = ""
-) -> Table:
+def _rich(title: str, grid: _Rows, caption: str = "") -> Table:
+    workloads, rows = grid
     t = Table(title=title, caption=caption or None)
     t.add_column("target / client")
     for w in workloads:
@@ -74,17 +80,12 @@ def _rich(
 
 def table(doc: dict[str, Any]) -> Table:
     """One row per target/client, one column per workload (objects/s; latency for single GET)."""
-    workloads, labels, cells = _grid(doc)
     shape = doc.get("graph") or {}
     title = (
         f"objstore bench: {shape.get('objects', 0):,} objects, "
         f"{shape.get('bytes', 0) / 1e6:,.1f} MB"
     )
-    return _rich(
-        title,
-        workloads,
-        [(lb, [_cell(w, cells.get((lb, w)), "\n") for w in workloads]) for lb in labels],
-    )
+    return _rich(title, _figure_rows(doc, "\n"))
 
 
 def _console() -> Console:
@@ -149,8 +150,8 @@ def ratios(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _ratio_grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-    """(workloads, row labels, {(label, workload): cell}) of :func:`ratios`."""
+def _ratio_rows(doc: dict[str, Any]) -> _Rows:
+    """:func:`ratios` as rows: per target and concurrency, clients first."""
     workloads = list(dict.fromkeys(r["workload"] for r in doc["summary"]))
     cells: dict[tuple[str, str], str] = {}
     made: list[tuple[str, dict[str, Any]]] = []
@@ -167,23 +168,23 @@ def _ratio_grid(doc: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[s
         label: (targets.index(r["target"]), r["concurrency"], r["kind"] != "clients")
         for label, r in made
     }
-    labels = sorted(first, key=first.__getitem__)  # per target and concurrency: clients first
-    return [w for w in workloads if any((lb, w) in cells for lb in labels)], labels, cells
+    labels = sorted(first, key=first.__getitem__)
+    workloads = [w for w in workloads if any((lb, w) in cells for lb in labels)]
+    return workloads, [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels]
 
 
 def side_by_side(doc: dict[str, Any]) -> Table:
     """The ratios table: times faster than the other client, share of the engine's speed."""
-    workloads, labels, cells = _ratio_grid(doc)
     return _rich(
         "side by side",
-        workloads,
-        [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels],
+        _ratio_rows(doc),
         caption="x: times as fast as the other client on that target; "
         "%: share of the in-process engine's speed",
     )
 
 
-def _markdown(workloads: list[str], rows: list[tuple[str, list[str]]]) -> str:
+def _markdown(grid: _Rows) -> str:
+    workloads, rows = grid
     lines = [
         "| target / client | " + " | ".join(workloads) + " |",
         "|---" * (len(workloads) + 1) + "|",
@@ -194,18 +195,12 @@ def _markdown(workloads: list[str], rows: list[tuple[str, list[str]]]) -> str:
 
 def markdown(doc: dict[str, Any]) -> str:
     """The same table in Markdown (for README files)."""
-    workloads, labels, cells = _grid(doc)
-    return _markdown(
-        workloads, [(lb, [_cell(w, cells.get((lb, w)), ", ") for w in workloads]) for lb in labels]
-    )
+    return _markdown(_figure_rows(doc, ", "))
 
 
 def ratio_markdown(doc: dict[str, Any]) -> str:
     """:func:`side_by_side` in Markdown."""
-    workloads, labels, cells = _ratio_grid(doc)
-    return _markdown(
-        workloads, [(lb, [cells.get((lb, w), "n/a") for w in workloads]) for lb in labels]
-    )
+    return _markdown(_ratio_rows(doc))
 
 
 def chart(doc: dict[str, Any], path: Path) -> None:
