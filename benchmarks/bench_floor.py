@@ -37,7 +37,7 @@ def _floor(path: Path, batches: list[list[bytes]], parts: dict[str, float]) -> N
 
     from objstore.codec import _head_decoder  # the engine's own head: id and __closure
     from objstore.compression import Codec, train_dictionary
-    from objstore.engine.lmdb import PACK_BYTES, _pack_frames  # the engine's own packing
+    from objstore.engine.layout import PACK_BYTES, pack_frames  # the engine's own packing
 
     env = lmdb.open(str(path), map_size=1 << 34, max_dbs=4, writemap=True)
     objects, index, packs, closures = (env.open_db(name) for name in (b"o", b"i", b"p", b"c"))
@@ -56,9 +56,7 @@ def _floor(path: Path, batches: list[list[bytes]], parts: dict[str, float]) -> N
             frames = [bytes(f) for f in compressor.compress_frames(datas, 1, threads=1)]
             zstd_done = time.perf_counter()
             by_digest = dict(zip(digests, frames, strict=True))
-            packs_made, _, placed = _pack_frames(
-                list(by_digest), by_digest, pack_number, PACK_BYTES
-            )
+            packs_made, _, placed = pack_frames(list(by_digest), by_digest, pack_number, PACK_BYTES)
             pack_number += len(packs_made)
             locations = list(map(placed.__getitem__, digests))
             keys = [b"\0\0\0\1" + str(head.id).encode() for head in heads]

@@ -133,7 +133,7 @@ def test_compact_reports_what_it_freed(tmp_path, capsys):
 def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
     import objstore
     from objstore.codec import digest_of
-    from objstore.engine.lmdb import _REF
+    from objstore.engine.layout import REF
 
     data = tmp_path / "d"
     shared = json.dumps({"id": "shared", "v": 1}).encode()
@@ -143,7 +143,7 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
         backend = store.backend
         with backend._read() as txn:  # type: ignore[attr-defined]
             row = txn.get(digest_of(shared), db=backend._index)  # type: ignore[attr-defined]
-        head = _REF.pack(1, _REF.unpack_from(row)[1]) + row[_REF.size :]
+        head = REF.pack(1, REF.unpack_from(row)[1]) + row[REF.size :]
         backend._raw_put("index", digest_of(shared), head)  # type: ignore[attr-defined]
     code, out, _ = run(capsys, "verify", "--data", str(data))
     assert code == 1 and "refcount 1 but 2 objects" in out and "verify --repair" in out

@@ -1,18 +1,6 @@
 """The LMDB backend: the embedded default.
 
-Layout (named databases in one environment):
-
-- ``projects``: project name -> 4-byte project number (never reused)
-- ``objects``:  project number + id -> digest (16-byte xxh3-128 of the object's bytes) and the
-  location of its stored frame: pack number, offset, length
-- ``index``:    digest -> how many (project, id) rows use it, its raw length, its location;
-  one entry per distinct byte string
-- ``packs``:    pack number -> frames (codec-tagged, separately compressed objects) laid end to
-  end, in arrival order; a pack holds about 64 KB
-- ``packrefs``: pack number -> how many index entries still point into it
-- ``closures``: pack number + offset of a frame -> that object's ``__closure``: its ids and
-  depths (keyed by place, so a batch's closures append instead of touching random pages)
-- ``meta``:     format version, project and pack counters, byte counters, zstd dictionaries
+Its rows are laid out as :mod:`objstore.engine.layout` describes.
 
 Packing many small frames into one value saves a B-tree lookup and a copy per object on
 reads (an object's location rides in its ``objects`` row) and many page writes at ingest,
@@ -37,23 +25,21 @@ import struct
 import sys
 import threading
 import time
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from functools import partial
-from itertools import accumulate, chain, groupby, repeat
+from itertools import chain, groupby, repeat
 from operator import add, itemgetter, sub
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import lmdb
-import msgspec
 import xxhash
 from zstandard import ZstdError
 
 from objstore import errors
-from objstore.codec import Record, digest_of, id_type_error, split_array
+from objstore.codec import Record, digest_of, id_type_error
 from objstore.compression import (
     DICT_MAX_SAMPLE_BYTES,
     DICT_MAX_SAMPLES,
@@ -67,14 +53,41 @@ from objstore.compression import (
 )
 from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
 from objstore.engine.environment import DAMAGED, damaged, open_environment, refusing_damage
+from objstore.engine.layout import (
+    CLOSURE_JSON_ZSTD,
+    DICT_PREFIX,
+    DIGEST_SIZE,
+    FIRST_DICT,
+    FORMAT_VERSION,
+    LOC,
+    META_DICT_CURRENT,
+    META_DICT_NEXT_TRY,
+    META_NEXT_PACK,
+    META_NEXT_PID,
+    META_RAW,
+    META_STORED,
+    META_VERSION,
+    PLACE,
+    REF,
+    ROW,
+    U32,
+    U64,
+    Rows,
+    closure_place,
+    decode_closure_head,
+    encode_closures,
+    id_chunks,
+    object_key,
+    object_keys,
+    pack_frames,
+    present_rows,
+)
 
-FORMAT_VERSION = 2
 CHUNK = 2048
 # A bulk read decodes at most this many stored bytes at a time (one object may exceed it):
 # 2,048 small objects come to about 1.2 MB, while 2,048 meshes of 1 MB would otherwise all be
 # held decoded at once.
 CHUNK_STORED_BYTES = 4 * 1024 * 1024
-PACK_BYTES = 64 * 1024
 # Received bytes one group commit takes at most (a few uploads of 32 MB): a commit rewrites
 # every B-tree page its random keys land on, so on a big store fewer, bigger commits write
 # less. Five 100k sends into one 1-worker server, the fifth: 22k objects/s with 32 MB, 29-32k
@@ -82,164 +95,13 @@ PACK_BYTES = 64 * 1024
 GROUP_BYTES = 128 * 1024 * 1024
 _GROUP_AHEAD = 2  # batches a single writer stages for the one transaction after a commit
 STAGER_WAIT = 0.05  # seconds a commit waits at most for writers still staging a batch
-_MAX_KEY = 511
 RESERVE_MARGIN = 1024 * 1024  # bytes reserved past a write's estimate (the free-page list)
 _ROW_ALLOWANCE = 256  # bytes of new B-tree pages a record's rows may add, on top of its data
 _RESERVE_STEP = 2 * 1024 * 1024  # the least a reservation runs ahead of the write asking
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_LOC = struct.Struct(">QII")  # pack number, offset, length
-_ROW = struct.Struct(">16sQII")  # objects value: digest, then its location
-_REF = struct.Struct(">IQ")  # index value head: refcount, raw length; its location follows
-_DIGEST = 16
-_PLACE = 12  # pack number and offset: where a frame starts, the key of its closure row
-_CLOSURE_HEAD = struct.Struct(">II")  # count, byte length of the joined ids
-
-_META_VERSION = b"version"
-_META_NEXT_PID = b"next_pid"
-_META_NEXT_PACK = b"next_pack"
-_META_RAW = b"raw_bytes"
-_META_STORED = b"stored_bytes"
-_META_DICT_CURRENT = b"dict:current"
-_META_DICT_NEXT_TRY = b"dict:next_try"
-_DICT_PREFIX = b"dict:id:"
-_FIRST_DICT = 1  # the id of a store's first dictionary (the only one trained so far)
-
 DEFAULT_MAP_SIZE = 1 << 30
 # A writable map sizes the data file to the whole map. Linux filesystems leave the unused part
 # a hole; elsewhere (NTFS, HFS+) it could take the map's full size on disk from the start.
 WRITEMAP_DEFAULT = sys.platform.startswith("linux")
-_json_closure = msgspec.json.Decoder(dict[str, int])
-
-
-def _object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
-    """:func:`_object_key` of each id, without a Python call per id when none needs hashing."""
-    try:
-        encoded = [i.encode() for i in ids]
-    except AttributeError:  # an int, None or bytes among them
-        raise id_type_error(ids) from None
-    if encoded and max(map(len, encoded)) + len(pid) > _MAX_KEY - 2:
-        return [_object_key(pid, i) for i in ids]
-    return [pid + raw for raw in encoded]
-
-
-class _Rows(NamedTuple):
-    """A chunk's object rows as columns: one flat unpack, no tuple per row (a tuple per row
-    is an allocation the cyclic GC counts, and a 1M-object stream then triggers full passes
-    over the heap)."""
-
-    digests: tuple[bytes, ...]
-    numbers: tuple[int, ...]  # pack
-    offsets: tuple[int, ...]
-    lengths: tuple[int, ...]
-
-
-def _present_rows(
-    get: Callable[[bytes], Any], ids: list[str], keys: list[bytes]
-) -> tuple[list[str], _Rows]:
-    """The ids found and their rows (digest, pack, offset, length), unpacked in one C call.
-
-    ``get`` reads the objects table of a copying transaction: one ``get`` per key in request
-    order, mapped in C, beats a sorted getmulti and beats views (a memoryview costs more to
-    make than a 40-byte copy: 1.0 vs 1.6 us a row at a million objects). A row of the wrong
-    size raises CodecError (or misreads, which the frame's checksum then catches): the
-    careful path takes over."""
-    rows = list(map(get, keys))
-    if None in rows:  # absent ids are left out
-        ids = [i for i, row in zip(ids, rows, strict=True) if row is not None]
-        rows = [row for row in rows if row is not None]
-    joined = b"".join(rows)
-    if len(joined) != _ROW.size * len(rows):
-        raise CodecError("malformed object row")
-    flat = struct.unpack(">" + _ROW.format.lstrip(">") * len(rows), joined)
-    return ids, _Rows(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
-
-
-def _object_key(pid: bytes, object_id: str) -> bytes:
-    raw = object_id.encode()
-    if len(raw) + len(pid) <= _MAX_KEY - 2:
-        return pid + raw
-    # 0xff never occurs in UTF-8, so hashed keys cannot collide with plain ones
-    return pid + b"\xff" + xxhash.xxh3_128_digest(raw)
-
-
-_JSON_CLOSURE_MAX = 64 * 1024 // 40  # closures of up to this many ids keep their JSON text
-
-
-def _closure_columns(closure: dict[str, int]) -> tuple[int, bytes, bytes]:
-    """(count, newline-joined ids, big-endian u32 depths) of a closure, ids in the order the
-    object listed them: the form children streams read without building a dict."""
-    joined = "\n".join(closure).encode()
-    return len(closure), joined, struct.pack(f">{len(closure)}I", *closure.values())
-
-
-def _encode_big_closure(closure: dict[str, int], compress: Callable[[bytes], bytes]) -> bytes:
-    """A closure too big for JSON rows, stored as its :func:`_closure_columns`."""
-    count, joined, depths = _closure_columns(closure)
-    return b"\x01" + compress(_CLOSURE_HEAD.pack(count, len(joined)) + joined + depths)
-
-
-def _decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
-    if value[:1] in (b"\x02", b"\x03"):
-        text = value[1:] if value[:1] == b"\x02" else codec.decompress(value[1:])
-        return _closure_columns(_json_closure.decode(text))
-    payload = value[1:] if value[:1] == b"\x00" else codec.decompress_plain(value[1:])
-    count, length = _CLOSURE_HEAD.unpack_from(payload)
-    start = _CLOSURE_HEAD.size
-    return count, payload[start : start + length], payload[start + length :]
-
-
-def _id_chunks(joined: bytes, chunk: int) -> Iterator[list[str]]:
-    """Cut newline-joined ids into lists of about ``chunk`` ids without a Python loop per id."""
-    window = max(chunk * 40, 4096)
-    pos = 0
-    end = len(joined)
-    while pos < end:
-        stop = min(pos + window, end)
-        if stop < end:
-            cut = joined.rfind(b"\n", pos, stop)
-            if cut <= pos:
-                cut = joined.find(b"\n", stop)
-                cut = end if cut < 0 else cut
-            stop = cut
-        yield joined[pos:stop].decode().split("\n")
-        pos = stop + 1
-
-
-def _pack_frames(
-    digests: Sequence[bytes], frames: dict[bytes, bytes], first: int, limit: int = PACK_BYTES
-) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], dict[bytes, bytes]]:
-    """Lay frames end to end in packs of about ``limit`` bytes, numbered from ``first``.
-
-    Returns the pack rows, their live-entry counts and each digest's packed location. A frame
-    bigger than ``limit`` gets a pack of its own. Python loops once per pack, not per frame.
-    """
-    blobs = list(map(frames.__getitem__, digests))
-    sizes = list(map(len, blobs))
-    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
-    packs: list[tuple[bytes, bytes]] = []
-    counts: list[tuple[bytes, bytes]] = []
-    numbers: list[int] = []
-    bases: list[int] = []  # where each frame's pack starts, on the same scale as ``ends``
-    start = base = 0
-    number = first
-    while start < len(blobs):
-        stop = max(bisect_right(ends, base + limit, start), start + 1)
-        key = _U64.pack(number)
-        packs.append((key, b"".join(blobs[start:stop])))
-        counts.append((key, _U32.pack(stop - start)))
-        numbers.extend(repeat(number, stop - start))
-        bases.extend(repeat(base, stop - start))
-        base = ends[stop - 1]
-        start = stop
-        number += 1
-    offsets = map(sub, map(sub, ends, sizes), bases)
-    return packs, counts, dict(zip(digests, map(_LOC.pack, numbers, offsets, sizes), strict=True))
-
-
-def _place(key: bytes) -> tuple[int, int]:
-    number, offset = _U64.unpack_from(key)[0], _U32.unpack_from(key, 8)[0]
-    return number, offset
 
 
 _ID = itemgetter(0)  # Record fields, read in C loops
@@ -249,7 +111,7 @@ _NEAR = 8  # a chunk averaging this many objects per pack copies its packs
 _HELPER_MIN = 256  # smaller chunks are not worth a hand-off to the helper thread
 
 
-def _near(rows: _Rows) -> bool:
+def _near(rows: Rows) -> bool:
     """Whether a chunk's objects lie close together: on average ``_NEAR`` or more a pack."""
     return len(set(rows.numbers)) * _NEAR <= len(rows.numbers)
 
@@ -474,17 +336,17 @@ class LMDBBackend(Backend):
         other table is created in it)."""
         if self._readonly:
             with self._read() as txn:
-                version = txn.get(_META_VERSION, db=self._meta)
+                version = txn.get(META_VERSION, db=self._meta)
         else:
             with self._write() as txn:
-                version = txn.get(_META_VERSION, db=self._meta)
+                version = txn.get(META_VERSION, db=self._meta)
                 if version is None:
-                    txn.put(_META_VERSION, _U32.pack(FORMAT_VERSION), db=self._meta)
-        if version is not None and len(version) != _U32.size:
+                    txn.put(META_VERSION, U32.pack(FORMAT_VERSION), db=self._meta)
+        if version is not None and len(version) != U32.size:
             raise lmdb.CorruptedError(f"format version stamp of {len(version)} bytes")
-        if version is not None and _U32.unpack(version)[0] != FORMAT_VERSION:
+        if version is not None and U32.unpack(version)[0] != FORMAT_VERSION:
             raise errors.UnsupportedFormat(
-                f"{self.path}: store format {_U32.unpack(version)[0]}, "
+                f"{self.path}: store format {U32.unpack(version)[0]}, "
                 f"this objstore reads format {FORMAT_VERSION}; pull its projects with "
                 "the objstore that wrote it, or move it aside and send them again"
             )
@@ -728,23 +590,23 @@ class LMDBBackend(Backend):
 
     def _counter(self, txn: Any, key: bytes) -> int:
         value = txn.get(key, db=self._meta)
-        return _U64.unpack(value)[0] if value else 0
+        return U64.unpack(value)[0] if value else 0
 
     def _add_counter(self, txn: Any, key: bytes, delta: int) -> None:
         if delta:
-            txn.put(key, _U64.pack(self._counter(txn, key) + delta), db=self._meta)
+            txn.put(key, U64.pack(self._counter(txn, key) + delta), db=self._meta)
 
     def _current_dict(self, txn: Any) -> int:
-        value = txn.get(_META_DICT_CURRENT, db=self._meta)
+        value = txn.get(META_DICT_CURRENT, db=self._meta)
         if value is None:
             return 0
-        dict_id: int = _U32.unpack(value)[0]
+        dict_id: int = U32.unpack(value)[0]
         if not self._codec.has_dictionary(dict_id):
             self._load_dict(txn, dict_id)
         return dict_id
 
     def _load_dict(self, txn: Any, dict_id: int) -> None:
-        data = txn.get(_DICT_PREFIX + _U32.pack(dict_id), db=self._meta)
+        data = txn.get(DICT_PREFIX + U32.pack(dict_id), db=self._meta)
         if data is None:
             raise CodecError(f"dictionary {dict_id} is missing from the store")
         self._codec.add_dictionary(dict_id, bytes(data))  # data may be a view into the map
@@ -767,10 +629,10 @@ class LMDBBackend(Backend):
     ) -> bytes:
         """The checked bytes of the frame whose location is at ``row[at:]``."""
         try:
-            number, offset, length = _LOC.unpack_from(row, at)
+            number, offset, length = LOC.unpack_from(row, at)
         except struct.error:
             raise errors.CorruptObject(digest.hex(), "malformed location", object_id) from None
-        pack = txn.get(_U64.pack(number), db=self._packs)
+        pack = txn.get(U64.pack(number), db=self._packs)
         if pack is None:
             raise errors.CorruptObject(digest.hex(), f"pack {number} is missing", object_id)
         frame = pack[offset : offset + length]
@@ -878,7 +740,7 @@ class LMDBBackend(Backend):
             seen = _Seen(txn.id(), dict(txn.cursor(self._index).getmulti(sorted(unique))))
             dict_id = self._current_dict(txn)
             blob_count = txn.stat(self._index)["entries"]
-            next_try = self._counter(txn, _META_DICT_NEXT_TRY)
+            next_try = self._counter(txn, META_DICT_NEXT_TRY)
         fresh = [rec for d, rec in unique.items() if d not in seen.index_rows]
         datas = list(map(_DATA, fresh))
         due = not dict_id and blob_count + len(fresh) >= max(self._dict_threshold, next_try)
@@ -896,7 +758,7 @@ class LMDBBackend(Backend):
                     compressed = helper.submit(self._compress_staged, datas, dict_id, trained, 1)
                 except RuntimeError:  # shut down by close() on another thread
                     raise errors.StoreClosed("the store is closed") from None
-            closures = self._encode_closures([r for r in fresh if r.closure], dict_id)
+            closures = encode_closures([r for r in fresh if r.closure], self._codec, dict_id)
         # None of this batch's byte strings is stored yet and none repeats: put the rows on the
         # guess that no id is taken either, checked by the put itself (a lookup fewer per id).
         optimistic = not seen.index_rows and len(unique) == len(records)
@@ -930,7 +792,7 @@ class LMDBBackend(Backend):
         if trained is None:
             return _Frames(self._codec.compress_frames(datas, dict_id, threads), dict_id)
         frames = self._codec.compress_frames_with(trained, datas, threads)
-        return _Frames(frames, _FIRST_DICT, trained)
+        return _Frames(frames, FIRST_DICT, trained)
 
     def _commit_staged(
         self, group: list[_Staged], applied: threading.Event | None = None
@@ -1104,11 +966,11 @@ class LMDBBackend(Backend):
         closure_values = staged.closures
         pid = self._pid_of(txn, project)
         if pid is None:
-            number = self._counter(txn, _META_NEXT_PID) + 1
-            txn.put(_META_NEXT_PID, _U64.pack(number), db=self._meta)
-            pid = _U32.pack(number)
+            number = self._counter(txn, META_NEXT_PID) + 1
+            txn.put(META_NEXT_PID, U64.pack(number), db=self._meta)
+            pid = U32.pack(number)
             txn.put(project.encode(), pid, db=self._projects)
-        keys = _object_keys(pid, list(map(_ID, records)))
+        keys = object_keys(pid, list(map(_ID, records)))
         new_rows: dict[bytes, bytes]
         added: dict[bytes, int]  # in arrival order, so packs keep children near parents
         key_set = set(keys)
@@ -1125,7 +987,7 @@ class LMDBBackend(Backend):
             stored = duplicates = conflicts = 0
             for rec, key in zip(records, keys, strict=True):
                 prev = existing.get(key)
-                prev_digest = prev[:_DIGEST] if prev is not None else new_rows.get(key)
+                prev_digest = prev[:DIGEST_SIZE] if prev is not None else new_rows.get(key)
                 if prev_digest is None:
                     new_rows[key] = rec.digest
                     added[rec.digest] = added.get(rec.digest, 0) + 1
@@ -1161,30 +1023,30 @@ class LMDBBackend(Backend):
                 compressed = self._codec.compress_many(datas, dict_id)
             else:  # the codec loads it from the store once committed; closures go without
                 found = self._codec.compress_frames_with(trained, datas)
-                compressed = self._codec.tag_frames(datas, _FIRST_DICT, found)
+                compressed = self._codec.tag_frames(datas, FIRST_DICT, found)
             frames = frames | dict(zip(map(_DIGEST_OF, missing), compressed, strict=True))
-            closure_values = closure_values | self._encode_closures(
-                [r for r in missing if r.closure], dict_id
+            closure_values = closure_values | encode_closures(
+                [r for r in missing if r.closure], self._codec, dict_id
             )
-        first_pack = self._counter(txn, _META_NEXT_PACK) + 1
-        packs, pack_counts, locations = _pack_frames(new_digests, frames, first_pack)
+        first_pack = self._counter(txn, META_NEXT_PACK) + 1
+        packs, pack_counts, locations = pack_frames(new_digests, frames, first_pack)
         for digest, row in index.items():
-            locations[digest] = row[_REF.size :]
+            locations[digest] = row[REF.size :]
         at = partial(map, locations.__getitem__)  # each digest's location, in a C loop
         raw_added = sum(map(len, map(_DATA, map(unique.__getitem__, new_digests))))
         stored_added = sum(len(value) for _, value in packs)
         # keyed by pack and offset: new closures land at the end of the tree, not all over it
         closures = [
-            (locations[d][:_PLACE], closure_values[d]) for d in new_digests if d in closure_values
+            (locations[d][:PLACE], closure_values[d]) for d in new_digests if d in closure_values
         ]
         counts = list(map(added.__getitem__, added_sorted))
         if index:
             counts = [
-                n + _REF.unpack_from(index[d])[0] if d in index else n
+                n + REF.unpack_from(index[d])[0] if d in index else n
                 for d, n in zip(added_sorted, counts, strict=True)
             ]
         raw_lengths = map(len, map(_DATA, map(unique.__getitem__, added_sorted)))
-        index_values = map(bytes.__add__, map(_REF.pack, counts, raw_lengths), at(added_sorted))
+        index_values = map(bytes.__add__, map(REF.pack, counts, raw_lengths), at(added_sorted))
         row_keys = sorted(new_rows)
         row_digests = list(map(new_rows.__getitem__, row_keys))
         row_values = map(bytes.__add__, row_digests, at(row_digests))
@@ -1197,12 +1059,12 @@ class LMDBBackend(Backend):
         if packs:
             txn.cursor(self._packs).putmulti(packs)
             txn.cursor(self._packrefs).putmulti(pack_counts)
-            txn.put(_META_NEXT_PACK, _U64.pack(first_pack + len(packs) - 1), db=self._meta)
+            txn.put(META_NEXT_PACK, U64.pack(first_pack + len(packs) - 1), db=self._meta)
         index_cur.putmulti(zip(added_sorted, index_values, strict=True))
         if closures:
             txn.cursor(self._closures).putmulti(closures)
-        self._add_counter(txn, _META_RAW, raw_added)
-        self._add_counter(txn, _META_STORED, stored_added)
+        self._add_counter(txn, META_RAW, raw_added)
+        self._add_counter(txn, META_STORED, stored_added)
         result = PutResult(
             received=len(records),
             stored=stored,
@@ -1213,49 +1075,27 @@ class LMDBBackend(Backend):
         )
         return result, added_sorted
 
-    def _encode_closures(self, records: Sequence[Record], dict_id: int) -> dict[bytes, bytes]:
-        """Closure rows for records: JSON (zstd'd with the store codec) or id lists (big ones)."""
-        small = [r for r in records if r.closure and len(r.closure) <= _JSON_CLOSURE_MAX]
-        values = {
-            r.digest: _encode_big_closure(r.closure, self._codec.compress_plain)
-            for r in records
-            if r.closure and len(r.closure) > _JSON_CLOSURE_MAX
-        }
-        if not small:
-            return values
-        # every small closure's JSON in one encode, cut back apart in one decode
-        encoded = msgspec.json.encode([r.closure for r in small])
-        texts = list(map(bytes, split_array(encoded)))
-        rows = list(map(b"\x02".__add__, texts))
-        medium = [i for i, text in enumerate(texts) if len(text) > 128]
-        if medium:
-            packed = self._codec.compress_many([texts[i] for i in medium], dict_id)
-            for i, blob in zip(medium, packed, strict=True):
-                rows[i] = b"\x03" + blob
-        values.update(zip([r.digest for r in small], rows, strict=True))
-        return values
-
     def _maybe_train(self, txn: Any, pending: Sequence[Record]) -> bytes | None:
         """Train the store's first zstd dictionary once enough objects exist and store it in
         ``txn``; return it, or None. The codec is not told: should ``txn`` roll back, it would
         hold a dictionary the store does not (it loads stored ones when it meets them)."""
         blob_count = txn.stat(self._index)["entries"]
         if blob_count + len(pending) < max(
-            self._dict_threshold, self._counter(txn, _META_DICT_NEXT_TRY)
+            self._dict_threshold, self._counter(txn, META_DICT_NEXT_TRY)
         ):
             return None
         samples = dictionary_samples(r.data for r in pending)
         if len(samples) < DICT_MAX_SAMPLES:
             for scanned, (digest, row) in enumerate(txn.cursor(self._index)):
-                raw_len = _REF.unpack_from(row)[1]
+                raw_len = REF.unpack_from(row)[1]
                 if raw_len <= DICT_MAX_SAMPLE_BYTES:
-                    samples.append(self._read_frame(txn, digest, row, _REF.size, None))
+                    samples.append(self._read_frame(txn, digest, row, REF.size, None))
                 if len(samples) >= DICT_MAX_SAMPLES or scanned > 4 * DICT_MAX_SAMPLES:
                     break
         trained = train_dictionary(samples)
         if trained is None:
             next_try = 2 * (blob_count + len(pending))
-            txn.put(_META_DICT_NEXT_TRY, _U64.pack(next_try), db=self._meta)
+            txn.put(META_DICT_NEXT_TRY, U64.pack(next_try), db=self._meta)
             return None
         self._adopt_dictionary(txn, trained)
         return trained
@@ -1263,14 +1103,14 @@ class LMDBBackend(Backend):
     def _adopt_dictionary(self, txn: Any, trained: bytes) -> bool:
         """Store ``trained`` as the store's first dictionary; whether the store's current
         dictionary is now ``trained`` (False when another one was stored before)."""
-        key = _DICT_PREFIX + _U32.pack(_FIRST_DICT)
-        current = txn.get(_META_DICT_CURRENT, db=self._meta)
+        key = DICT_PREFIX + U32.pack(FIRST_DICT)
+        current = txn.get(META_DICT_CURRENT, db=self._meta)
         if current is None:
             txn.put(key, trained, db=self._meta)
-            txn.put(_META_DICT_CURRENT, _U32.pack(_FIRST_DICT), db=self._meta)
+            txn.put(META_DICT_CURRENT, U32.pack(FIRST_DICT), db=self._meta)
             return True
         stored = txn.get(key, db=self._meta)
-        return bool(_U32.unpack(current)[0] == _FIRST_DICT and stored == trained)
+        return bool(U32.unpack(current)[0] == FIRST_DICT and stored == trained)
 
     def delete_project(self, project: str) -> int:
         def drop(txn: Any) -> int:
@@ -1282,7 +1122,7 @@ class LMDBBackend(Backend):
             rows = 0
             if cur.set_range(pid):
                 while cur.key()[:4] == pid:
-                    digest = cur.value()[:_DIGEST]
+                    digest = cur.value()[:DIGEST_SIZE]
                     removed[digest] = removed.get(digest, 0) + 1
                     rows += 1
                     if not cur.delete():
@@ -1303,28 +1143,28 @@ class LMDBBackend(Backend):
             row = txn.get(digest, db=self._index)
             if row is None:
                 continue
-            count, raw_len = _REF.unpack_from(row)
+            count, raw_len = REF.unpack_from(row)
             if count > removed[digest]:
-                head = _REF.pack(count - removed[digest], raw_len)
-                txn.put(digest, head + row[_REF.size :], db=self._index)
+                head = REF.pack(count - removed[digest], raw_len)
+                txn.put(digest, head + row[REF.size :], db=self._index)
                 continue
             raw_removed += raw_len
             txn.delete(digest, db=self._index)
-            txn.delete(row[_REF.size : _REF.size + _PLACE], db=self._closures)
-            pack_key = row[_REF.size : _REF.size + 8]
+            txn.delete(row[REF.size : REF.size + PLACE], db=self._closures)
+            pack_key = row[REF.size : REF.size + 8]
             emptied[pack_key] = emptied.get(pack_key, 0) + 1
         for pack_key, dead in sorted(emptied.items()):
             live_row = txn.get(pack_key, db=self._packrefs)
-            live = (_U32.unpack(live_row)[0] if live_row else 0) - dead
+            live = (U32.unpack(live_row)[0] if live_row else 0) - dead
             if live > 0:
-                txn.put(pack_key, _U32.pack(live), db=self._packrefs)
+                txn.put(pack_key, U32.pack(live), db=self._packrefs)
                 continue
             pack = txn.get(pack_key, db=self._packs)
             stored_removed += len(pack) if pack else 0
             txn.delete(pack_key, db=self._packs)
             txn.delete(pack_key, db=self._packrefs)
-        self._add_counter(txn, _META_RAW, -raw_removed)
-        self._add_counter(txn, _META_STORED, -stored_removed)
+        self._add_counter(txn, META_RAW, -raw_removed)
+        self._add_counter(txn, META_STORED, -stored_removed)
 
     def recount(self) -> int:
         """Set each stored byte string's reference count to the number of objects that use
@@ -1334,15 +1174,15 @@ class LMDBBackend(Backend):
         def run(txn: Any) -> int:
             referenced: dict[bytes, int] = {}
             for row in txn.cursor(self._objects).iternext(keys=False, values=True):
-                digest = row[:_DIGEST]
+                digest = row[:DIGEST_SIZE]
                 referenced[digest] = referenced.get(digest, 0) + 1
             wrong: list[tuple[bytes, bytes]] = []
             unused: dict[bytes, int] = {}
             for digest, row in txn.cursor(self._index):
-                count, raw_len = _REF.unpack_from(row)
+                count, raw_len = REF.unpack_from(row)
                 uses = referenced.get(digest, 0)
                 if uses and uses != count:
-                    wrong.append((digest, _REF.pack(uses, raw_len) + row[_REF.size :]))
+                    wrong.append((digest, REF.pack(uses, raw_len) + row[REF.size :]))
                 elif not uses:
                     unused[digest] = count
             for digest, value in wrong:
@@ -1371,8 +1211,8 @@ class LMDBBackend(Backend):
             # a pack never changes size once written, so the sizes read above hold here
             live: dict[bytes, int] = {}
             for _, row in txn.cursor(self._index):
-                pack_key = row[_REF.size : _REF.size + 8]
-                live[pack_key] = live.get(pack_key, 0) + _LOC.unpack_from(row, _REF.size)[2]
+                pack_key = row[REF.size : REF.size + 8]
+                live[pack_key] = live.get(pack_key, 0) + LOC.unpack_from(row, REF.size)[2]
             sparse = sorted(
                 key
                 for key, used in live.items()
@@ -1384,10 +1224,10 @@ class LMDBBackend(Backend):
             wanted = set(sparse)
             entries: dict[bytes, list[tuple[int, int, bytes, bytes]]] = {k: [] for k in sparse}
             for digest, row in txn.cursor(self._index):
-                pack_key = row[_REF.size : _REF.size + 8]
+                pack_key = row[REF.size : REF.size + 8]
                 if pack_key in wanted:
-                    _, offset, length = _LOC.unpack_from(row, _REF.size)
-                    entries[pack_key].append((offset, length, digest, row[: _REF.size]))
+                    _, offset, length = LOC.unpack_from(row, REF.size)
+                    entries[pack_key].append((offset, length, digest, row[: REF.size]))
             locations: dict[bytes, bytes] = {}  # digest -> its new location
             written = 0
             for start in range(0, len(sparse), 256):  # about 16 MB of packs in memory at once
@@ -1399,42 +1239,43 @@ class LMDBBackend(Backend):
                     for offset, length, digest, head in sorted(entries.pop(pack_key)):
                         frame = pack[offset : offset + length] if pack is not None else b""
                         if len(frame) != length:
-                            number = _U64.unpack(pack_key)[0]
+                            number = U64.unpack(pack_key)[0]
                             raise errors.CorruptObject(
                                 digest.hex(), f"frame outside pack {number}", None
                             )
                         frames[digest] = frame
                         heads[digest] = head
-                        closure = txn.pop(pack_key + _U32.pack(offset), db=self._closures)
+                        closure = txn.pop(pack_key + U32.pack(offset), db=self._closures)
                         if closure is not None:
                             closures[digest] = closure
                     txn.delete(pack_key, db=self._packs)
                     txn.delete(pack_key, db=self._packrefs)
-                first = self._counter(txn, _META_NEXT_PACK) + 1
-                packs, counts, placed = _pack_frames(list(frames), frames, first)
+                first = self._counter(txn, META_NEXT_PACK) + 1
+                packs, counts, placed = pack_frames(list(frames), frames, first)
                 txn.cursor(self._packs).putmulti(packs)
                 txn.cursor(self._packrefs).putmulti(counts)
-                txn.put(_META_NEXT_PACK, _U64.pack(first + len(packs) - 1), db=self._meta)
+                txn.put(META_NEXT_PACK, U64.pack(first + len(packs) - 1), db=self._meta)
                 txn.cursor(self._index).putmulti(sorted((d, heads[d] + placed[d]) for d in placed))
                 txn.cursor(self._closures).putmulti(
-                    [(placed[d][:_PLACE], value) for d, value in closures.items()]
+                    [(placed[d][:PLACE], value) for d, value in closures.items()]
                 )
                 locations.update(placed)
                 written += len(packs)
             rows = []
             for key, row in txn.cursor(self._objects):
-                if row[_DIGEST : _DIGEST + 8] in wanted:
-                    place = locations.get(row[:_DIGEST])
+                if row[DIGEST_SIZE : DIGEST_SIZE + 8] in wanted:
+                    place = locations.get(row[:DIGEST_SIZE])
                     if place is None:
                         raise errors.CorruptObject(
-                            row[:_DIGEST].hex(), "object row points into a pack its blob is not in"
+                            row[:DIGEST_SIZE].hex(),
+                            "object row points into a pack its blob is not in",
                         )
-                    rows.append((key, row[:_DIGEST] + place))
+                    rows.append((key, row[:DIGEST_SIZE] + place))
             txn.cursor(self._objects).putmulti(rows)
             freed = sum(sizes[k] for k in sparse) - sum(
-                _LOC.unpack_from(place)[2] for place in locations.values()
+                LOC.unpack_from(place)[2] for place in locations.values()
             )
-            self._add_counter(txn, _META_STORED, -freed)
+            self._add_counter(txn, META_STORED, -freed)
             return CompactReport(len(sparse), written, len(locations), freed)
 
         report: CompactReport = self._write_retrying(run)
@@ -1456,7 +1297,7 @@ class LMDBBackend(Backend):
                 # a cursor seek per key in request order, mapped in C: 0.7 us an id against
                 # 1.15 for a sorted getmulti and a set (the sort alone costs 0.35)
                 seek = txn.cursor(self._objects).set_key
-                out.extend(map(seek, _object_keys(pid, list(chunk))))
+                out.extend(map(seek, object_keys(pid, list(chunk))))
         return out
 
     def get_many(self, project: str, ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
@@ -1533,10 +1374,10 @@ class LMDBBackend(Backend):
             self._end_read(txn)
 
     def _get_one(self, txn: Any, pid: bytes, object_id: str) -> bytes | None:
-        row = txn.get(_object_key(pid, object_id), db=self._objects)
+        row = txn.get(object_key(pid, object_id), db=self._objects)
         if row is None:
             return None
-        return self._read_frame(txn, bytes(row[:_DIGEST]), row, _DIGEST, object_id)
+        return self._read_frame(txn, bytes(row[:DIGEST_SIZE]), row, DIGEST_SIZE, object_id)
 
     def _get_chunk(self, project: str, ids: list[str]) -> list[tuple[str, bytes]]:
         """A chunk's pairs, decoded on this thread."""
@@ -1564,9 +1405,9 @@ class LMDBBackend(Backend):
                 if not all(map(isinstance, ids, repeat(str))):  # as where it is
                     raise id_type_error(ids)
                 return []
-            keys = _object_keys(pid, ids)
+            keys = object_keys(pid, ids)
             try:
-                found, rows = _present_rows(txn.get, ids, keys)
+                found, rows = present_rows(txn.get, ids, keys)
             except CodecError:
                 return self._slow_chunk(txn, ids, keys)
             if len(found) > 1 and sum(rows.lengths) > CHUNK_STORED_BYTES:
@@ -1586,7 +1427,7 @@ class LMDBBackend(Backend):
             raise errors.StoreClosed("the store is closed") from None
         return _Decoding(project, ids, found, list(rows.digests), frames)
 
-    def _frame_runs(self, txn: Any, rows: _Rows) -> list[Any] | None:
+    def _frame_runs(self, txn: Any, rows: Rows) -> list[Any] | None:
         """(pack, segments of its frames) for each run of rows in one pack, the codec tag cut
         off each frame; packs are copied, so the helper reads no map. None when a frame is
         not a dictionary frame (decoding here handles it), or a pack is missing or a frame is
@@ -1607,7 +1448,7 @@ class LMDBBackend(Backend):
             stop = start + len(list(run))
             pack = packs.get(number)
             if pack is None:
-                pack = packs[number] = txn.get(_U64.pack(number), db=self._packs)
+                pack = packs[number] = txn.get(U64.pack(number), db=self._packs)
                 if pack is None:
                     return None
             try:
@@ -1645,7 +1486,7 @@ class LMDBBackend(Backend):
         ids: list[str],
         keys: list[bytes],
         found: list[str],
-        rows: _Rows,
+        rows: Rows,
         *,
         near: bool,
     ) -> list[tuple[str, bytes]]:
@@ -1665,7 +1506,7 @@ class LMDBBackend(Backend):
             fast_tag = ZSTD_DICT if fast is not None else -1
             checksum = xxhash.xxh3_128_digest
             get = txn.get if views is None else views.get
-            packs_db, pack_key = self._packs, _U64.pack
+            packs_db, pack_key = self._packs, U64.pack
             try:
                 columns = zip(found, *rows, strict=True)
                 for object_id, digest, number, offset, length in columns:
@@ -1694,10 +1535,10 @@ class LMDBBackend(Backend):
         for object_id, key in zip(ids, keys, strict=True):
             row = txn.get(key, db=self._objects)
             if row is not None:
-                digest = bytes(row[:_DIGEST])
-                if len(row) != _ROW.size:
+                digest = bytes(row[:DIGEST_SIZE])
+                if len(row) != ROW.size:
                     raise errors.CorruptObject(digest.hex(), "malformed object row", object_id)
-                out.append((object_id, self._read_frame(txn, digest, row, _DIGEST, object_id)))
+                out.append((object_id, self._read_frame(txn, digest, row, DIGEST_SIZE, object_id)))
         return out
 
     def _closure_parts(self, project: str, object_id: str) -> tuple[int, bytes, bytes] | None:
@@ -1706,24 +1547,24 @@ class LMDBBackend(Backend):
             pid = self._pid_of(txn, project)
             if pid is None:
                 return None
-            row = txn.get(_object_key(pid, object_id), db=self._objects)
+            row = txn.get(object_key(pid, object_id), db=self._objects)
             if row is None:
                 return None
-            value = txn.get(row[_DIGEST : _DIGEST + _PLACE], db=self._closures)
+            value = txn.get(row[DIGEST_SIZE : DIGEST_SIZE + PLACE], db=self._closures)
             if value is None:
                 return 0, b"", b""
-            if value[:1] == b"\x03":
+            if value[:1] == CLOSURE_JSON_ZSTD:
                 try:
-                    return _decode_closure_head(value, self._codec)
+                    return decode_closure_head(value, self._codec)
                 except MissingDictionary as missing:
                     self._load_dict(txn, missing.dict_id)
-            return _decode_closure_head(value, self._codec)
+            return decode_closure_head(value, self._codec)
 
     def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
         parts = self._closure_parts(project, object_id)
         if parts is None:
             return None
-        return _id_chunks(parts[1], CHUNK) if parts[0] else iter(())
+        return id_chunks(parts[1], CHUNK) if parts[0] else iter(())
 
     def closure(self, project: str, object_id: str) -> dict[str, int] | None:
         parts = self._closure_parts(project, object_id)
@@ -1756,15 +1597,15 @@ class LMDBBackend(Backend):
 
     def stats(self) -> Stats:
         with self._read() as txn:
-            dicts = sum(1 for k, _ in txn.cursor(self._meta) if bytes(k).startswith(_DICT_PREFIX))
+            dicts = sum(1 for k, _ in txn.cursor(self._meta) if bytes(k).startswith(DICT_PREFIX))
             data_file = self.path / "data.mdb"
             return Stats(
                 projects=txn.stat(self._projects)["entries"],
                 objects=txn.stat(self._objects)["entries"],
                 blobs=txn.stat(self._index)["entries"],
                 closures=txn.stat(self._closures)["entries"],
-                raw_bytes=self._counter(txn, _META_RAW),
-                stored_bytes=self._counter(txn, _META_STORED),
+                raw_bytes=self._counter(txn, META_RAW),
+                stored_bytes=self._counter(txn, META_STORED),
                 dictionaries=dicts,
                 file_bytes=_allocated(data_file),
             )
@@ -1783,10 +1624,10 @@ class LMDBBackend(Backend):
         locations: dict[bytes, bytes] = {}
 
         def visit_object(key: bytes, row: bytes) -> None:
-            digest = row[:_DIGEST]
+            digest = row[:DIGEST_SIZE]
             referenced[digest] = referenced.get(digest, 0) + 1
-            locations.setdefault(digest, row[_DIGEST:])
-            if locations[digest] != row[_DIGEST:]:
+            locations.setdefault(digest, row[DIGEST_SIZE:])
+            if locations[digest] != row[DIGEST_SIZE:]:
                 misplaced.add(digest)
 
         self._scan(self._objects, visit_object)
@@ -1796,13 +1637,13 @@ class LMDBBackend(Backend):
 
         def check_entry(txn: Any, digest: bytes, row: bytes) -> None:
             report.blobs_checked += 1
-            refcounts[digest] = _REF.unpack_from(row)[0]
-            pack_key = row[_REF.size : _REF.size + 8]
+            refcounts[digest] = REF.unpack_from(row)[0]
+            pack_key = row[REF.size : REF.size + 8]
             per_pack[pack_key] = per_pack.get(pack_key, 0) + 1
-            if digest in locations and locations[digest] != row[_REF.size :]:
+            if digest in locations and locations[digest] != row[REF.size :]:
                 misplaced.add(digest)
             try:
-                self._read_frame(txn, digest, row, _REF.size, None)
+                self._read_frame(txn, digest, row, REF.size, None)
             except errors.CorruptObject as exc:
                 report.problems.append(str(exc))
 
@@ -1821,10 +1662,10 @@ class LMDBBackend(Backend):
             report.miscounted += 1
             report.problems.append(f"blob {digest.hex()}: stored but no object uses it")
         live: dict[bytes, int] = {}
-        self._scan(self._packrefs, lambda k, v: live.__setitem__(k, _U32.unpack(v)[0]))
+        self._scan(self._packrefs, lambda k, v: live.__setitem__(k, U32.unpack(v)[0]))
         for pack_key in sorted(live.keys() | per_pack.keys()):
             if live.get(pack_key) != per_pack.get(pack_key):
-                number = _U64.unpack(pack_key)[0]
+                number = U64.unpack(pack_key)[0]
                 report.problems.append(
                     f"pack {number}: counted {live.get(pack_key)} live entries, "
                     f"found {per_pack.get(pack_key, 0)}"
@@ -1836,7 +1677,7 @@ class LMDBBackend(Backend):
             self._end_read(txn)
         for pack_key in stored:
             if pack_key not in per_pack:
-                number = _U64.unpack(pack_key)[0]
+                number = U64.unpack(pack_key)[0]
                 report.problems.append(f"pack {number}: stored but no object is in it")
         return report
 
@@ -1871,38 +1712,38 @@ class LMDBBackend(Backend):
         """Test hook: the stored frame of a digest."""
         with self._read() as txn:
             row = txn.get(digest, db=self._index)
-            number, offset, length = _LOC.unpack_from(row, _REF.size)
-            pack: bytes = txn.get(_U64.pack(number), db=self._packs)
+            number, offset, length = LOC.unpack_from(row, REF.size)
+            pack: bytes = txn.get(U64.pack(number), db=self._packs)
         return pack[offset : offset + length]
 
     def _replace_frame(self, digest: bytes, frame: bytes) -> None:
         """Test hook: store ``frame`` for ``digest`` in place of its frame (simulated damage)."""
         with self._write() as txn:
             row = txn.get(digest, db=self._index)
-            number, offset, length = _LOC.unpack_from(row, _REF.size)
-            key = _U64.pack(number)
+            number, offset, length = LOC.unpack_from(row, REF.size)
+            key = U64.pack(number)
             pack = txn.get(key, db=self._packs)
             moved = len(frame) - length
             txn.put(key, pack[:offset] + frame + pack[offset + length :], db=self._packs)
-            for cursor_db, at in ((self._index, _REF.size), (self._objects, _DIGEST)):
+            for cursor_db, at in ((self._index, REF.size), (self._objects, DIGEST_SIZE)):
                 for k, v in list(txn.cursor(cursor_db)):
-                    pack_no, off, size = _LOC.unpack_from(v, at)
+                    pack_no, off, size = LOC.unpack_from(v, at)
                     if pack_no != number or off < offset:
                         continue
                     if off == offset:
                         size = len(frame)
                     else:
                         off += moved
-                    txn.put(k, v[:at] + _LOC.pack(pack_no, off, size), db=cursor_db)
+                    txn.put(k, v[:at] + LOC.pack(pack_no, off, size), db=cursor_db)
             shifted = [
-                (k, v, _place(k)[1])
+                (k, v, closure_place(k)[1])
                 for k, v in txn.cursor(self._closures)
-                if _place(k)[0] == number and _place(k)[1] > offset
+                if closure_place(k)[0] == number and closure_place(k)[1] > offset
             ]
             for k, _, _ in shifted:
                 txn.delete(k, db=self._closures)
             for _, v, off in shifted:
-                txn.put(_U64.pack(number) + _U32.pack(off + moved), v, db=self._closures)
+                txn.put(U64.pack(number) + U32.pack(off + moved), v, db=self._closures)
 
     def _corrupt(self, digest: bytes) -> None:
         frame = self._frame(digest)

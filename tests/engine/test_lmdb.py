@@ -16,15 +16,14 @@ from typing import Any
 
 import lmdb
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import objstore
 from objstore import codec, compression, errors, graphgen
 from objstore.codec import digest_of
 from objstore.compression import ZSTD_DICT
 from objstore.engine import lmdb as lmdb_backend
-from objstore.engine.lmdb import _LOC, _U64, LMDBBackend, _pack_frames
+from objstore.engine.layout import LOC, REF, U64
+from objstore.engine.lmdb import LMDBBackend
 
 from ..conftest import tmpfs
 
@@ -267,7 +266,7 @@ def test_a_dictionary_trained_in_a_rolled_back_commit_is_forgotten(tmp_path, mon
     next commit trains its own, and what it compresses decodes after reopening."""
     objects = _small_objects(4000, seed=27)
     early, failing, later = objects[:300], objects[300:1200], objects[1200:2100]
-    real = lmdb_backend._pack_frames
+    real = lmdb_backend.pack_frames
     calls: list[int] = []
 
     def fail_once(*args, **kwargs):
@@ -276,7 +275,7 @@ def test_a_dictionary_trained_in_a_rolled_back_commit_is_forgotten(tmp_path, mon
             raise OSError("disk gone")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lmdb_backend, "_pack_frames", fail_once)
+    monkeypatch.setattr(lmdb_backend, "pack_frames", fail_once)
     with objstore.open(tmp_path / "s", dictionary_threshold=1000) as store:
         store.put("p", [d for _, d in early])
         with pytest.raises(OSError):
@@ -666,37 +665,6 @@ def test_empty_stored_value_is_reported_as_corrupt_in_batch_reads(tmp_path):
             list(store.get_many("p", ["a", "b"]))
         with pytest.raises(errors.CorruptObject):
             store.get("p", "a")
-
-
-def test_pack_frames_fill_packs_in_order_and_give_big_frames_their_own():
-    frames = {b"a": b"x" * 40, b"b": b"y" * 30, b"c": b"z" * 100, b"d": b"w" * 10}
-    packs, counts, locations = _pack_frames([b"a", b"b", b"c", b"d"], frames, 7, limit=64)
-    # a then b would pass 64 bytes: b starts pack 8; c is over the limit alone; d follows it
-    assert [(_U64.unpack(k)[0], len(v)) for k, v in packs] == [(7, 40), (8, 30), (9, 100), (10, 10)]
-    packs, counts, locations = _pack_frames([b"a", b"d", b"b", b"c"], frames, 1, limit=64)
-    assert [v for _, v in packs] == [b"x" * 40 + b"w" * 10, b"y" * 30, b"z" * 100]
-    assert [int.from_bytes(c, "big") for _, c in counts] == [2, 1, 1]
-    assert locations[b"d"] == _LOC.pack(1, 40, 10)
-    assert locations[b"c"] == _LOC.pack(3, 0, 100)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(1, 300), max_size=60), st.integers(1, 400))
-def test_pack_frames_packs_like_the_greedy_loop(sizes, limit):
-    digests = [i.to_bytes(4, "big") for i in range(len(sizes))]
-    frames = {d: bytes([i % 251]) * n for i, (d, n) in enumerate(zip(digests, sizes, strict=True))}
-    expected: list[list[bytes]] = []
-    for d in digests:  # the reference: start a new pack when the next frame would not fit
-        if not expected or (expected[-1] and sum(map(len, expected[-1])) + len(frames[d]) > limit):
-            expected.append([])
-        expected[-1].append(frames[d])
-    packs, counts, locations = _pack_frames(digests, frames, 5, limit=limit)
-    assert [v for _, v in packs] == [b"".join(p) for p in expected]
-    assert [_U64.unpack(k)[0] for k, _ in packs] == list(range(5, 5 + len(expected)))
-    assert [int.from_bytes(c, "big") for _, c in counts] == list(map(len, expected))
-    for d in digests:
-        number, offset, length = _LOC.unpack(locations[d])
-        assert packs[number - 5][1][offset : offset + length] == frames[d]
 
 
 def _between_phases(monkeypatch, backend: LMDBBackend, other_write) -> None:
@@ -1112,7 +1080,7 @@ def test_verify_reports_a_wrong_pack_count(tmp_path):
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        backend._raw_put("packrefs", _U64.pack(1), (5).to_bytes(4, "big"))
+        backend._raw_put("packrefs", U64.pack(1), (5).to_bytes(4, "big"))
         report = store.verify()
         assert any("pack 1: counted 5 live entries, found 2" in p for p in report.problems)
 
@@ -1128,7 +1096,7 @@ def test_recount_repairs_wrong_reference_counts_and_frees_unused_bytes(tmp_path)
         with backend._read() as txn:
             for data in (a, b):
                 rows[data] = txn.get(digest_of(data), db=backend._index)
-        ref = lmdb_backend._REF
+        ref = REF
         for data, wrong in ((a, 1), (b, 3)):  # a one short (what the bug left), b too many
             _, raw_len = ref.unpack_from(rows[data])
             head = ref.pack(wrong, raw_len) + rows[data][ref.size :]
@@ -1230,7 +1198,7 @@ def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
 def test_bulk_reads_find_a_missing_pack(tmp_path):
     with _dictionary_store(tmp_path, 6) as (store, backend, g):
         with backend._write() as txn:
-            txn.delete(_U64.pack(2), db=backend._packs)
+            txn.delete(U64.pack(2), db=backend._packs)
         with pytest.raises(errors.CorruptObject, match="pack 2 is missing"):
             list(store.iter_with_children("p", g.root_id))
 
@@ -1309,8 +1277,8 @@ def test_bulk_reads_name_an_object_whose_row_points_outside_its_pack(tmp_path):
         with backend._write() as txn:
             key = b"\x00\x00\x00\x01" + victim_id.encode()
             row = bytes(txn.get(key, db=backend._objects))
-            number = _LOC.unpack_from(row, 16)[0]
-            txn.put(key, row[:16] + _LOC.pack(number, 1 << 20, 100), db=backend._objects)
+            number = LOC.unpack_from(row, 16)[0]
+            txn.put(key, row[:16] + LOC.pack(number, 1 << 20, 100), db=backend._objects)
         with pytest.raises(errors.CorruptObject, match=victim_id):
             list(store.get_many("p", [i for i, _ in g.objects[:400]]))
 
@@ -1493,7 +1461,7 @@ def test_readers_see_every_object_byte_exact_while_compaction_runs(tmp_path):
 def test_verify_reports_a_pack_nothing_is_in(tmp_path):
     with objstore.open(tmp_path / "s") as store:
         store.put("p", b'[{"id":"a"}]')
-        store.backend._raw_put("packs", _U64.pack(999), b"stray")  # type: ignore[attr-defined]
+        store.backend._raw_put("packs", U64.pack(999), b"stray")  # type: ignore[attr-defined]
         assert "pack 999: stored but no object is in it" in store.verify().problems
 
 
