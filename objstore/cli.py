@@ -887,7 +887,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("root_id", help="the graph's root object id")
     pull.add_argument("-o", "--output", help="file to write (default, or -: stdout)")
     pull.add_argument(
-        "--format", choices=["dump", "json"], help="id<TAB>json lines, or the recomposed document"
+        "--format",
+        choices=["dump", "json"],
+        help="id<TAB>json lines, or the recomposed document (default: json when OUTPUT ends "
+        "in .json, else dump)",
     )
     remote_flags(pull)
     pull.set_defaults(func=cmd_pull)
