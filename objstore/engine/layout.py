@@ -15,8 +15,15 @@ Databases (in one environment):
   depths (keyed by place, so a batch's closures append instead of touching random pages)
 - ``meta``:     format version, project and pack counters, byte counters, zstd dictionaries
 
-Everything here is pure: bytes in, bytes out, no transactions. A change to any format here
-is a change of FORMAT_VERSION.
+Packing many small frames into one value saves a B-tree lookup and a copy per object on
+reads (an object's location rides in its ``objects`` row) and many page writes at ingest,
+while every object stays separately decompressible, so a single ``get`` decodes one frame.
+A pack is freed when its last entry goes; frames of deleted objects inside a live pack (one
+whose other objects another project still uses) stay until the backend's ``compact``
+rewrites it.
+
+Nothing here opens a transaction (``present_rows`` is handed a reader's ``get``). A change to
+any format here is a change of FORMAT_VERSION.
 """
 
 from __future__ import annotations
@@ -56,7 +63,17 @@ META_DICT_NEXT_TRY = b"dict:next_try"
 DICT_PREFIX = b"dict:id:"
 FIRST_DICT = 1  # the id of a store's first dictionary (the only one trained so far)
 
-json_closure = msgspec.json.Decoder(dict[str, int])
+_json_closure = msgspec.json.Decoder(dict[str, int])
+
+
+def object_key(pid: bytes, object_id: str) -> bytes:
+    """The ``objects`` key of an id in a project: the project number and the id's UTF-8, or
+    its xxh3-128 digest when that would make the key too long for LMDB."""
+    raw = object_id.encode()
+    if len(raw) + len(pid) <= MAX_KEY - 2:
+        return pid + raw
+    # 0xff never occurs in UTF-8, so hashed keys cannot collide with plain ones
+    return pid + b"\xff" + xxhash.xxh3_128_digest(raw)
 
 
 def object_keys(pid: bytes, ids: list[str]) -> list[bytes]:
@@ -100,14 +117,6 @@ def present_rows(
         raise CodecError("malformed object row")
     flat = struct.unpack(">" + ROW.format.lstrip(">") * len(rows), joined)
     return ids, Rows(flat[0::4], flat[1::4], flat[2::4], flat[3::4])
-
-
-def object_key(pid: bytes, object_id: str) -> bytes:
-    raw = object_id.encode()
-    if len(raw) + len(pid) <= MAX_KEY - 2:
-        return pid + raw
-    # 0xff never occurs in UTF-8, so hashed keys cannot collide with plain ones
-    return pid + b"\xff" + xxhash.xxh3_128_digest(raw)
 
 
 # A closure row starts with a tag byte saying how the rest is encoded.
@@ -162,7 +171,7 @@ def decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
     tag = value[:1]
     if tag in (CLOSURE_JSON, CLOSURE_JSON_ZSTD):
         text = value[1:] if tag == CLOSURE_JSON else codec.decompress(value[1:])
-        return closure_columns(json_closure.decode(text))
+        return closure_columns(_json_closure.decode(text))
     payload = value[1:] if tag == CLOSURE_COLUMNS else codec.decompress_plain(value[1:])
     count, length = CLOSURE_HEAD.unpack_from(payload)
     start = CLOSURE_HEAD.size

@@ -1,13 +1,7 @@
 """The LMDB backend: the embedded default.
 
-Its rows are laid out as :mod:`objstore.engine.layout` describes.
-
-Packing many small frames into one value saves a B-tree lookup and a copy per object on
-reads (an object's location rides in its ``objects`` row) and many page writes at ingest,
-while every object stays separately decompressible, so a single ``get`` decodes one frame.
-A pack is freed when its last entry goes; frames of deleted objects inside a live pack (one
-whose other objects another project still uses) stay until :meth:`LMDBBackend.compact`
-rewrites it.
+Its rows are laid out as :mod:`objstore.engine.layout` describes; this module holds the
+transactions that write and read them.
 
 A batch is written whole in one write transaction (fsync'd on commit), so a returned
 ``write`` survives ``kill -9`` and readers never see half a batch; batches that threads queue
