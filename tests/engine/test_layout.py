@@ -78,8 +78,8 @@ def test_closure_rows_decode_to_the_closures_columns(closures):
     records = [_closure_record(n, c) for n, c in enumerate(closures)]
     rows = encode_closures(records, codec, 0)
     assert set(rows) == {r.digest for r in records}
-    for record in records:
-        assert decode_closure_head(rows[record.digest], codec) == closure_columns(record.closure)
+    for record, closure in zip(records, closures, strict=True):
+        assert decode_closure_head(rows[record.digest], codec) == closure_columns(closure)
 
 
 def test_each_closure_encoding_is_picked_by_size_and_decodes():
@@ -87,13 +87,14 @@ def test_each_closure_encoding_is_picked_by_size_and_decodes():
     short = {"a": 1}  # a few bytes of JSON: kept as text
     medium = {f"{n:032x}": 1 for n in range(10)}  # over 128 bytes of JSON: compressed
     big = {f"{n:032x}": n % 7 + 1 for n in range(JSON_CLOSURE_MAX + 1)}  # too big for JSON
-    records = [_closure_record(n, c) for n, c in enumerate((short, medium, big))]
+    closures = (short, medium, big)
+    records = [_closure_record(n, c) for n, c in enumerate(closures)]
     rows = encode_closures(records, codec, 0)
     tags = [rows[r.digest][:1] for r in records]
     assert tags == [CLOSURE_JSON, CLOSURE_JSON_ZSTD, CLOSURE_COLUMNS_ZSTD]
     assert len(rows[records[2].digest]) < len("".join(big)) // 2  # compressed
-    for record in records:
-        assert decode_closure_head(rows[record.digest], codec) == closure_columns(record.closure)
+    for record, closure in zip(records, closures, strict=True):
+        assert decode_closure_head(rows[record.digest], codec) == closure_columns(closure)
     # uncompressed columns (rows no writer makes now) still decode
     count, joined, depths = closure_columns(big)
     plain = CLOSURE_COLUMNS + CLOSURE_HEAD.pack(count, len(joined)) + joined + depths

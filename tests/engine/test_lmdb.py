@@ -22,7 +22,7 @@ from objstore import codec, compression, errors, graphgen
 from objstore.codec import digest_of
 from objstore.compression import ZSTD_DICT
 from objstore.engine import lmdb as lmdb_backend
-from objstore.engine.layout import LOC, REF, U64
+from objstore.engine.layout import LOC, REF, U64, pack_frames
 from objstore.engine.lmdb import LMDBBackend
 
 from ..conftest import tmpfs
@@ -266,7 +266,7 @@ def test_a_dictionary_trained_in_a_rolled_back_commit_is_forgotten(tmp_path, mon
     next commit trains its own, and what it compresses decodes after reopening."""
     objects = _small_objects(4000, seed=27)
     early, failing, later = objects[:300], objects[300:1200], objects[1200:2100]
-    real = lmdb_backend.pack_frames
+    real = pack_frames
     calls: list[int] = []
 
     def fail_once(*args, **kwargs):
