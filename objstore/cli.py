@@ -385,12 +385,13 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if not 0 < args.min_dead <= 1:
         print("error: --min-dead must be more than 0 and at most 1", file=sys.stderr)
         return 2
-    with _open(args) as store:
+    with _open(args, readonly=args.dry_run) as store:
         before = store.stats().stored_bytes
-        report = store.compact(args.min_dead)
+        report = store.compact(args.min_dead, dry_run=args.dry_run)
+    done = ("would rewrite", "move", "free") if args.dry_run else ("rewrote", "moved", "freed")
     print(
-        f"rewrote {report.packs_rewritten:,} packs into {report.packs_written:,}, moved "
-        f"{report.frames_moved:,} objects, freed {report.bytes_freed / 1e6:,.1f} MB of "
+        f"{done[0]} {report.packs_rewritten:,} packs into {report.packs_written:,}, {done[1]} "
+        f"{report.frames_moved:,} objects, {done[2]} {report.bytes_freed / 1e6:,.1f} MB of "
         f"{before / 1e6:,.1f} MB stored"
     )
     return 0
@@ -805,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.25,
         help="rewrite packs at least this share dead (default 0.25)",
+    )
+    compact.add_argument(
+        "--dry-run", action="store_true", help="say what it would do, and change nothing"
     )
 
     serve = add("serve", cmd_serve, "serve Speckle's object REST routes over HTTP")

@@ -198,12 +198,13 @@ class Store:
         check_project(project)
         return self.backend.delete_project(project)
 
-    def compact(self, min_dead: float = 0.25) -> CompactReport:
+    def compact(self, min_dead: float = 0.25, *, dry_run: bool = False) -> CompactReport:
         """Give back space that deleted projects left among objects other projects still use:
-        every pack at least ``min_dead`` dead is rewritten. Writers wait while it runs."""
+        every pack at least ``min_dead`` dead is rewritten. Writers wait while it runs.
+        ``dry_run``: report what it would do now, and change nothing."""
         if not 0 < min_dead <= 1:
             raise ValueError(f"min_dead must be in (0, 1], got {min_dead}")
-        return self.backend.compact(min_dead)
+        return self.backend.compact(min_dead, dry_run=dry_run)
 
     def stats(self) -> Stats:
         return self.backend.stats()

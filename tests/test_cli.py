@@ -121,8 +121,11 @@ def test_compact_reports_what_it_freed(tmp_path, capsys):
         store.put("a", b"[" + b",".join([*own, shared]) + b"]")
         store.put("b", b"[" + shared + b"]")
         store.delete_project("a")
+    code, planned, _ = run(capsys, "compact", "--dry-run", "--data", str(data))
+    assert code == 0 and planned.startswith("would rewrite 1 packs into 1, move 1 objects, free ")
     code, out, _ = run(capsys, "compact", "--data", str(data))
     assert code == 0 and out.startswith("rewrote 1 packs into 1, moved 1 objects, freed ")
+    assert out.split("freed ")[1] == planned.split("free ")[1]  # the same MB of the same
     code, out, _ = run(capsys, "compact", "--data", str(data))
     assert code == 0 and out.startswith("rewrote 0 packs into 0, moved 0 objects, freed 0.0 MB")
     code, _, err = run(capsys, "compact", "--min-dead", "2", "--data", str(data))

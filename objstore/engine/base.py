@@ -137,9 +137,10 @@ class Backend(abc.ABC):
     def delete_project(self, project: str) -> int:
         """Drop a project and every byte string no other project uses; return objects dropped."""
 
-    def compact(self, min_dead: float = 0.25) -> CompactReport:
-        """Give back the space of deleted objects that still sits among live ones; a backend
-        that frees each object on its own (the memory one) has nothing to do."""
+    def compact(self, min_dead: float = 0.25, *, dry_run: bool = False) -> CompactReport:
+        """Give back the space of deleted objects that still sits among live ones (with
+        ``dry_run``, only report what that would do); a backend that frees each object on its
+        own (the memory one) has nothing to do."""
         return CompactReport()
 
     @abc.abstractmethod

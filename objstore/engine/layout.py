@@ -195,33 +195,42 @@ def id_chunks(joined: bytes, chunk: int) -> Iterator[list[str]]:
         pos = stop + 1
 
 
+def pack_stops(sizes: Sequence[int], limit: int = PACK_BYTES) -> list[int]:
+    """Where each pack ends (an index into ``sizes``) when frames of these sizes are laid end
+    to end, in order, in packs of about ``limit`` bytes: the next frame starts a new pack when
+    it would take this one past ``limit``, and a frame bigger than ``limit`` gets a pack of its
+    own. Python loops once per pack, not per frame."""
+    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
+    stops: list[int] = []
+    start = base = 0
+    while start < len(sizes):
+        stop = max(bisect_right(ends, base + limit, start), start + 1)
+        stops.append(stop)
+        base = ends[stop - 1]
+        start = stop
+    return stops
+
+
 def pack_frames(
     digests: Sequence[bytes], frames: dict[bytes, bytes], first: int, limit: int = PACK_BYTES
 ) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]], dict[bytes, bytes]]:
-    """Lay frames end to end in packs of about ``limit`` bytes, numbered from ``first``.
-
-    Returns the pack rows, their live-entry counts and each digest's packed location. A frame
-    bigger than ``limit`` gets a pack of its own. Python loops once per pack, not per frame.
-    """
+    """The frames of ``digests``, in order, laid in packs (:func:`pack_stops`) numbered from
+    ``first``. Returns the pack rows, their live-entry counts and each digest's location."""
     blobs = list(map(frames.__getitem__, digests))
     sizes = list(map(len, blobs))
-    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
+    ends = list(accumulate(sizes))
     packs: list[tuple[bytes, bytes]] = []
     counts: list[tuple[bytes, bytes]] = []
     numbers: list[int] = []
     bases: list[int] = []  # where each frame's pack starts, on the same scale as ``ends``
-    start = base = 0
-    number = first
-    while start < len(blobs):
-        stop = max(bisect_right(ends, base + limit, start), start + 1)
+    start = 0
+    for number, stop in enumerate(pack_stops(sizes, limit), first):
         key = U64.pack(number)
         packs.append((key, b"".join(blobs[start:stop])))
         counts.append((key, U32.pack(stop - start)))
         numbers.extend(repeat(number, stop - start))
-        bases.extend(repeat(base, stop - start))
-        base = ends[stop - 1]
+        bases.extend(repeat(ends[start - 1] if start else 0, stop - start))
         start = stop
-        number += 1
     offsets = map(sub, map(sub, ends, sizes), bases)
     return packs, counts, dict(zip(digests, map(LOC.pack, numbers, offsets, sizes), strict=True))
 

@@ -74,6 +74,7 @@ from objstore.engine.layout import (
     object_key,
     object_keys,
     pack_frames,
+    pack_stops,
     present_rows,
 )
 
@@ -232,6 +233,32 @@ def _adds(group: Sequence[_Queued]) -> int:
         total += sum(map(len, staged.closures.values()))
         total += _ROW_ALLOWANCE * len(staged.records)
     return total
+
+
+_Entry = tuple[int, int, bytes, bytes]  # a live frame in a pack: offset, length, digest, head
+_LENGTH = itemgetter(1)
+COMPACT_GROUP = 256  # packs a compaction holds in memory at once (about 16 MB)
+
+
+class _Plan(NamedTuple):
+    """What a compaction would rewrite: the sparse packs and the live entries of each."""
+
+    sparse: list[bytes]
+    entries: dict[bytes, list[_Entry]]
+
+
+def _planned(plan: _Plan, sizes: dict[bytes, int]) -> CompactReport:
+    """The report of carrying out ``plan``: the packs its live frames would fill (laid out
+    as the compaction lays them, COMPACT_GROUP packs at a time) and the bytes it would free."""
+    written = moved = kept = 0
+    for start in range(0, len(plan.sparse), COMPACT_GROUP):
+        group = plan.sparse[start : start + COMPACT_GROUP]
+        lengths = [e[1] for key in group for e in plan.entries[key]]
+        written += len(pack_stops(lengths))
+        moved += len(lengths)
+        kept += sum(lengths)
+    freed = sum(sizes[k] for k in plan.sparse) - kept
+    return CompactReport(len(plan.sparse), written, moved, freed)
 
 
 class _IdTaken(Exception):
@@ -1187,15 +1214,18 @@ class LMDBBackend(Backend):
         fixed: int = self._write_retrying(run)
         return fixed
 
-    def compact(self, min_dead: float = 0.25) -> CompactReport:
+    def compact(self, min_dead: float = 0.25, *, dry_run: bool = False) -> CompactReport:
         """Rewrite every pack whose dead frames (left by :meth:`delete_project` when other
         projects still use some of its objects) take at least ``min_dead`` of it, moving its
         live frames, in order, into new packs. One write transaction: readers keep their
-        snapshot, writers wait, and an interruption leaves the store as it was. ``min_dead``
-        is checked by :meth:`objstore.Store.compact`."""
+        snapshot, writers wait, and an interruption leaves the store as it was. ``dry_run``:
+        the report of the compaction that would run now, from a read transaction, writing
+        nothing. ``min_dead`` is checked by :meth:`objstore.Store.compact`."""
         txn = self._begin_read(buffers=True)  # pack sizes only: no pack is copied out
         try:
             sizes = {bytes(k): len(v) for k, v in txn.cursor(self._packs)}
+            if dry_run:
+                return _planned(self._compaction_plan(txn, sizes, min_dead), sizes)
         except DAMAGED as exc:
             raise damaged(self.path, exc) from exc
         finally:
@@ -1203,34 +1233,20 @@ class LMDBBackend(Backend):
 
         def run(txn: Any) -> CompactReport:
             # a pack never changes size once written, so the sizes read above hold here
-            live: dict[bytes, int] = {}
-            for _, row in txn.cursor(self._index):
-                pack_key = row[REF.size : REF.size + 8]
-                live[pack_key] = live.get(pack_key, 0) + LOC.unpack_from(row, REF.size)[2]
-            sparse = sorted(
-                key
-                for key, used in live.items()
-                if key in sizes and sizes[key] - used >= min_dead * sizes[key]
-            )
+            sparse, entries = self._compaction_plan(txn, sizes, min_dead)
             if not sparse:
                 return CompactReport()
-            self._reserve(txn, sum(live[key] for key in sparse))  # the packs written anew
+            self._reserve(txn, sum(map(_LENGTH, chain.from_iterable(entries.values()))))
             wanted = set(sparse)
-            entries: dict[bytes, list[tuple[int, int, bytes, bytes]]] = {k: [] for k in sparse}
-            for digest, row in txn.cursor(self._index):
-                pack_key = row[REF.size : REF.size + 8]
-                if pack_key in wanted:
-                    _, offset, length = LOC.unpack_from(row, REF.size)
-                    entries[pack_key].append((offset, length, digest, row[: REF.size]))
             locations: dict[bytes, bytes] = {}  # digest -> its new location
             written = 0
-            for start in range(0, len(sparse), 256):  # about 16 MB of packs in memory at once
+            for start in range(0, len(sparse), COMPACT_GROUP):  # ~16 MB of packs in memory
                 frames: dict[bytes, bytes] = {}
                 heads: dict[bytes, bytes] = {}
                 closures: dict[bytes, bytes] = {}
-                for pack_key in sparse[start : start + 256]:
+                for pack_key in sparse[start : start + COMPACT_GROUP]:
                     pack = txn.get(pack_key, db=self._packs)
-                    for offset, length, digest, head in sorted(entries.pop(pack_key)):
+                    for offset, length, digest, head in entries.pop(pack_key):
                         frame = pack[offset : offset + length] if pack is not None else b""
                         if len(frame) != length:
                             number = U64.unpack(pack_key)[0]
@@ -1274,6 +1290,32 @@ class LMDBBackend(Backend):
 
         report: CompactReport = self._write_retrying(run)
         return report
+
+    def _compaction_plan(self, txn: Any, sizes: dict[bytes, int], min_dead: float) -> _Plan:
+        """The packs at least ``min_dead`` dead (by key, in order) and the live entries of
+        each, in pack order: (offset, length, digest, index row head)."""
+        live: dict[bytes, int] = {}  # bytes copied out: a dry run reads through buffers
+        for _, row in txn.cursor(self._index):
+            pack_key = bytes(row[REF.size : REF.size + 8])
+            live[pack_key] = live.get(pack_key, 0) + LOC.unpack_from(row, REF.size)[2]
+        sparse = sorted(
+            key
+            for key, used in live.items()
+            if key in sizes and sizes[key] - used >= min_dead * sizes[key]
+        )
+        wanted = set(sparse)
+        entries: dict[bytes, list[_Entry]] = {k: [] for k in sparse}
+        if sparse:
+            for digest, row in txn.cursor(self._index):
+                pack_key = bytes(row[REF.size : REF.size + 8])
+                if pack_key in wanted:
+                    _, offset, length = LOC.unpack_from(row, REF.size)
+                    entries[pack_key].append(
+                        (offset, length, bytes(digest), bytes(row[: REF.size]))
+                    )
+        for found in entries.values():
+            found.sort()
+        return _Plan(sparse, entries)
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -1427,6 +1427,34 @@ def test_compact_after_random_deletes_reads_like_the_reference_model(tmp_path, s
         assert store.stats().objects == model.stats().objects
 
 
+@pytest.mark.parametrize("group", [lmdb_backend.COMPACT_GROUP, 2])
+def test_a_dry_run_reports_the_compaction_that_follows_and_changes_nothing(
+    tmp_path, monkeypatch, group
+):
+    """With packs rewritten 256 at a time and 2 at a time (several groups, each packing
+    its frames anew), the dry run's report is the compaction's own, and it writes nothing:
+    even a store opened read-only takes one."""
+    monkeypatch.setattr(lmdb_backend, "COMPACT_GROUP", group)
+    rng = random.Random(11)
+    pool = [_padded(f"o{i}", rng) for i in range(400)]
+    with objstore.open(tmp_path / "s") as store:
+        for n in range(6):
+            store.put(f"p{n}", b"[" + b",".join(rng.sample(pool, 150)) + b"]")
+        for n in (1, 3, 4):
+            store.delete_project(f"p{n}")
+        before = store.stats()
+    with objstore.open(tmp_path / "s", readonly=True) as store:
+        planned = store.compact(0.1, dry_run=True)
+    with objstore.open(tmp_path / "s") as store:
+        assert store.stats() == before
+        assert planned.packs_rewritten > 2  # with groups of 2: more than one group
+        assert store.compact(0.5, dry_run=True).packs_rewritten < planned.packs_rewritten
+        assert store.compact(0.1) == planned
+        assert store.stats().stored_bytes == before.stored_bytes - planned.bytes_freed
+        assert store.compact(0.1, dry_run=True) == objstore.CompactReport()
+        assert store.verify().ok
+
+
 def test_readers_see_every_object_byte_exact_while_compaction_runs(tmp_path):
     import threading
 

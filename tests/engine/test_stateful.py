@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 import objstore
 from objstore.codec import digest_of
 from objstore.engine import lmdb as lmdb_backend
-from objstore.engine.layout import pack_frames
+from objstore.engine.layout import pack_frames, pack_stops
 
 from ..conftest import BACKENDS, make_store
 
@@ -124,7 +124,10 @@ class StoreMachine(RuleBasedStateMachine):
     def compact(self, min_dead: float) -> None:
         self.deleted = False
         before = self.store.stats()
+        planned = self.store.compact(min_dead, dry_run=True)
+        assert self.store.stats() == before
         report = self.store.compact(min_dead)
+        assert report == planned
         self.moved += report.frames_moved
         self.rewritten += report.packs_rewritten
         assert report.packs_written <= report.packs_rewritten
@@ -171,11 +174,17 @@ class StoreMachine(RuleBasedStateMachine):
         assert report.miscounted == 0
 
 
-@pytest.mark.parametrize("kind", BACKENDS)
-def test_random_sequences_keep_every_project_whole(kind: str, monkeypatch) -> None:
+def _small_packs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs of PACK_LIMIT bytes, for writes and for compaction and its dry run alike."""
     monkeypatch.setattr(
         lmdb_backend, "pack_frames", functools.partial(pack_frames, limit=PACK_LIMIT)
     )
+    monkeypatch.setattr(lmdb_backend, "pack_stops", functools.partial(pack_stops, limit=PACK_LIMIT))
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_random_sequences_keep_every_project_whole(kind: str, monkeypatch) -> None:
+    _small_packs(monkeypatch)
     machine = type(f"StoreMachine_{kind}", (StoreMachine,), {"kind": kind})
     run_state_machine_as_test(
         machine,
@@ -190,9 +199,7 @@ def test_random_sequences_keep_every_project_whole(kind: str, monkeypatch) -> No
 
 def test_the_pool_spans_several_packs(tmp_path: Path, monkeypatch) -> None:
     """The point of PACK_LIMIT: one batch of the pool lands in many packs."""
-    monkeypatch.setattr(
-        lmdb_backend, "pack_frames", functools.partial(pack_frames, limit=PACK_LIMIT)
-    )
+    _small_packs(monkeypatch)
     with objstore.open(tmp_path / "s") as store:
         store.put("a", POOL[:10])
         backend = store.backend
