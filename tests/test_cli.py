@@ -18,6 +18,7 @@ import pytest
 from objstore import cli, errors
 
 from .conftest import run_threads, tmpfs
+from .engine.damage import raw_put
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -147,7 +148,7 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
         with backend._read() as txn:  # type: ignore[attr-defined]
             row = txn.get(digest_of(shared), db=backend._index)  # type: ignore[attr-defined]
         head = REF.pack(1, REF.unpack_from(row)[1]) + row[REF.size :]
-        backend._raw_put("index", digest_of(shared), head)  # type: ignore[attr-defined]
+        raw_put(backend, "index", digest_of(shared), head)
     code, out, _ = run(capsys, "verify", "--data", str(data))
     assert code == 1 and "refcount 1 but 2 objects" in out and "verify --repair" in out
     code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))

@@ -233,8 +233,3 @@ def pack_frames(
         start = stop
     offsets = map(sub, map(sub, ends, sizes), bases)
     return packs, counts, dict(zip(digests, map(LOC.pack, numbers, offsets, sizes), strict=True))
-
-
-def closure_place(key: bytes) -> tuple[int, int]:
-    number, offset = U64.unpack_from(key)[0], U32.unpack_from(key, 8)[0]
-    return number, offset

@@ -67,7 +67,6 @@ from objstore.engine.layout import (
     U32,
     U64,
     Rows,
-    closure_place,
     decode_closure_head,
     encode_closures,
     id_chunks,
@@ -1737,53 +1736,6 @@ class LMDBBackend(Backend):
                         break
                 else:
                     return
-
-    def _raw_put(self, db_name: str, key: bytes, value: bytes) -> None:
-        """Test hook: overwrite a raw row (used to simulate disk corruption)."""
-        db = getattr(self, f"_{db_name}")
-        with self._write() as txn:
-            txn.put(key, value, db=db)
-
-    def _frame(self, digest: bytes) -> bytes:
-        """Test hook: the stored frame of a digest."""
-        with self._read() as txn:
-            row = txn.get(digest, db=self._index)
-            number, offset, length = LOC.unpack_from(row, REF.size)
-            pack: bytes = txn.get(U64.pack(number), db=self._packs)
-        return pack[offset : offset + length]
-
-    def _replace_frame(self, digest: bytes, frame: bytes) -> None:
-        """Test hook: store ``frame`` for ``digest`` in place of its frame (simulated damage)."""
-        with self._write() as txn:
-            row = txn.get(digest, db=self._index)
-            number, offset, length = LOC.unpack_from(row, REF.size)
-            key = U64.pack(number)
-            pack = txn.get(key, db=self._packs)
-            moved = len(frame) - length
-            txn.put(key, pack[:offset] + frame + pack[offset + length :], db=self._packs)
-            for cursor_db, at in ((self._index, REF.size), (self._objects, DIGEST_SIZE)):
-                for k, v in list(txn.cursor(cursor_db)):
-                    pack_no, off, size = LOC.unpack_from(v, at)
-                    if pack_no != number or off < offset:
-                        continue
-                    if off == offset:
-                        size = len(frame)
-                    else:
-                        off += moved
-                    txn.put(k, v[:at] + LOC.pack(pack_no, off, size), db=cursor_db)
-            shifted = [
-                (k, v, closure_place(k)[1])
-                for k, v in txn.cursor(self._closures)
-                if closure_place(k)[0] == number and closure_place(k)[1] > offset
-            ]
-            for k, _, _ in shifted:
-                txn.delete(k, db=self._closures)
-            for _, v, off in shifted:
-                txn.put(U64.pack(number) + U32.pack(off + moved), v, db=self._closures)
-
-    def _corrupt(self, digest: bytes) -> None:
-        frame = self._frame(digest)
-        self._replace_frame(digest, frame[:-1] + bytes([frame[-1] ^ 0x01]))
 
     @property
     def closed(self) -> bool:

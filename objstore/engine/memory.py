@@ -142,8 +142,3 @@ class MemoryBackend(Backend):
                             f"object {object_id!r} in {project!r}: blob {digest.hex()} missing"
                         )
         return report
-
-    # test hook: the engine suite damages stored bytes through this to check detection
-    def _corrupt(self, digest: bytes) -> None:
-        data = self._blobs[digest]
-        self._blobs[digest] = data[:-1] + bytes([data[-1] ^ 0x01])

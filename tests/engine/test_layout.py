@@ -21,7 +21,6 @@ from objstore.engine.layout import (
     U32,
     U64,
     closure_columns,
-    closure_place,
     decode_closure_head,
     encode_closures,
     id_chunks,
@@ -144,7 +143,3 @@ def test_id_chunks_cut_many_ids_into_about_chunk_sized_lists():
     assert [i for c in chunks for i in c] == ids
     assert len(chunks) > 10
     assert max(map(len, chunks)) <= 4096  # a window of 4096 bytes holds fewer ids than that
-
-
-def test_closure_place_reads_a_closure_key():
-    assert closure_place(U64.pack(2**40 + 3) + U32.pack(65_000)) == (2**40 + 3, 65_000)

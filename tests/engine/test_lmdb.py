@@ -26,6 +26,7 @@ from objstore.engine.layout import LOC, REF, U64, pack_frames
 from objstore.engine.lmdb import LMDBBackend
 
 from ..conftest import tmpfs
+from .damage import corrupt, frame, raw_put, replace_frame
 
 
 def test_reopen_keeps_everything(tmp_path):
@@ -157,7 +158,7 @@ def _small_objects(n: int, seed: int) -> list[tuple[str, bytes]]:
 
 
 def _dict_frames(backend: LMDBBackend, objects: list[tuple[str, bytes]]) -> int:
-    return sum(backend._frame(digest_of(d))[0] == ZSTD_DICT for _, d in objects)
+    return sum(frame(backend, digest_of(d))[0] == ZSTD_DICT for _, d in objects)
 
 
 def test_first_dictionary_is_trained_outside_the_write_lock(tmp_path, monkeypatch):
@@ -551,8 +552,8 @@ def test_corrupt_compressed_frame_raises(tmp_path):
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
         digest = digest_of(big)
-        blob = backend._frame(digest)
-        backend._replace_frame(digest, blob[:5] + b"garbage" + blob[12:])
+        blob = frame(backend, digest)
+        replace_frame(backend, digest, blob[:5] + b"garbage" + blob[12:])
         with pytest.raises(errors.CorruptObject):
             store.get("p", "big")
         assert not store.verify().ok
@@ -560,7 +561,7 @@ def test_corrupt_compressed_frame_raises(tmp_path):
 
 def test_unknown_format_version_refused(tmp_path):
     with objstore.open(tmp_path / "s") as store:
-        store.backend._raw_put("meta", b"version", (99).to_bytes(4, "big"))  # type: ignore[attr-defined]
+        raw_put(store.backend, "meta", b"version", (99).to_bytes(4, "big"))
     with pytest.raises(errors.UnsupportedFormat, match="format 99"):
         objstore.open(tmp_path / "s")
     with pytest.raises(errors.UnsupportedFormat, match="format 99"):
@@ -660,7 +661,7 @@ def test_empty_stored_value_is_reported_as_corrupt_in_batch_reads(tmp_path):
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        backend._replace_frame(digest_of(b'{"id":"a","v":1}'), b"")
+        replace_frame(backend, digest_of(b'{"id":"a","v":1}'), b"")
         with pytest.raises(errors.CorruptObject):
             list(store.get_many("p", ["a", "b"]))
         with pytest.raises(errors.CorruptObject):
@@ -1080,7 +1081,7 @@ def test_verify_reports_a_wrong_pack_count(tmp_path):
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        backend._raw_put("packrefs", U64.pack(1), (5).to_bytes(4, "big"))
+        raw_put(backend, "packrefs", U64.pack(1), (5).to_bytes(4, "big"))
         report = store.verify()
         assert any("pack 1: counted 5 live entries, found 2" in p for p in report.problems)
 
@@ -1100,7 +1101,7 @@ def test_recount_repairs_wrong_reference_counts_and_frees_unused_bytes(tmp_path)
         for data, wrong in ((a, 1), (b, 3)):  # a one short (what the bug left), b too many
             _, raw_len = ref.unpack_from(rows[data])
             head = ref.pack(wrong, raw_len) + rows[data][ref.size :]
-            backend._raw_put("index", digest_of(data), head)
+            raw_put(backend, "index", digest_of(data), head)
         with backend._write() as txn:  # c's only object row lost: its bytes are unused
             assert txn.delete(b"\x00\x00\x00\x01c", db=backend._objects)
         report = store.verify()
@@ -1146,7 +1147,7 @@ def test_a_malformed_object_row_is_reported_as_corrupt(tmp_path):
         store.put("p", b'[{"id":"a","v":1},{"id":"b","v":2}]')
         backend = store.backend
         assert isinstance(backend, LMDBBackend)
-        backend._raw_put("objects", b"\x00\x00\x00\x01a", b"too short")
+        raw_put(backend, "objects", b"\x00\x00\x00\x01a", b"too short")
         with pytest.raises(errors.CorruptObject, match="'a'"):
             store.get("p", "a")
         with pytest.raises(errors.CorruptObject, match="'a'"):
@@ -1164,8 +1165,8 @@ def test_object_rows_of_wrong_sizes_that_add_up_are_still_caught(tmp_path):
         with backend._read() as txn:
             row_a = bytes(txn.get(b"\x00\x00\x00\x01a", db=backend._objects))
             row_b = bytes(txn.get(b"\x00\x00\x00\x01b", db=backend._objects))
-        backend._raw_put("objects", b"\x00\x00\x00\x01a", row_a[:-1])
-        backend._raw_put("objects", b"\x00\x00\x00\x01b", row_b + b"\x00")
+        raw_put(backend, "objects", b"\x00\x00\x00\x01a", row_a[:-1])
+        raw_put(backend, "objects", b"\x00\x00\x00\x01b", row_b + b"\x00")
         with pytest.raises(errors.CorruptObject, match="'a'"):
             list(store.get_many("p", ["a", "b"]))
 
@@ -1185,8 +1186,8 @@ def test_bulk_reads_name_a_damaged_dictionary_frame(tmp_path):
     with _dictionary_store(tmp_path, 5) as (store, backend, g):
         victim_id, victim = g.objects[len(g.objects) // 2]
         digest = digest_of(victim)
-        assert backend._frame(digest)[0] == ZSTD_DICT
-        backend._corrupt(digest)
+        assert frame(backend, digest)[0] == ZSTD_DICT
+        corrupt(backend, digest)
         with pytest.raises(errors.CorruptObject, match=victim_id):
             list(store.iter_with_children("p", g.root_id))
         with pytest.raises(errors.CorruptObject, match=victim_id):
@@ -1206,9 +1207,9 @@ def test_bulk_reads_find_a_missing_pack(tmp_path):
 def test_bulk_reads_refuse_a_valid_frame_of_other_bytes(tmp_path):
     with _dictionary_store(tmp_path, 7) as (store, backend, g):
         (victim_id, victim), (_, other) = g.objects[100], g.objects[101]
-        swapped = backend._frame(digest_of(other))  # decodes cleanly, to the wrong bytes
+        swapped = frame(backend, digest_of(other))  # decodes cleanly, to the wrong bytes
         assert swapped[0] == ZSTD_DICT
-        backend._replace_frame(digest_of(victim), swapped)
+        replace_frame(backend, digest_of(victim), swapped)
         with pytest.raises(errors.CorruptObject, match="checksum mismatch") as info:
             list(store.iter_with_children("p", g.root_id))
         assert victim_id in str(info.value)
@@ -1489,7 +1490,7 @@ def test_readers_see_every_object_byte_exact_while_compaction_runs(tmp_path):
 def test_verify_reports_a_pack_nothing_is_in(tmp_path):
     with objstore.open(tmp_path / "s") as store:
         store.put("p", b'[{"id":"a"}]')
-        store.backend._raw_put("packs", U64.pack(999), b"stray")  # type: ignore[attr-defined]
+        raw_put(store.backend, "packs", U64.pack(999), b"stray")
         assert "pack 999: stored but no object is in it" in store.verify().problems
 
 

@@ -13,6 +13,7 @@ from objstore.codec import digest_of
 from objstore.limits import Limits
 
 from ..conftest import make_store, run_threads
+from .damage import corrupt
 
 
 def arr(*objs: bytes) -> bytes:
@@ -290,7 +291,7 @@ def test_stats_counts(store):
 def test_corruption_is_detected_not_returned(store):
     store.put("p1", arr(A, B))
     assert store.verify().ok
-    store.backend._corrupt(digest_of(A))
+    corrupt(store.backend, digest_of(A))
     with pytest.raises(errors.CorruptObject) as info:
         store.get("p1", "a")
     assert "a" in str(info.value)
