@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 import objstore
 from objstore import codec, collector, errors, graphgen
@@ -761,3 +774,129 @@ def test_send_and_receive_leave_the_callers_heap_out_of_collections(server, tmp_
         receive(g.root_id, r, cache, progress=progress)
     assert seen and min(seen) >= len(held)
     assert not collector.frozen_by_others()  # thawed
+
+
+_GRAPH = graphgen.generate(300, seed=5)
+_ROOT = _GRAPH.root_id
+_CHILDREN = {i for i, _ in _GRAPH.objects} - {_ROOT}
+_ALL = [i for i, _ in _GRAPH.objects]
+_machines = itertools.count()
+_N = len(_GRAPH)
+_some = st.one_of(  # which of the graph's objects (by place, children first) a step takes
+    st.sets(st.integers(0, _N - 1), min_size=1, max_size=20).map(sorted),
+    st.tuples(st.integers(0, _N - 1), st.integers(0, _N - 1)).map(
+        lambda ends: list(range(min(ends), max(ends) + 1))
+    ),
+    st.integers(0, _N - 1).map(lambda k: [n for n in range(_N) if n != k]),  # all but one
+    st.just(list(range(_N))),
+)
+
+
+class _TransferMachine(RuleBasedStateMachine):
+    """send and receive in random order through one cache, against one project of a real
+    server, while a model tracks which of a graph's objects each side holds."""
+
+    server: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.project = f"machine-{next(_machines)}"
+        self.server.auth.create_project(self.project, owner="alice")
+        self.remote = Remote(self.server.url, self.server.tokens["alice"], self.project)
+        self.dir = Path(tempfile.mkdtemp(prefix="objstore-transfer-"))
+        self.cache = objstore.open(self.dir / "cache")
+        self.on_server: set[str] = set()
+        self.in_cache: set[str] = set()
+
+    def teardown(self) -> None:
+        self.remote.close()
+        self.cache.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(picks=_some, via_cache=st.booleans())
+    def send_objects(self, picks: list[int], via_cache: bool) -> None:
+        objects = [_GRAPH.objects[n] for n in picks]  # children before parents
+        ids = {i for i, _ in objects}
+        result = send(objects, self.remote, self.cache if via_cache else None)
+        assert (result.total, result.uploaded, result.skipped) == (
+            len(objects),
+            len(ids - self.on_server),
+            len(ids & self.on_server),
+        )
+        self.on_server |= ids
+        if via_cache:
+            self.in_cache |= ids
+
+    @rule(picks=_some)
+    def cache_objects(self, picks: list[int]) -> None:
+        """Objects that came into the cache some other way (an earlier model's receive)."""
+        objects = [_GRAPH.objects[n] for n in picks]
+        self.cache.put(self.project, [data for _, data in objects])
+        self.in_cache |= {i for i, _ in objects}
+
+    @rule()
+    def drop_cache(self) -> None:
+        self.cache.delete_project(self.project)
+        self.in_cache = set()
+
+    @initialize(picks=st.one_of(st.just(list(range(_N))), _some))
+    def server_starts_with(self, picks: list[int]) -> None:
+        self.send_objects(picks, via_cache=False)
+
+    @rule(cache=st.sampled_from(["as it is", "emptied", "refilled"]), picks=_some)
+    def receive_root(self, cache: str, picks: list[int]) -> None:
+        if cache != "as it is":
+            self.drop_cache()
+        if cache == "refilled":
+            self.cache_objects(picks)
+        if _ROOT in self.in_cache and self.in_cache >= _CHILDREN:
+            result = receive(_ROOT, self.remote, self.cache)
+            assert (result.from_cache, result.downloaded) == (len(_GRAPH), 0)
+            return
+        held = len(_CHILDREN & self.in_cache)
+        if _ROOT not in self.on_server or not self.on_server | self.in_cache >= _CHILDREN:
+            with pytest.raises(errors.RemoteNotFound):
+                receive(_ROOT, self.remote, self.cache)
+            if _ROOT in self.on_server:  # what the server had came, the root did not
+                self.in_cache |= _CHILDREN & self.on_server
+            return
+        result = receive(_ROOT, self.remote, self.cache)
+        assert (result.total, result.from_cache) == (len(_GRAPH), held)
+        assert result.downloaded == len(_GRAPH) - held  # the root is always fetched
+        self.in_cache |= _CHILDREN | {_ROOT}
+
+    @rule()
+    def send_root_from_cache(self) -> None:
+        if _ROOT not in self.in_cache or not self.in_cache >= _CHILDREN:
+            had_root = _ROOT in self.on_server
+            with pytest.raises(errors.ObjectNotFound):
+                send(_ROOT, self.remote, self.cache)
+            # what was read before the gap may have gone up: ask the server what it holds
+            held = self.server.store.has(self.project, _ALL)
+            self.on_server = {i for i, ok in held.items() if ok}
+            assert (_ROOT in self.on_server) == had_root  # never a root without its graph
+            return
+        result = send(_ROOT, self.remote, self.cache)
+        lacking = (_CHILDREN | {_ROOT}) - self.on_server
+        assert (result.total, result.uploaded) == (len(_GRAPH), len(lacking))
+        self.on_server |= _CHILDREN | {_ROOT}
+
+    @invariant()
+    def each_side_holds_what_the_model_says(self) -> None:
+        assert self.cache.has(self.project, _ALL) == {i: i in self.in_cache for i in _ALL}
+        assert self.server.store.has(self.project, _ALL) == {i: i in self.on_server for i in _ALL}
+        expected = {i: d for i, d in _GRAPH.objects if i in self.in_cache}
+        assert dict(self.cache.get_many(self.project, _ALL)) == expected
+
+
+def test_random_sends_and_receives_keep_cache_and_server_whole(server):
+    machine = type("TransferMachine", (_TransferMachine,), {"server": server})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=12,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )
