@@ -388,10 +388,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
     with _open(args, readonly=args.dry_run) as store:
         before = store.stats().stored_bytes
         report = store.compact(args.min_dead, dry_run=args.dry_run)
-    done = ("would rewrite", "move", "free") if args.dry_run else ("rewrote", "moved", "freed")
+    rewrote, moved, freed = (
+        ("would rewrite", "move", "free") if args.dry_run else ("rewrote", "moved", "freed")
+    )
     print(
-        f"{done[0]} {report.packs_rewritten:,} packs into {report.packs_written:,}, {done[1]} "
-        f"{report.frames_moved:,} objects, {done[2]} {report.bytes_freed / 1e6:,.1f} MB of "
+        f"{rewrote} {report.packs_rewritten:,} packs into {report.packs_written:,}, {moved} "
+        f"{report.frames_moved:,} objects, {freed} {report.bytes_freed / 1e6:,.1f} MB of "
         f"{before / 1e6:,.1f} MB stored"
     )
     return 0
