@@ -854,7 +854,7 @@ class _TransferMachine(RuleBasedStateMachine):
             assert (result.from_cache, result.downloaded) == (len(_GRAPH), 0)
             return
         held = len(_CHILDREN & self.in_cache)
-        if _ROOT not in self.on_server or not self.on_server | self.in_cache >= _CHILDREN:
+        if _ROOT not in self.on_server or not (self.on_server | self.in_cache) >= _CHILDREN:
             with pytest.raises(errors.RemoteNotFound):
                 receive(_ROOT, self.remote, self.cache)
             if _ROOT in self.on_server:  # what the server had came, the root did not
