@@ -200,10 +200,14 @@ def pack_stops(sizes: Sequence[int], limit: int = PACK_BYTES) -> list[int]:
     to end, in order, in packs of about ``limit`` bytes: the next frame starts a new pack when
     it would take this one past ``limit``, and a frame bigger than ``limit`` gets a pack of its
     own. Python loops once per pack, not per frame."""
-    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
+    return _stops(list(accumulate(sizes)), limit)
+
+
+def _stops(ends: list[int], limit: int) -> list[int]:
+    """:func:`pack_stops` from where each frame ends, as if all were one pack."""
     stops: list[int] = []
     start = base = 0
-    while start < len(sizes):
+    while start < len(ends):
         stop = max(bisect_right(ends, base + limit, start), start + 1)
         stops.append(stop)
         base = ends[stop - 1]
@@ -218,13 +222,13 @@ def pack_frames(
     ``first``. Returns the pack rows, their live-entry counts and each digest's location."""
     blobs = list(map(frames.__getitem__, digests))
     sizes = list(map(len, blobs))
-    ends = list(accumulate(sizes))
+    ends = list(accumulate(sizes))  # where each frame ends, as if all were one pack
     packs: list[tuple[bytes, bytes]] = []
     counts: list[tuple[bytes, bytes]] = []
     numbers: list[int] = []
     bases: list[int] = []  # where each frame's pack starts, on the same scale as ``ends``
     start = 0
-    for number, stop in enumerate(pack_stops(sizes, limit), first):
+    for number, stop in enumerate(_stops(ends, limit), first):
         key = U64.pack(number)
         packs.append((key, b"".join(blobs[start:stop])))
         counts.append((key, U32.pack(stop - start)))
