@@ -25,6 +25,7 @@ _BAD_ID_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _ID_IN_BYTES = re.compile(rb'"id"\s*:\s*"([^"\\]{1,255})"')
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
 _MSGSPEC_OFFSET = re.compile(r"\(byte (\d+)\)")
+_EMPTY_REST = re.compile(rb"[ \t\n\r]*}")  # what follows the brace of an object with no members
 
 Depth = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 ClosureKey = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
@@ -216,14 +217,17 @@ def _guess_id(element: bytes) -> str | None:
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
-def _with_id(data: bytes, object_id: str) -> bytes:
-    """Insert ``"id"`` as the first member of an object that has none."""
-    brace = data.index(b"{")
-    rest = data[brace + 1 :]
-    member = b'"id":"' + object_id.encode() + b'"'
-    if not rest.lstrip().startswith(b"}"):
-        member += b","
-    return data[: brace + 1] + member + rest
+def with_id(data: bytes, object_id: str) -> bytes:
+    """One JSON object's bytes with ``"id": object_id`` inserted as its first member, as
+    encoding ``{"id": object_id, **obj}`` would put it, the rest left byte for byte: how an
+    object sent without an id is stored, and how a decomposer names the objects it makes.
+    ``object_id`` goes in as it is, so it must need no JSON escaping (both callers give an
+    xxh3 hex digest)."""
+    after = data.index(b"{") + 1
+    comma = b"" if _EMPTY_REST.match(data, after) else b","
+    return b"".join(
+        (data[:after], b'"id":"', object_id.encode(), b'"', comma, memoryview(data)[after:])
+    )
 
 
 def decode_record(raw: bytes, index: int, limits: Limits, head: _Head | None = None) -> Record:
@@ -269,7 +273,7 @@ def decode_record(raw: bytes, index: int, limits: Limits, head: _Head | None = N
         )
     if head.id is msgspec.UNSET:
         object_id = xxhash.xxh3_128_hexdigest(raw)
-        raw = _with_id(raw, object_id)
+        raw = with_id(raw, object_id)
     else:
         object_id = head.id
         problem = check_id(object_id)

@@ -19,6 +19,7 @@ import xxhash
 
 import objstore
 from objstore import collector, errors
+from objstore.codec import with_id
 
 RESERVED = ("id", "totalChildrenCount", "__closure")
 _T = TypeVar("_T")
@@ -32,18 +33,6 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def _scalars_only(items: list[Any]) -> bool:
     return _SCALARS.issuperset(map(type, items))
-
-
-_ID_OPEN = b'{"id":"'  # an object's bytes: this, its id, then '",' and the rest of its body
-
-
-def with_id(object_id: str, body: bytes) -> bytes:
-    """An object's bytes from its body's compact JSON and its id (a hex digest: nothing in it
-    to escape): the id as first member, as encoding ``{"id": object_id, **body}`` would put
-    it, without a second encode."""
-    if body == b"{}":
-        return b"".join((_ID_OPEN, object_id.encode(), b'"}'))
-    return b"".join((_ID_OPEN, object_id.encode(), b'",', memoryview(body)[1:]))
 
 
 def closure_of(children: Iterable[str], closures: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -124,7 +113,7 @@ class _Decomposer:
         if object_id not in self.seen:
             self.seen.add(object_id)
             self.closures[object_id] = closure
-            self.objects.append((object_id, with_id(object_id, data)))
+            self.objects.append((object_id, with_id(data, object_id)))
             if self.tick is not None and not len(self.objects) % TICK:
                 self.tick(TICK)
         return object_id

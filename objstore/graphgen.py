@@ -26,8 +26,8 @@ import msgspec
 import xxhash
 
 from objstore import codec, errors
-from objstore.codec import json_array
-from objstore.graph import closure_of, reported, with_id
+from objstore.codec import json_array, with_id
+from objstore.graph import closure_of, reported
 
 _encode = msgspec.json.encode
 
@@ -100,7 +100,7 @@ class _Builder:
         self.seen.add(object_id)
         if closure:
             self.closures[object_id] = closure
-        self.objects.append((object_id, with_id(object_id, data)))
+        self.objects.append((object_id, with_id(data, object_id)))
         return object_id
 
     @staticmethod

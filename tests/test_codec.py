@@ -26,6 +26,39 @@ def test_json_array_is_what_split_array_splits(objects):
     assert [bytes(r) for r in codec.split_array(body)] == items
 
 
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    body=st.dictionaries(st.text(max_size=5), _SCALARS, max_size=4),
+    object_id=st.text("0123456789abcdef", min_size=1, max_size=32),
+)
+def test_with_id_of_compact_json_is_the_encoding_with_the_id_first(body, object_id):
+    """On a compact body, with_id gives the bytes encoding the id in first would give."""
+    rest = {k: v for k, v in body.items() if k != "id"}
+    expected = msgspec.json.encode({"id": object_id, **rest})
+    assert codec.with_id(msgspec.json.encode(rest), object_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"{}", b'{"id":"ab"}'),
+        (b" { \t\n} ", b' {"id":"ab" \t\n} '),
+        (b'{"a":1}', b'{"id":"ab","a":1}'),
+        (b'\n{ "a" : [1, {}] }\n', b'\n{"id":"ab", "a" : [1, {}] }\n'),
+    ],
+)
+def test_with_id_leaves_every_other_byte_as_sent(data, expected):
+    """The id goes in after the opening brace, with a comma only before another member;
+    whitespace anywhere stays where it was, and the result is the object with its id."""
+    out = codec.with_id(data, "ab")
+    assert out == expected
+    assert json.loads(out) == {"id": "ab", **json.loads(data)}
+    assert next(iter(json.loads(out))) == "id"
+
+
 def test_split_names_the_broken_element_and_its_id():
     data = b'[{"id":"ok"},{"id":"fine"},{"id":"bad-one","x":[1,2,}]'
     with pytest.raises(errors.InvalidJSON) as info:

@@ -99,18 +99,6 @@ def test_ids_are_stable_across_versions():
     )
 
 
-@settings(max_examples=100, deadline=None)
-@given(
-    body=st.dictionaries(st.text(max_size=5), scalars, max_size=4),
-    object_id=st.text("0123456789abcdef", min_size=1, max_size=32),
-)
-def test_with_id_is_the_encoding_with_the_id_first(body, object_id):
-    """with_id splices the id into an encoded body: the bytes encoding it in would give."""
-    rest = {k: v for k, v in body.items() if k != "id"}
-    expected = msgspec.json.encode({"id": object_id, **rest})
-    assert graph.with_id(object_id, msgspec.json.encode(rest)) == expected
-
-
 def test_long_scalar_lists_round_trip_as_copies():
     """Lists of scalars are taken whole (a mesh's vertices), mixed ones item by item."""
     vertices = [0.5, 1, None, True, "s"] * 1000
