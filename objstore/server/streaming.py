@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -45,29 +45,33 @@ def _one_line(data: bytes) -> bytes:
 
 def _blocks(
     objects: Objects, text: bool, block_bytes: int, stop: threading.Event, counted: list[int]
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
+    """The body's blocks, each once it holds ``block_bytes`` of objects. Every object read is
+    added to ``counted`` when the blocks end, however they end (done, stopped, failed or
+    closed)."""
     parts: list[bytes] = [] if text else [b"["]
     size = 0
     n = 0
-    for object_id, data in objects:
-        if text:
-            if b"\n" in data or b"\r" in data:
-                data = _one_line(data)
-            parts += (object_id.encode(), b"\t", data, b"\n")  # one copy, in the join
-        else:
-            if n:
-                parts.append(b",")
-            parts.append(data)
-        n += 1
-        size += len(data)
-        if size >= block_bytes:
-            yield b"".join(parts)
-            parts.clear()
-            size = 0
-            if stop.is_set():  # checked per block: the reader stops within one more block
-                counted[0] += n
-                return
-    counted[0] += n
+    try:
+        for object_id, data in objects:
+            if text:
+                if b"\n" in data or b"\r" in data:
+                    data = _one_line(data)
+                parts += (object_id.encode(), b"\t", data, b"\n")  # one copy, in the join
+            else:
+                if n:
+                    parts.append(b",")
+                parts.append(data)
+            n += 1
+            size += len(data)
+            if size >= block_bytes:
+                yield b"".join(parts)
+                parts.clear()
+                size = 0
+                if stop.is_set():  # checked per block: the reader stops within one more block
+                    return
+    finally:
+        counted[0] += n
     if not text:
         parts.append(b"]")
     if parts:
@@ -101,15 +105,19 @@ def stream_objects(
         """Producer thread: store -> raw blocks, until done, stopped or failed. It alone
         touches the object iterator, and closes it (ending any store read) when it stops."""
         objects: Objects | None = None
+        blocks: Generator[bytes, None, None] | None = None
         try:
             objects = make_objects()
-            for block in _blocks(objects, text, block_bytes, stop, counted):
+            blocks = _blocks(objects, text, block_bytes, stop, counted)
+            for block in blocks:
                 if not offer(block):
                     return
             offer(None)
         except BaseException as exc:  # handed to the response, which fails the stream
             offer(exc)
         finally:
+            if blocks is not None:  # one left mid-body counts the objects it read
+                blocks.close()
             close = getattr(objects, "close", None)
             if close is not None:
                 close()
