@@ -298,7 +298,7 @@ def test_get_many_closed_early_stops_its_fetches():
     stream.close()
     assert len(first) == 10
     assert len(served) <= 3  # two in flight and maybe one more, never the whole list
-    assert remote.stats.objects_downloaded < 30_000
+    assert 10 <= remote.stats.objects_downloaded < 30_000
 
 
 def test_get_many_raises_what_a_fetch_met():
