@@ -66,6 +66,49 @@ def test_split_names_the_broken_element_and_its_id():
     assert info.value.index == 2 and info.value.object_id == "bad-one"
 
 
+# text that a scan for element ends could mistake for structure: brackets, braces, commas,
+# colons and quotes inside strings, escapes, newlines
+_tricky = st.text(alphabet='ab[]{},:"\\ \n\u00e9', max_size=12)
+_tricky_objects = st.dictionaries(
+    _tricky, st.none() | st.integers() | _tricky | st.lists(_tricky, max_size=3), max_size=3
+)
+_BROKEN = [
+    b'{"id":"bad","a": }',
+    b'{"id":"bad","a":1,}',
+    b'{"id":"bad","a": tru}',
+    b'{"id":"bad","a": [1, 2}',
+    b'{"id":"bad" "a":1}',
+    b'{"id":"bad","a":01}',
+    b'{"id":"bad","a":"x\\q"}',
+    b'{"id":"bad","a":"x\x01y"}',
+    b'{"id":"bad","a":"\xff"}',
+    b'{"id":"bad","a":1e}',
+    b'{"id":"bad",,"a":1}',
+    b'{"id":"bad","a":[1,]}',
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(_tricky_objects, max_size=4),
+    after=st.lists(_tricky_objects, max_size=4),
+    broken=st.sampled_from(_BROKEN),
+    indent=st.sampled_from([None, 1]),
+)
+def test_a_broken_object_is_named_by_its_place_and_id_among_any_others(
+    before, after, broken, indent
+):
+    """Whatever the valid objects around it hold, a batch is refused naming the broken one."""
+
+    def encoded(obj: dict[str, object]) -> bytes:
+        return json.dumps({"id": "x", **obj}, indent=indent).encode()
+
+    data = b"[" + b",".join([*map(encoded, before), broken, *map(encoded, after)]) + b"]"
+    with pytest.raises(errors.InvalidObject) as info:
+        codec.prepare(data, Limits())
+    assert (info.value.index, info.value.object_id) == (len(before), "bad")
+
+
 def test_split_rejects_non_arrays():
     for data in (b'{"id":"x"}', b"", b"42", b'"[..."'):
         with pytest.raises(errors.InvalidBatch):
