@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 import objstore
 from objstore import codec, collector, errors, graphgen
 from objstore.client import Remote, receive, send, transfer
-from objstore.limits import DEFAULT_MAX_OBJECT_BYTES
+from objstore.limits import DEFAULT_MAX_OBJECT_BYTES, Limits
 
 from ..server.conftest import setup_auth, start_server
 from .conftest import Faults
@@ -900,3 +900,30 @@ def test_random_sends_and_receives_keep_cache_and_server_whole(server):
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    blocks=st.lists(
+        st.lists(st.integers(0, 1400), max_size=12),  # each object's padding, in bytes
+        max_size=10,
+    ),
+    max_batch=st.integers(1600, 6000),
+)
+def test_cache_writes_from_stream_blocks_stay_under_the_cache_limits(blocks, max_batch):
+    """However a stream's blocks come (empty, small, over the cache's batch size, holding
+    objects near its object limit), the writer stores every object once and never hands the
+    cache a batch its limits refuse."""
+    cache = objstore.open_memory(Limits(1500, max_batch))
+    made = 0
+    sent: list[list[bytes]] = []
+    for sizes in blocks:
+        block = []
+        for size in sizes:
+            block.append(b'{"id":"o%d","p":"%s"}' % (made, b"x" * size))
+            made += 1
+        sent.append(block)
+    with transfer._CacheWriter(cache, "p") as writer:
+        writer.put_blocks(iter(sent))
+    stored = dict(cache.get_many("p", [f"o{n}" for n in range(made)]))
+    assert stored == {f"o{n}": data for n, data in enumerate(itertools.chain(*sent))}
