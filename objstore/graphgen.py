@@ -274,15 +274,16 @@ def salted(graph: Graph, salt: str) -> Graph | None:
 
 
 def groups(
-    objects: Iterable[tuple[str, bytes]], max_objects: int, max_bytes: int
+    objects: Iterable[tuple[str, bytes]], max_objects: int, max_bytes: int, *, each: int = 0
 ) -> Iterator[list[tuple[str, bytes]]]:
     """Consecutive runs of objects under both caps, taken lazily (an object bigger than
-    ``max_bytes`` makes a run of its own)."""
+    ``max_bytes`` makes a run of its own); ``each``: bytes counted beside every object's
+    own (the comma a JSON array puts after it)."""
     group: list[tuple[str, bytes]] = []
     size = done = 0
     for pair in objects:
         try:
-            length = len(pair[1])
+            length = len(pair[1]) + each
         except (TypeError, IndexError, KeyError):
             raise not_a_pair(pair, done + len(group)) from None
         if group and (len(group) >= max_objects or size + length > max_bytes):

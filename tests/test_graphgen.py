@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import msgspec
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from objstore import errors, graphgen
 
@@ -157,3 +160,26 @@ def test_salted_declines_ids_it_cannot_replace():
     hashed = b'{"speckle_type":"x"}'  # no id of its own: known by its hash
     own = xxhash.xxh3_128_hexdigest(hashed)
     assert graphgen.salted(graphgen.Graph([(own, hashed)], own), "s") is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=40),
+    max_objects=st.integers(1, 8),
+    max_bytes=st.integers(1, 120),
+    each=st.sampled_from([0, 1]),
+)
+def test_groups_are_the_input_in_runs_under_both_caps(sizes, max_objects, max_bytes, each):
+    """groups gives every object once, in order, in runs of at most ``max_objects`` whose
+    bytes (each object's own plus ``each``) stay within ``max_bytes`` unless one object alone
+    exceeds it; a run ends only where the next object would break a cap."""
+    pairs = [(f"o{n}", b"x" * size) for n, size in enumerate(sizes)]
+    runs = list(graphgen.groups(iter(pairs), max_objects, max_bytes, each=each))
+    assert [pair for run in runs for pair in run] == pairs
+    weight = [sum(len(d) + each for _, d in run) for run in runs]
+    for run, total in zip(runs, weight, strict=True):
+        assert run and len(run) <= max_objects
+        assert total <= max_bytes or len(run) == 1
+    for run, following in itertools.pairwise(runs):
+        grown = sum(len(d) + each for _, d in run) + len(following[0][1]) + each
+        assert len(run) == max_objects or grown > max_bytes

@@ -24,6 +24,9 @@ from objstore.client.remote import (
     is_loopback,
     iter_decoded,
 )
+from objstore.limits import Limits
+
+from ..server.conftest import start_server
 
 BODY = b"".join(b'o%05d\t{"id":"o%05d","n":%d}\n' % (i, i, i) for i in range(4000))
 HALF = BODY.index(b"o02000")
@@ -327,3 +330,30 @@ def test_remotes_share_one_tls_context(monkeypatch):
         assert made == [1]
     finally:
         remote_module._tls_context.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("limits", "settings_kw"),
+    [
+        (Limits(64 * 1024, 256 * 1024), {"max_request_bytes": 256 * 1024}),  # the default pair
+        (Limits(64 * 1024, 1024 * 1024), {"max_request_bytes": 200 * 1024}),  # request smaller
+    ],
+    ids=["batch-limit", "request-limit"],
+)
+@pytest.mark.parametrize("compression", ["off", "on"])
+def test_uploads_fit_the_limits_the_server_states(tmp_path, limits, settings_kw, compression):
+    """Batches are cut so that each request fits the server's batch limit (the array as
+    inflated, commas included) and its request limit (the body as sent): many small objects
+    once came to more than the limit their bytes alone were cut to, and were refused (413)."""
+    gen = start_server(tmp_path, limits=limits, **settings_kw)
+    run = next(gen)
+    run.auth.create_project("p", owner="u")
+    _, token = run.auth.create_token("u")
+    try:
+        pairs = [(f"o{n:06d}", b'{"id":"o%06d","p":"%s"}' % (n, b"x" * 12)) for n in range(30_000)]
+        with Remote(run.url, token, "p", compression=compression) as remote:
+            assert remote.upload(pairs) == len(pairs)
+            assert remote.stats.requests["upload"] > 1_000_000 // settings_kw["max_request_bytes"]
+        assert run.store.count("p") == len(pairs)
+    finally:
+        gen.close()
