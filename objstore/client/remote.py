@@ -332,6 +332,7 @@ class Remote:
         )
         self._limits: Limits | None = None
         self._max_request: int | None = None  # a request body's limit, when the server says
+        self._max_ids: int | None = None  # ids one diff or getobjects may ask for, likewise
         self.stats = RemoteStats()
 
     def close(self) -> None:
@@ -387,23 +388,37 @@ class Remote:
     def limits(self) -> Limits:
         """The server's limits (objstore states them; otherwise Speckle's defaults)."""
         if self._limits is None:
-            try:
-                info = self._request("server-info", "GET", "/api/server-info").json()
-                stated = info["limits"]
-                self._limits = Limits(stated["max_object_bytes"], stated["max_batch_bytes"])
-                request = stated.get("max_request_bytes")
-                if type(request) is int and request > MULTIPART_ROOM:
-                    self._max_request = request
-            except (errors.RemoteNotFound, errors.RemoteRejected, KeyError, TypeError, ValueError):
-                self._limits = Limits()
+            self._learn_limits()
+        assert self._limits is not None
         return self._limits
+
+    def _learn_limits(self) -> None:
+        """Ask the server once for what it states: object and batch limits, and objstore's
+        request body and ids-per-request limits (None where it states none)."""
+        try:
+            stated = self._request("server-info", "GET", "/api/server-info").json()["limits"]
+            limits = Limits(stated["max_object_bytes"], stated["max_batch_bytes"])
+        except (errors.RemoteNotFound, errors.RemoteRejected, KeyError, TypeError, ValueError):
+            self._limits = Limits()
+            return
+        request, ids = stated.get("max_request_bytes"), stated.get("max_ids_per_request")
+        self._max_request = request if type(request) is int and request > MULTIPART_ROOM else None
+        self._max_ids = ids if type(ids) is int and ids > 0 else None
+        self._limits = limits
+
+    def _id_chunk(self, size: int) -> int:
+        """Ids per diff or getobjects request: ``size``, or fewer if the server takes fewer."""
+        if self._limits is None:
+            self._learn_limits()
+        return size if self._max_ids is None else min(size, self._max_ids)
 
     # -- routes --------------------------------------------------------------------------------
 
     def diff(self, ids: Iterable[str]) -> dict[str, bool]:
         """{id: whether the server has it} for every id (chunked, chunks in parallel)."""
         id_list = codec.id_list(ids)
-        chunks = [id_list[i : i + ID_CHUNK] for i in range(0, len(id_list), ID_CHUNK)]
+        size = self._id_chunk(ID_CHUNK) if id_list else ID_CHUNK
+        chunks = [id_list[i : i + size] for i in range(0, len(id_list), size)]
 
         def one(chunk: list[str]) -> dict[str, bool]:
             r = self._request(
@@ -528,7 +543,7 @@ class Remote:
         flight, not whole answers: objects of megabytes each cost no more than small ones.
         """
         id_list = codec.id_list(ids)
-        chunk = min(ID_CHUNK, 10_000)
+        chunk = self._id_chunk(min(ID_CHUNK, 10_000)) if id_list else 1
         chunks = [id_list[i : i + chunk] for i in range(0, len(id_list), chunk)]
         if not chunks:
             return

@@ -357,3 +357,22 @@ def test_uploads_fit_the_limits_the_server_states(tmp_path, limits, settings_kw,
         assert run.store.count("p") == len(pairs)
     finally:
         gen.close()
+
+
+def test_id_lists_fit_the_id_limit_the_server_states(tmp_path):
+    """diff and getobjects ask for no more ids at once than the server says it takes (it
+    refuses more with 413, and 25k at a time went over a server set to fewer)."""
+    gen = start_server(tmp_path, max_ids=300)
+    run = next(gen)
+    run.auth.create_project("p", owner="u")
+    _, token = run.auth.create_token("u")
+    try:
+        pairs = [(f"o{n:04d}", b'{"id":"o%04d"}' % n) for n in range(1000)]
+        run.store.put("p", [data for _, data in pairs[::2]])
+        ids = [object_id for object_id, _ in pairs]
+        with Remote(run.url, token, "p") as remote:
+            assert remote.diff(ids) == {i: n % 2 == 0 for n, i in enumerate(ids)}
+            assert dict(remote.get_many(ids)) == dict(pairs[::2])
+            assert remote.stats.requests["diff"] == 4 and remote.stats.requests["getobjects"] == 4
+    finally:
+        gen.close()
