@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib.util
 import inspect
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 
 import objstore
-from objstore import errors, graph, graphgen
+from objstore import codec, errors, graph, graphgen
 from objstore.auth import ROLES, AuthStore
 
 DEFAULT_DATA = os.environ.get("OBJSTORE_DATA", "data")
@@ -485,19 +486,32 @@ def _count_lines(path: Path) -> int | None:
 _SCALAR_STARTS = frozenset(b'"-0123456789tfn')  # JSON values other than objects and arrays
 
 
+def _has_children(data: bytes) -> bool:
+    """Whether an object's JSON lists children (a non-empty ``__closure``); one that is not
+    valid says no here, and is named by its line when it is sent."""
+    try:
+        return bool(codec.decode_record(data, 0, codec.UNLIMITED).closure)
+    except errors.InvalidObject:
+        return False
+
+
 class _Source:
     """What ``push`` sends: a JSON document's objects (decomposed); a JSON array of stored
     objects, root first (what the download route serves as application/json); or an
-    ``id\\tjson`` dump's (root = last line), read as they are sent, a window at a time: a push
-    of millions of objects holds a few windows of them, not the file. ``lines`` keeps each
-    dump object's line number (4 bytes an object) to name a bad one by; ``elements`` each
-    array object's place in the array."""
+    ``id\\tjson`` dump's, read as they are sent, a window at a time: a push of millions of
+    objects holds a few windows of them, not the file. A dump is sent in its order, its last
+    line the root, unless its first object has children: then it is root first (as ``pull``
+    and the download route write it) and that root is sent last. ``lines`` keeps each dump
+    object's line number (4 bytes an object) to name a bad one by; ``elements`` each array
+    object's place in the array. A UTF-8 byte order mark before the JSON is skipped."""
 
     def __init__(self, path: Path, fh: Any, progress: Bars | None = None) -> None:
         self.path = path
         self.lines: array[int] | None = None
         self.elements: list[int] | None = None
         bar = progress or _no_bars
+        if fh.peek(3)[:3] == codecs.BOM_UTF8:  # Windows editors and PowerShell write one
+            fh.read(3)
         head = fh.peek(1 << 16).lstrip()
         if head[:1] == b"[":
             with bar(f"read {path.name}", None) as tick:
@@ -530,7 +544,11 @@ class _Source:
         first = next(numbered, None)
         if first is None:
             raise objstore.InvalidBatch(f"{path}: empty dump")
-        self.objects = self._objects(itertools.chain([first], numbered))
+        if _has_children(first[2]):
+            ordered = itertools.chain(numbered, [first])
+        else:
+            ordered = itertools.chain([first], numbered)
+        self.objects = self._objects(ordered)
         self.count = _count_lines(path)
 
     def _read_array(self, data: bytes, tick: Any) -> None:
@@ -885,7 +903,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "file",
         help="a JSON document, a JSON array of objects with the root first (the download "
-        "route's application/json), or an id<TAB>json dump; - for stdin",
+        "route's application/json), or an id<TAB>json dump (root first, as pull writes it, "
+        "or last); - for stdin",
     )
     remote_flags(push)
     push.set_defaults(func=cmd_push)

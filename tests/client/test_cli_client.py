@@ -7,6 +7,7 @@ from typing import Any
 
 import objstore
 from objstore import cli, graphgen
+from objstore.client import Remote, receive
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -493,3 +494,64 @@ def test_cp_between_two_servers_goes_through_the_cache_and_resumes(server, tmp_p
     assert code == 2 and "are for cp between two servers" in err
     code, _, err = run(capsys, "cp", str(tmp_path / "a"), str(tmp_path / "b"), "--root", "r", *src)
     assert code == 2 and "an http(s) URL on at least one side" in err
+
+
+def test_a_pulled_dump_pushes_back_with_its_root_sent_last(server, tmp_path, capsys):
+    """``pull`` writes a dump root first, as the download route serves it; ``push`` of that
+    file sends the root last and prints it (it took the last line for the root, printed a
+    child's id and sent the root first). A dump in send order (root last) keeps its order."""
+    g = graphgen.generate(300, seed=37, salt="pulled-dump")
+    common = ["--url", server.url, "--token", server.tokens["alice"]]
+    graphgen.write_dump(g.objects, tmp_path / "sent.dump")
+    code, out, err = run(
+        capsys, "push", str(tmp_path / "sent.dump"), *common, "--project", "other",
+        "--cache", str(tmp_path / "c1"),
+    )  # fmt: skip
+    assert code == 0 and out.strip() == g.root_id, err
+    code, _, err = run(
+        capsys, "pull", g.root_id, *common, "--project", "other", "--cache", str(tmp_path / "c2"),
+        "-o", str(tmp_path / "pulled.dump"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "pulled.dump").read_bytes().startswith(g.root_id.encode() + b"\t")
+
+    with (tmp_path / "pulled.dump").open("rb") as fh:
+        source = cli._Source(tmp_path / "pulled.dump", fh)
+        sent = [object_id for object_id, _ in source.objects]
+    assert sent[-1] == g.root_id and sorted(sent) == sorted(i for i, _ in g.objects)
+    assert source.where(len(sent) - 1).endswith("pulled.dump line 1")
+    assert source.where(0).endswith("pulled.dump line 2")
+    with (tmp_path / "sent.dump").open("rb") as fh:
+        kept = [object_id for object_id, _ in cli._Source(tmp_path / "sent.dump", fh).objects]
+    assert kept == [object_id for object_id, _ in g.objects]
+
+    code, out, err = run(
+        capsys, "push", str(tmp_path / "pulled.dump"), *common, "--project", "priv",
+        "--cache", str(tmp_path / "c3"),
+    )  # fmt: skip
+    assert code == 0 and out.strip() == g.root_id, err
+    with objstore.open(tmp_path / "c4") as cache:
+        got = receive(g.root_id, Remote(server.url, server.tokens["alice"], "priv"), cache)
+        assert got.total == len(g.objects)
+        assert dict(cache.iter_with_children("priv", g.root_id)) == dict(g.objects)
+
+
+def test_push_skips_a_byte_order_mark(server, tmp_path, capsys):
+    """A JSON document or dump saved with a UTF-8 byte order mark (as Windows editors and
+    PowerShell save them) pushes as it would without one."""
+    doc = {"name": "bom", "@parts": [{"n": 1}, {"n": 2}]}
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(doc))
+    marked = tmp_path / "marked.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    roots = []
+    for path in (plain, marked):
+        code, out, err = run(capsys, "push", str(path), *common, "--cache", str(tmp_path / "c"))
+        assert code == 0, err
+        roots.append(out.strip())
+    assert roots[0] == roots[1] and len(roots[0]) == 32
+    dump = tmp_path / "marked.dump"
+    dump.write_bytes(b"\xef\xbb\xbfone\t" + json.dumps({"id": "one", "v": 1}).encode() + b"\n")
+    code, out, err = run(capsys, "push", str(dump), *common, "--cache", str(tmp_path / "c"))
+    assert code == 0 and out.strip() == "one", err
