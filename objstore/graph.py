@@ -5,7 +5,9 @@ with ``@`` are detached into objects of their own (a dict, or each dict of a lis
 by ``{"referencedId": id, "speckle_type": "reference"}``; ``@(N)name`` lists are split into
 ``Speckle.Core.Models.DataChunk`` objects of N items. Every object gets an ``id`` (32 hex chars
 of xxh3-128 over its JSON without the id), ``totalChildrenCount`` and, when it has children, a
-``__closure``. Objects come out children first, root last. ``recompose`` inverts it exactly.
+``__closure``. Objects come out children first, root last. ``recompose`` inverts it exactly,
+and reads other serializers' graphs as specklepy's receive does (references to an object's
+children followed under any key, lists of DataChunk references joined).
 """
 
 from __future__ import annotations
@@ -294,21 +296,23 @@ class _Recomposer:
         body = self.decoded.pop(object_id, None)
         if body is None:
             raise errors.ObjectNotFound(self.project, object_id)
+        closure = body.get("__closure")
         for key in RESERVED:
             body.pop(key, None)
         if object_id in self.linked:
-            self.fill(body)
+            self.fill(body, closure if type(closure) is dict else {})
         self.built[object_id] = body
         return body
 
-    def fill(self, value: dict[str, Any]) -> None:
+    def fill(self, value: dict[str, Any], children: dict[str, Any]) -> None:
         """Put each @-member's objects in place of its references (``@(N)name`` chunks as one
-        list again), and do the same inside every other member."""
+        list again), and do the same inside every other member, where a reference is
+        followed only to one of ``children`` (the object's ``__closure``)."""
         for key, member in value.items():
             if type(member) in _SCALARS:
                 continue
             if not key.startswith("@"):
-                self.walk(member)
+                value[key] = self.walk(member, children)
             elif (
                 isinstance(member, list) and _CHUNKED.match(key) and all(map(_is_reference, member))
             ):
@@ -323,16 +327,38 @@ class _Recomposer:
                     if _is_reference(item):
                         member[n] = self.resolve(item["referencedId"])
                     else:
-                        self.walk(item)
+                        member[n] = self.walk(item, children)
             else:
-                self.walk(member)
+                self.walk(member, children)
 
-    def walk(self, value: Any) -> None:
+    def walk(self, value: Any, children: dict[str, Any]) -> Any:
+        """``value`` with what it holds filled. Other serializers detach members without an
+        @ (specklepy: a mesh's vertices, faces and colors, each a list of DataChunk
+        references): a reference to one of ``children`` is its object, and a list of them
+        all DataChunks is their data as one list, as specklepy's receive reads them. Other
+        reference-shaped values are left as they are: decompose keeps them as data."""
         if isinstance(value, dict):
-            self.fill(value)
+            if _is_reference(value):
+                target = value["referencedId"]
+                return self.resolve(target) if target in children else value
+            self.fill(value, children)
         elif isinstance(value, list) and not _scalars_only(value):
-            for item in value:
-                self.walk(item)
+            if children and _are_references_to(value, children):
+                objects = [self.resolve(ref["referencedId"]) for ref in value]
+                if all(map(_is_data_chunk, objects)):
+                    return [item for chunk in objects for item in chunk["data"]]
+                return objects
+            for n, item in enumerate(value):
+                value[n] = self.walk(item, children)
+        return value
+
+
+def _are_references_to(items: list[Any], children: dict[str, Any]) -> bool:
+    return all(_is_reference(item) and item["referencedId"] in children for item in items)
+
+
+def _is_data_chunk(value: dict[str, Any]) -> bool:
+    return "DataChunk" in str(value.get("speckle_type")) and isinstance(value.get("data"), list)
 
 
 def _copy(value: Any) -> Any:

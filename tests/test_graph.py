@@ -25,11 +25,26 @@ scalars = (
 keys = st.sampled_from(["a", "b", "name", "@child", "@items", "@(3)values", "@(1)v", "x y", "é"])
 
 
+# data shaped like a reference (a document about Speckle objects, say): decompose keeps it
+# as it is, and recompose must give it back as it is
+literal_references = st.fixed_dictionaries(
+    {
+        "referencedId": st.text("0123456789abcdef", min_size=1, max_size=32),
+        "speckle_type": st.just("reference"),
+    }
+)
+
+
 def docs() -> st.SearchStrategy[dict[str, object]]:
     return st.recursive(
         st.dictionaries(keys, scalars, max_size=4),
         lambda inner: st.dictionaries(
-            keys, inner | st.lists(inner | scalars, max_size=5) | scalars, max_size=5
+            keys,
+            inner
+            | st.lists(inner | scalars | literal_references, max_size=5)
+            | scalars
+            | literal_references,
+            max_size=5,
         ),
         max_leaves=25,
     )
@@ -131,6 +146,51 @@ def test_recompose_follows_references_other_clients_wrote_differently():
     store.put("p", [leaf, escaped, root])
     back = graph.recompose("r0", store, "p")
     assert back == {"b": {"@c": {"@a": {"x": [1, 2]}}}}
+
+
+def test_recompose_resolves_what_specklepy_detaches_without_an_at():
+    """specklepy stores a mesh's vertices and faces under their own names as lists of
+    references to DataChunks (no @), and may put a reference in a plain dict: references to
+    the object's children are followed wherever they are, chunk lists joined, as specklepy's
+    receive reads them. A reference-shaped value naming no child of its object is data."""
+    chunks = [
+        b'{"id":"v1","speckle_type":"Speckle.Core.Models.DataChunk","data":[0.0,1.0,2.0]}',
+        b'{"id":"v2","speckle_type":"Speckle.Core.Models.DataChunk","data":[3.0]}',
+        b'{"id":"f1","speckle_type":"Speckle.Core.Models.DataChunk","data":[3,0,1,2]}',
+        b'{"id":"s1","speckle_type":"Objects.Other.RenderMaterial","name":"steel"}',
+    ]
+
+    def ref(object_id: str) -> dict[str, str]:
+        return {"referencedId": object_id, "speckle_type": "reference"}
+
+    mesh = {
+        "id": "m1",
+        "speckle_type": "Objects.Geometry.Mesh",
+        "vertices": [ref("v1"), ref("v2")],
+        "faces": [ref("f1")],
+        "colors": [],
+        "props": {"material": ref("s1"), "note": ref("elsewhere")},
+        "parts": [ref("s1"), 7],
+        "__closure": {"v1": 1, "v2": 1, "f1": 1, "s1": 1},
+        "totalChildrenCount": 4,
+    }
+    closure = {"m1": 1, "v1": 2, "v2": 2, "f1": 2, "s1": 2}
+    root = {"id": "r", "@mesh": ref("m1"), "__closure": closure}
+    store = objstore.open_memory()
+    store.put("p", [*chunks, json.dumps(mesh).encode(), json.dumps(root).encode()])
+    steel = {"speckle_type": "Objects.Other.RenderMaterial", "name": "steel"}
+    for shared in (False, True):
+        back = graph.recompose("r", store, "p", shared=shared)
+        assert back == {
+            "@mesh": {
+                "speckle_type": "Objects.Geometry.Mesh",
+                "vertices": [0.0, 1.0, 2.0, 3.0],
+                "faces": [3, 0, 1, 2],
+                "colors": [],
+                "props": {"material": steel, "note": ref("elsewhere")},
+                "parts": [steel, 7],
+            }
+        }
 
 
 def test_recompose_names_a_child_the_store_lacks():

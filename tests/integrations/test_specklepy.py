@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,40 @@ def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch)
     with pytest.raises(objstore.InvalidProject):
         LMDBTransport(tmp_path / "c", scope="has space")
     assert not (tmp_path / "c").exists()  # refused before the store was made
+
+
+def test_a_model_specklepy_sent_pulls_as_a_whole_document(server, tmp_path, monkeypatch):  # noqa: F811
+    """A mesh specklepy sends keeps its vertices and faces in DataChunks referenced from
+    plain members; receive + recompose (what ``objstore pull -o model.json`` writes) gives
+    them back as the lists they were, with no reference left in the document."""
+    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from specklepy.api import operations
+    from specklepy.objects.base import Base
+    from specklepy.objects.geometry import Mesh
+    from specklepy.transports.server import ServerTransport
+
+    from objstore import graph
+    from objstore.client import Remote, receive
+
+    vertices = [i / 3 for i in range(3 * 40_000)]  # more than one chunk's worth
+    faces = [3, 0, 1, 2] * 20_000
+    model = Base()
+    model.name = "meshes"
+    model["@mesh"] = Mesh(vertices=vertices, faces=faces, units="m")
+    remote = ServerTransport("priv", url=server.url, token=server.tokens["alice"])
+    root_id = operations.send(model, [remote], use_default_cache=False)
+
+    with objstore.open(tmp_path / "cache") as cache:
+        with Remote(server.url, server.tokens["alice"], "priv") as r:
+            receive(root_id, r, cache)
+        stored_root = json.loads(cache.get("priv", root_id) or b"")
+        stored_mesh = json.loads(cache.get("priv", stored_root["@mesh"]["referencedId"]) or b"")
+        doc = graph.recompose(root_id, cache, "priv")
+    assert "referencedId" not in json.dumps(doc)
+    assert doc["name"] == "meshes"
+    assert doc["@mesh"]["vertices"] == vertices and doc["@mesh"]["faces"] == faces
+    assert doc["@mesh"]["units"] == "m"
+    # as stored, the mesh's lists are references to chunks under plain names
+    assert {item["speckle_type"] for item in stored_mesh["vertices"]} == {"reference"}
+    assert len(stored_mesh["vertices"]) > 1
