@@ -398,7 +398,9 @@ class Remote:
         try:
             stated = self._request("server-info", "GET", "/api/server-info").json()["limits"]
             limits = Limits(stated["max_object_bytes"], stated["max_batch_bytes"])
-        except (errors.RemoteNotFound, errors.RemoteRejected, KeyError, TypeError, ValueError):
+        except errors.ConnectionFailed:
+            raise
+        except (errors.RemoteError, KeyError, TypeError, ValueError):  # not objstore's route
             self._limits = Limits()
             return
         request, ids = stated.get("max_request_bytes"), stated.get("max_ids_per_request")

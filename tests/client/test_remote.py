@@ -376,3 +376,23 @@ def test_id_lists_fit_the_id_limit_the_server_states(tmp_path):
             assert remote.stats.requests["diff"] == 4 and remote.stats.requests["getobjects"] == 4
     finally:
         gen.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 500])
+def test_a_server_info_route_that_refuses_leaves_speckles_default_limits(status):
+    """A server whose /api/server-info refuses (Speckle's has none; a proxy may guard it)
+    is taken to have Speckle's limits, and the diff goes on."""
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/api/server-info":
+            return httpx.Response(status, text="no")
+        return httpx.Response(200, json={i: i == "a" for i in _asked(request)})
+
+    remote = Remote(
+        "http://127.0.0.1:9", "t", "p", retries=0, transport=httpx.MockTransport(handler)
+    )
+    assert remote.diff(["a", "b"]) == {"a": True, "b": False}
+    assert remote.limits == Limits()
+    assert asked == ["/api/server-info", "/api/diff/p"]
