@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 import objstore
 from objstore.engine.lmdb import LMDBBackend
 
@@ -234,7 +236,8 @@ def test_a_reader_killed_mid_read_does_not_pin_the_store_forever(tmp_path):
 
 _CHURN = textwrap.dedent(
     """
-    import json, random, sys, threading, time, objstore
+    import faulthandler, json, random, signal, sys, threading, time, objstore
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it waits, if it hangs
     store = objstore.open(sys.argv[1])
     tag, seconds = sys.argv[2], float(sys.argv[3])
     pick = random.Random(7)  # the same pool in every process: byte strings are shared
@@ -290,6 +293,23 @@ _CHURN = textwrap.dedent(
 )
 
 
+def _finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
+    """A churn process's output once it ends; one still running after ``timeout`` fails the
+    test with every thread's stack (faulthandler, on SIGUSR1), so a hang says where."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(
+            f"a churn process still ran after {timeout} s (it printed {out!r}); its threads:\n"
+            + err[-20000:]
+        )
+    return out + err
+
+
 def test_writer_processes_deleting_and_compacting_keep_every_count_exact(tmp_path):
     """Three processes, two threads each, put, put_many, delete and compact their own projects
     over byte strings they all share, while checking what each project holds; then one such
@@ -304,13 +324,14 @@ def test_writer_processes_deleting_and_compacting_keep_every_count_exact(tmp_pat
             subprocess.Popen(
                 [sys.executable, "-c", _CHURN, path, tag, str(seconds)],
                 stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
             )
             for tag in "xyz"
         ]
 
     for proc in run(6):
-        out, _ = proc.communicate(timeout=120)
+        out = _finished(proc)
         assert proc.returncode == 0, out
     with objstore.open(path) as store:
         report = store.verify()
@@ -321,7 +342,7 @@ def test_writer_processes_deleting_and_compacting_keep_every_count_exact(tmp_pat
     time.sleep(3)
     procs[0].kill()  # mid-write, as likely as not
     for proc in procs[1:]:
-        out, _ = proc.communicate(timeout=120)
+        out = _finished(proc)
         assert proc.returncode == 0, out
     procs[0].wait(timeout=10)
     with objstore.open(path) as store:
