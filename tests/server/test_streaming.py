@@ -143,7 +143,10 @@ def test_a_consumer_that_goes_away_stops_and_closes_the_read():
 
     assert asyncio.run(first_block_only()).startswith(b"o0\t")
     assert closed.wait(5)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5  # the reader counts what it read as it ends
+    while any(t.name == "objstore-stream" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the stream's reader thread still runs"
+        time.sleep(0.01)
     assert produced[0] < 1_000  # a few blocks of ~6 objects, not the 100k
     assert (stats.finished, stats.aborted) == (0, 1)
     assert stats.objects == produced[0]
