@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from objstore import errors
+from objstore.engine import lockwake
 from objstore.engine.environment import open_environment, refusing_damage
 from objstore.store import check_project
 
@@ -81,9 +82,13 @@ class AuthStore:
         with refusing_damage(self.path, self._env):
             self._projects = self._env.open_db(b"projects")
             self._tokens = self._env.open_db(b"tokens")
+        self._lockwatch = lockwake.watch(
+            self.path, self._env
+        )  # closed before the env: see lockwake
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        self._lockwatch.close()
         self._env.close()
 
     # -- projects --------------------------------------------------------------------------------

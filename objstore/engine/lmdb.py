@@ -45,6 +45,7 @@ from objstore.compression import (
     dictionary_samples,
     train_dictionary,
 )
+from objstore.engine import lockwake
 from objstore.engine.base import Backend, CompactReport, PutResult, Stats, VerifyReport
 from objstore.engine.environment import DAMAGED, damaged, open_environment, refusing_damage
 from objstore.engine.layout import (
@@ -350,6 +351,8 @@ class LMDBBackend(Backend):
             self._packs = self._env.open_db(b"packs", create=create)
             self._packrefs = self._env.open_db(b"packrefs", create=create)
             self._closures = self._env.open_db(b"closures", create=create)
+        # wakes writers a killed process left asleep on the lock; closed before the env
+        self._lockwatch = lockwake.watch(self.path, self._env)
 
     def _check_format(self) -> None:
         """Stamp a new store with this format; refuse one written in another (before any
@@ -1747,6 +1750,7 @@ class LMDBBackend(Backend):
             if os.getpid() == self._pid:
                 if self._helpers is not None:  # no helper may read the map once it is gone
                     self._helpers.shutdown(wait=True)
+                self._lockwatch.close()
                 self._env.close()
                 if self._data_fd is not None:
                     os.close(self._data_fd)

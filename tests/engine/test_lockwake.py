@@ -1,0 +1,287 @@
+"""lockwake: a process asleep on an LMDB mutex whose wake-up was lost is woken.
+
+The lost wake-up is made on purpose: a process holds the writer mutex, another goes to sleep
+on it, and the test then frees the mutex's word the way the holder's unlock would, without
+its wake, and kills the holder. A plain LMDB writer then sleeps for ever; an objstore store
+open on the environment, in any process, wakes it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import objstore
+from objstore.engine import lockwake
+
+pytestmark = pytest.mark.skipif(
+    not lockwake._SUPPORTED, reason="lockwake knows the lock layout of x86-64 glibc Linux only"
+)
+
+_WRITER_WORD = 64  # the writer mutex's futex word in lock.mdb
+_WAITERS = 0x80000000
+
+_HOLD = textwrap.dedent(
+    """
+    import lmdb, sys
+    env = lmdb.open(sys.argv[1], max_dbs=8)
+    txn = env.begin(write=True)
+    print("held", flush=True)
+    sys.stdin.read()  # until killed
+    """
+)
+_PLAIN_WRITE = textwrap.dedent(
+    """
+    import lmdb, sys
+    env = lmdb.open(sys.argv[1], max_dbs=8)
+    print("writing", flush=True)
+    with env.begin(write=True) as txn:
+        txn.put(b"plain", b"1")
+    print("written", flush=True)
+    """
+)
+_STORE_WRITE = textwrap.dedent(
+    """
+    import sys, objstore
+    store = objstore.open(sys.argv[1])  # (its open writes too: before the mutex is held)
+    print("opened", flush=True)
+    sys.stdin.readline()
+    store.put("p", b'[{"id": "a1", "n": 1}]')
+    print("written", flush=True)
+    store.close()
+    """
+)
+
+
+def _start(script: str, path: Path, says: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == says
+    return proc
+
+
+@pytest.fixture
+def word(tmp_path: Path) -> Iterator[mmap.mmap]:
+    """The lock file of a new store at tmp_path/s, mapped for writing."""
+    objstore.open(tmp_path / "s").close()
+    with open(tmp_path / "s" / "lock.mdb", "r+b") as file:
+        mapped = mmap.mmap(file.fileno(), 4096)
+    yield mapped
+    mapped.close()
+
+
+def _read(mapped: mmap.mmap) -> int:
+    value: int = struct.unpack_from("<I", mapped, _WRITER_WORD)[0]
+    return value
+
+
+def _lose_wake_up(mapped: mmap.mmap, holder: subprocess.Popen[str]) -> None:
+    """Once a waiter sleeps on the holder's mutex, free it without a wake and kill the holder."""
+    deadline = time.monotonic() + 20
+    while not _read(mapped) & _WAITERS:
+        assert time.monotonic() < deadline, "no process went to sleep on the writer mutex"
+        time.sleep(0.02)
+    time.sleep(0.2)
+    struct.pack_into("<I", mapped, _WRITER_WORD, 0)
+    holder.kill()
+    holder.wait(timeout=10)
+    assert _read(mapped) == 0  # free: the dead holder no longer owned it
+
+
+def _ended(proc: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0
+    return out
+
+
+def test_a_store_open_anywhere_wakes_a_writer_whose_wake_up_was_lost(
+    tmp_path: Path, word: mmap.mmap
+) -> None:
+    path = tmp_path / "s"
+    holder = _start(_HOLD, path, "held")
+    plain = _start(_PLAIN_WRITE, path, "writing")
+    try:
+        _lose_wake_up(word, holder)
+        with pytest.raises(subprocess.TimeoutExpired):  # the hang is real: nothing wakes it
+            plain.communicate(timeout=2 + lockwake.INTERVAL)
+        store = objstore.open(path)
+        try:
+            assert _ended(plain, 10 * lockwake.INTERVAL).split() == ["written"]
+        finally:
+            store.close()
+    finally:
+        for proc in (holder, plain):
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_store_write_whose_wake_up_was_lost_wakes_itself(tmp_path: Path, word: mmap.mmap) -> None:
+    path = tmp_path / "s"
+    writer = _start(_STORE_WRITE, path, "opened")
+    holder = _start(_HOLD, path, "held")
+    try:
+        assert writer.stdin is not None
+        writer.stdin.write("write\n")
+        writer.stdin.flush()
+        _lose_wake_up(word, holder)
+        assert _ended(writer, 10 * lockwake.INTERVAL).split() == ["written"]
+    finally:
+        for proc in (holder, writer):
+            proc.kill()
+            proc.communicate()
+    with objstore.open(path) as store:
+        assert dict(store.get_many("p", ["a1"])) == {"a1": b'{"id": "a1", "n": 1}'}
+
+
+def _address(mapped: mmap.mmap) -> int:
+    view = ctypes.c_char.from_buffer(mapped)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view  # (an exported buffer keeps the map from closing)
+
+
+def test_a_held_mutex_is_left_asleep(tmp_path: Path, word: mmap.mmap) -> None:
+    """A look at a mutex with an owner wakes no one: its sleepers would only sleep again."""
+    path = tmp_path / "s"
+    holder = _start(_HOLD, path, "held")
+    plain = _start(_PLAIN_WRITE, path, "writing")
+    watch = lockwake.Watch(path, _address(word))  # on the test's map, not in the thread's set
+    try:
+        deadline = time.monotonic() + 20
+        while not _read(word) & _WAITERS:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert watch.look() == 0
+        assert plain.poll() is None
+        struct.pack_into("<I", word, _WRITER_WORD, 0)  # freed, its wake lost
+        assert watch.look() == 1  # the one sleeper
+        assert watch.woken == 1
+        assert _ended(plain, 10).split() == ["written"]
+    finally:
+        watch.close()
+        for proc in (holder, plain):
+            proc.kill()
+            proc.communicate()
+    assert not watch.active
+    assert watch.look() == 0
+
+
+def test_a_watched_store_keeps_lmdbs_locks(tmp_path: Path) -> None:
+    """LMDB's POSIX lock on its lock file, which tells the next process opening the store
+    that others have it open, stays held while the store is watched: opening and closing
+    the file to watch it would drop it, and the next opener would reset the lock table
+    under the processes using it."""
+    check = textwrap.dedent(
+        """
+        import fcntl, sys
+        with open(sys.argv[1], "r+b") as file:
+            try:
+                fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+            except BlockingIOError:
+                print("held")
+            else:
+                print("free")
+        """
+    )
+
+    def lock_is() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", check, str(tmp_path / "s" / "lock.mdb")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.strip()
+
+    store = objstore.open(tmp_path / "s")
+    try:
+        assert any(t.name == "objstore-lockwake" for t in threading.enumerate())
+        time.sleep(lockwake.INTERVAL * 1.5)  # a look or more
+        assert lock_is() == "held"
+    finally:
+        store.close()
+    assert lock_is() == "free"  # (so the check can tell)
+
+
+class _Owner:
+    """Stands for the environment whose map a watch reads."""
+
+
+def test_only_a_mapped_lmdb_lock_file_is_watched(tmp_path: Path) -> None:
+    owner = _Owner()
+    assert not lockwake.watch(tmp_path, owner).active  # no lock file
+    lock_file = tmp_path / "lock.mdb"
+    lock_file.write_bytes(bytes(8192))
+    assert not lockwake.watch(tmp_path, owner).active  # not mapped in this process
+    with open(lock_file, "r+b") as file:
+        mapped = mmap.mmap(file.fileno(), 8192)
+    try:
+        assert not lockwake.watch(tmp_path, owner).active  # mapped, but not LMDB's header
+    finally:
+        mapped.close()
+    objstore.open(tmp_path / "s").close()
+    with open(tmp_path / "s" / "lock.mdb", "r+b") as file:
+        mapped = mmap.mmap(file.fileno(), 4096)
+    try:
+        watch = lockwake.watch(tmp_path / "s", owner)
+        assert watch.active  # LMDB's, mapped (here by the test)
+        watch.close()
+        struct.pack_into("<i", mapped, 64 + 16, 0)  # the writer mutex not a robust one
+        assert not lockwake.watch(tmp_path / "s", owner).active
+    finally:
+        mapped.close()
+
+
+def test_the_watching_thread_ends_with_the_last_store_closed_or_dropped() -> None:
+    script = textwrap.dedent(
+        """
+        import gc, sys, tempfile, threading, time, objstore
+        def watching():
+            return any(t.name == "objstore-lockwake" for t in threading.enumerate())
+        with tempfile.TemporaryDirectory() as tmp:
+            first, second = objstore.open(tmp + "/a"), objstore.open(tmp + "/b")
+            assert watching()
+            first.close()
+            time.sleep(2.5)
+            assert watching()
+            second.close()
+            deadline = time.monotonic() + 5
+            while watching():
+                assert time.monotonic() < deadline, "the thread outlived its stores"
+                time.sleep(0.05)
+            objstore.open(tmp + "/a").close()  # and starts again for the next store
+            dropped = objstore.open(tmp + "/c")
+            assert watching()
+            del dropped  # unclosed: its environment is freed, and the map looked at with it
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while watching():
+                assert time.monotonic() < deadline, "a freed store's watch went on"
+                time.sleep(0.05)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok"]
