@@ -19,13 +19,13 @@ whose header and both mutexes read as LMDB's (robust, process-shared). Elsewhere
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
 import platform
 import sys
 import threading
-import time
 import weakref
 from pathlib import Path
 
@@ -61,6 +61,12 @@ class Watch:
         return self._address is not None
 
     def close(self) -> None:
+        if _finalizing():
+            # the thread was stopped at exit, or is frozen for want of the interpreter (it
+            # may hold the lock): it looks no more
+            _watches.discard(self)
+            self._address = None
+            return
         with _lock:  # once it returns, no look is under way or to come
             _watches.discard(self)
             self._address = None
@@ -104,15 +110,17 @@ def watch(path: Path, env: object) -> Watch:
     with _lock:
         _watches.add(found)
         global _thread
-        if _thread is None or not _thread.is_alive():
+        if (_thread is None or not _thread.is_alive()) and not _stopping.is_set():
             _thread = threading.Thread(target=_run, name="objstore-lockwake", daemon=True)
             _thread.start()
     return found
 
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # held by a look: a map is not let go of meanwhile
 _watches: set[Watch] = set()
 _thread: threading.Thread | None = None
+_stopping = threading.Event()  # set at exit
+_finalizing = sys.is_finalizing
 _loaded: ctypes.CDLL | None = None
 
 
@@ -166,13 +174,37 @@ def _wake(address: int) -> int:
 
 
 def _run() -> None:
-    """Look at every watched lock file once an interval; end when none is left."""
+    """Look at every watched lock file once an interval; end when none is left, or at exit."""
     while True:
         with _lock:
-            if not _watches:
+            if not _watches or _stopping.is_set():
                 global _thread
                 _thread = None
                 return
             for each in list(_watches):
                 each.look()
-        time.sleep(INTERVAL)
+        _stopping.wait(INTERVAL)
+
+
+@atexit.register
+def _stop() -> None:
+    """End the thread before the interpreter does. Frozen by the interpreter's exit while
+    it held the lock, it would leave the lock held for ever, and the close of a store left
+    open till then (from its environment's weak reference) would wait for it for ever."""
+    _stopping.set()
+    thread = _thread
+    if thread is not None:
+        thread.join(timeout=10)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the thread, and a lock the thread held stays held in it;
+    it watches the stores it opens itself (a parent's store is refused in a child)."""
+    global _lock, _thread
+    _lock = threading.Lock()
+    _watches.clear()
+    _thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -285,3 +285,105 @@ def test_the_watching_thread_ends_with_the_last_store_closed_or_dropped() -> Non
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]
+
+
+_SLOW_LOOKS = """
+import os, sys, tempfile, threading, time, objstore
+from objstore.engine import lockwake
+inside = threading.Event()
+wake = lockwake._wake
+def slow(address):  # a look that holds the lock a while (a free mutex is woken each look)
+    inside.set()
+    time.sleep(0.5)
+    return wake(address)
+lockwake._wake = slow
+tmp = tempfile.mkdtemp()
+store = objstore.open(tmp + "/a")
+assert inside.wait(10)  # the thread is inside a look
+"""
+
+
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_thread_ends_at_exit_and_lets_go_of_its_lock() -> None:
+    """Left to the interpreter's exit, the thread would be frozen inside a look, holding
+    the lock that the close of a store still open then (from its environment's weak
+    reference, as the interpreter frees it) waits for: a process that never ends."""
+    script = _SLOW_LOOKS + textwrap.dedent(
+        """
+        lockwake._stop()  # what atexit runs
+        print(lockwake._lock.locked(), [t.name for t in threading.enumerate()])
+        objstore.open(tmp + "/b").close()
+        print(any(t.name == "objstore-lockwake" for t in threading.enumerate()))
+        """
+    )
+    out = _run_script(script)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["False ['MainThread']", "False"]
+
+
+def test_a_close_at_exit_does_not_wait_for_a_frozen_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At exit a daemon thread that wants the interpreter back is frozen where it stands,
+    maybe holding the lock; a close then must not wait for it (nor need to: it looks no
+    more)."""
+    store = objstore.open(tmp_path / "s")
+    watch = store.backend._lockwatch  # type: ignore[attr-defined]
+    assert watch.active
+    monkeypatch.setattr(lockwake, "_finalizing", lambda: True)
+    closing = threading.Thread(target=watch.close)
+    with lockwake._lock:  # as the frozen thread would hold it
+        closing.start()
+        closing.join(5)
+        assert not closing.is_alive(), "the close waited for the lock"
+    assert not watch.active
+    assert watch not in lockwake._watches
+    monkeypatch.undo()
+    store.close()
+
+
+def test_a_process_left_with_a_store_open_ends_the_thread_at_exit() -> None:
+    script = """
+    import atexit, threading
+    def after_objstores_exit_hook():  # registered first: run last
+        alive = [t.name for t in threading.enumerate() if t.name == "objstore-lockwake"]
+        print("at exit:", alive, flush=True)
+    atexit.register(after_objstores_exit_hook)
+    import tempfile, objstore
+    store = objstore.open(tempfile.mkdtemp() + "/a")
+    assert any(t.name == "objstore-lockwake" for t in threading.enumerate())
+    """
+    out = _run_script(script)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["at exit: []"]
+
+
+def test_a_forked_child_watches_its_own_stores() -> None:
+    """Forked while the parent's thread held the lock, the child opens and closes a store
+    of its own, and watches it."""
+    script = _SLOW_LOOKS + textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # (fork with threads, 3.12 on)
+        pid = os.fork()
+        if pid == 0:
+            child = objstore.open(tmp + "/b")
+            watching = any(t.name == "objstore-lockwake" for t in threading.enumerate())
+            child.close()
+            os._exit(0 if watching else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status), flush=True)
+        store.close()
+        """
+    )
+    out = _run_script(script)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["child", "0"]
