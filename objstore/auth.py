@@ -82,9 +82,8 @@ class AuthStore:
         with refusing_damage(self.path, self._env):
             self._projects = self._env.open_db(b"projects")
             self._tokens = self._env.open_db(b"tokens")
-        self._lockwatch = lockwake.watch(
-            self.path, self._env
-        )  # closed before the env: see lockwake
+        # closed before the env: see lockwake
+        self._lockwatch = lockwake.watch(self.path, self._env)
         self._lock = threading.Lock()
 
     def close(self) -> None:

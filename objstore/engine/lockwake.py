@@ -73,13 +73,17 @@ class Watch:
 
     def look(self) -> int:
         """Wake the sleepers of each mutex that has no owner; how many woke."""
-        if self._address is None:
+        # The environment is held meanwhile, so that it cannot be freed (and its map let go
+        # of) between a check and a read: a garbage collection may run at any allocation.
+        env = self._env() if self._env is not None else None
+        address = self._address
+        if address is None or (self._env is not None and env is None):
             return 0
         woken = 0
         for offset in _MUTEXES:
-            word = ctypes.c_uint32.from_address(self._address + offset).value
+            word = ctypes.c_uint32.from_address(address + offset).value
             if word & _TID_MASK == 0:
-                woken += max(0, _wake(self._address + offset))
+                woken += max(0, _wake(address + offset))
         if woken:
             self.woken += woken
             log.warning(
@@ -116,7 +120,9 @@ def watch(path: Path, env: object) -> Watch:
     return found
 
 
-_lock = threading.Lock()  # held by a look: a map is not let go of meanwhile
+# Held by the looks, so that a close waits for a look under way. Reentrant: a collection
+# in the thread's own look can free a dropped store, whose close then runs in that thread.
+_lock = threading.RLock()
 _watches: set[Watch] = set()
 _thread: threading.Thread | None = None
 _stopping = threading.Event()  # set at exit
@@ -201,7 +207,7 @@ def _after_fork_in_child() -> None:
     """A forked child has none of the thread, and a lock the thread held stays held in it;
     it watches the stores it opens itself (a parent's store is refused in a child)."""
     global _lock, _thread
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _watches.clear()
     _thread = None
 

@@ -319,14 +319,54 @@ def test_the_thread_ends_at_exit_and_lets_go_of_its_lock() -> None:
     script = _SLOW_LOOKS + textwrap.dedent(
         """
         lockwake._stop()  # what atexit runs
-        print(lockwake._lock.locked(), [t.name for t in threading.enumerate()])
+        free = lockwake._lock.acquire(blocking=False)  # (the thread would hold it)
+        print(free, [t.name for t in threading.enumerate()])
         objstore.open(tmp + "/b").close()
         print(any(t.name == "objstore-lockwake" for t in threading.enumerate()))
         """
     )
     out = _run_script(script)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["False ['MainThread']", "False"]
+    assert out.stdout.splitlines() == ["True ['MainThread']", "False"]
+
+
+def test_a_store_freed_by_a_collection_in_the_threads_own_look_is_let_go_of() -> None:
+    """A dropped store caught in a reference cycle is freed by whichever thread's
+    allocation sets off the collection, the watching thread's too, in the middle of a look
+    and holding the lock. Its close runs there and then: it must neither wait for that
+    lock (the thread would wait for itself, and every open and close of a store in the
+    process after it) nor let the look read the map it lets go of."""
+    script = textwrap.dedent(
+        """
+        import gc, os, tempfile, threading, objstore
+        from objstore.engine import lockwake
+        wake, armed, collected = lockwake._wake, threading.Event(), threading.Event()
+        def collecting(address):  # as an allocation in the look may: in the dropped
+            # store's own look, between its reader mutex and its writer mutex
+            if armed.is_set() and address == base + 8:
+                gc.collect()
+                collected.set()
+            return wake(address)
+        lockwake._wake = collecting
+        tmp = tempfile.mkdtemp()
+        kept, dropped = objstore.open(tmp + "/a"), objstore.open(tmp + "/b")
+        base = dropped.backend._lockwatch._address
+        gc.disable()  # the cycle waits for the thread's collection
+        cycle = [dropped]
+        cycle.append(cycle)
+        del dropped, cycle
+        armed.set()
+        if not collected.wait(10):
+            print("the thread waits for itself", flush=True)
+            os._exit(1)
+        kept.close()
+        watched = [str(w.path) for w in lockwake._watches]
+        print("ok", watched, flush=True)
+        """
+    )
+    out = _run_script(script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.split() == ["ok", "[]"]
 
 
 def test_a_close_at_exit_does_not_wait_for_a_frozen_thread(
