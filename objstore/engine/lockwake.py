@@ -20,7 +20,9 @@ whose header and both mutexes read as LMDB's (robust, process-shared). Elsewhere
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -50,10 +52,11 @@ class Watch:
     """The mutexes of one ``lock.mdb``, looked at until :meth:`close`, through the map LMDB
     made of it: close the watch before the environment, which unmaps it."""
 
-    def __init__(self, path: Path, address: int | None = None) -> None:
+    def __init__(self, path: Path, address: int | None = None, env: object = None) -> None:
         self.path = path
         self._address = address
-        self._env: weakref.ref[object] | None = None  # see watch
+        # the environment whose map is read: its freeing closes the watch (see watch)
+        self._env = None if env is None else weakref.ref(env, lambda _: self.close())
         self.woken = 0  # sleepers woken on a mutex with no owner
 
     @property
@@ -61,13 +64,10 @@ class Watch:
         return self._address is not None
 
     def close(self) -> None:
-        if _finalizing():
-            # the thread was stopped at exit, or is frozen for want of the interpreter (it
-            # may hold the lock): it looks no more
-            _watches.discard(self)
-            self._address = None
-            return
-        with _lock:  # once it returns, no look is under way or to come
+        # Once it returns, no look is under way or to come. At exit the lock is not waited
+        # for: the thread was stopped, or is frozen for want of the interpreter (maybe
+        # holding the lock), and looks no more.
+        with contextlib.nullcontext() if _finalizing() else _lock:
             _watches.discard(self)
             self._address = None
 
@@ -109,8 +109,7 @@ def watch(path: Path, env: object) -> Watch:
     address = _mapped(path / "lock.mdb") if _SUPPORTED else None
     if address is None or not _known(address):
         return Watch(path)
-    found = Watch(path, address)
-    found._env = weakref.ref(env, lambda _: found.close())
+    found = Watch(path, address, env)
     with _lock:
         _watches.add(found)
         global _thread
@@ -127,7 +126,6 @@ _watches: set[Watch] = set()
 _thread: threading.Thread | None = None
 _stopping = threading.Event()  # set at exit
 _finalizing = sys.is_finalizing
-_loaded: ctypes.CDLL | None = None
 
 
 def _mapped(lock_file: Path) -> int | None:
@@ -162,13 +160,11 @@ def _known(address: int) -> bool:
     )
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
-    global _loaded
-    if _loaded is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        _loaded = libc
-    return _loaded
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
 
 
 def _wake(address: int) -> int:

@@ -90,17 +90,31 @@ def _read(mapped: mmap.mmap) -> int:
     return value
 
 
-def _lose_wake_up(mapped: mmap.mmap, holder: subprocess.Popen[str]) -> None:
-    """Once a waiter sleeps on the holder's mutex, free it without a wake and kill the holder."""
+def _await_sleeper(mapped: mmap.mmap) -> None:
+    """Until a process sleeps on the writer mutex (it has set the waiters bit)."""
     deadline = time.monotonic() + 20
     while not _read(mapped) & _WAITERS:
         assert time.monotonic() < deadline, "no process went to sleep on the writer mutex"
         time.sleep(0.02)
+
+
+def _lose_wake_up(mapped: mmap.mmap, holder: subprocess.Popen[str]) -> None:
+    """Once a waiter sleeps on the holder's mutex, free it without a wake and kill the holder."""
+    _await_sleeper(mapped)
     time.sleep(0.2)
     struct.pack_into("<I", mapped, _WRITER_WORD, 0)
     holder.kill()
     holder.wait(timeout=10)
     assert _read(mapped) == 0  # free: the dead holder no longer owned it
+
+
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _ended(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -168,10 +182,7 @@ def test_a_held_mutex_is_left_asleep(tmp_path: Path, word: mmap.mmap) -> None:
     plain = _start(_PLAIN_WRITE, path, "writing")
     watch = lockwake.Watch(path, _address(word))  # on the test's map, not in the thread's set
     try:
-        deadline = time.monotonic() + 20
-        while not _read(word) & _WAITERS:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        _await_sleeper(word)
         assert watch.look() == 0
         assert plain.poll() is None
         struct.pack_into("<I", word, _WRITER_WORD, 0)  # freed, its wake lost
@@ -282,7 +293,7 @@ def test_the_watching_thread_ends_with_the_last_store_closed_or_dropped() -> Non
         print("ok")
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    out = _run_script(script)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]
 
@@ -301,15 +312,6 @@ tmp = tempfile.mkdtemp()
 store = objstore.open(tmp + "/a")
 assert inside.wait(10)  # the thread is inside a look
 """
-
-
-def _run_script(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_the_thread_ends_at_exit_and_lets_go_of_its_lock() -> None:
