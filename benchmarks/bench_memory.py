@@ -30,7 +30,7 @@ import objstore
 from benchmarks.bench_server import MemorySampler
 from objstore.bench.targets import SpawnedServer
 from objstore.client import Remote
-from objstore.engine import lmdb as lmdb_backend
+from objstore.engine.lmdb import reads as lmdb_reads
 
 MB = 1e6
 
@@ -78,16 +78,16 @@ def main(argv: list[str] | None = None) -> None:
             store.put_many(
                 "p", ([d for _, d in model[i : i + 20]] for i in range(0, len(model), 20))
             )
-            budget = lmdb_backend.CHUNK_STORED_BYTES
+            budget = lmdb_reads.CHUNK_STORED_BYTES
             for label, limit in [
                 (f"engine, {budget >> 20} MB budget", budget),
                 ("engine, no budget", 1 << 62),
             ]:
-                lmdb_backend.CHUNK_STORED_BYTES = limit
+                lmdb_reads.CHUNK_STORED_BYTES = limit
                 try:
                     rows.append((label, *_measure(lambda: store.iter_with_children("p", "root"))))
                 finally:
-                    lmdb_backend.CHUNK_STORED_BYTES = budget
+                    lmdb_reads.CHUNK_STORED_BYTES = budget
         server = SpawnedServer(data=Path(tmp) / "server").start()
         reads: dict[str, Callable[[Remote], Iterator[tuple[str, bytes]]]] = {
             "download": lambda remote: remote.download("root"),

@@ -26,8 +26,8 @@ from hypothesis.stateful import (
 
 import objstore
 from objstore.codec import digest_of
-from objstore.engine import lmdb as lmdb_backend
 from objstore.engine.layout import pack_frames, pack_stops
+from objstore.engine.lmdb import maintenance, writes
 
 from ..conftest import BACKENDS, make_store
 
@@ -176,10 +176,10 @@ class StoreMachine(RuleBasedStateMachine):
 
 def _small_packs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Packs of PACK_LIMIT bytes, for writes and for compaction and its dry run alike."""
-    monkeypatch.setattr(
-        lmdb_backend, "pack_frames", functools.partial(pack_frames, limit=PACK_LIMIT)
-    )
-    monkeypatch.setattr(lmdb_backend, "pack_stops", functools.partial(pack_stops, limit=PACK_LIMIT))
+    small_frames = functools.partial(pack_frames, limit=PACK_LIMIT)
+    monkeypatch.setattr(writes, "pack_frames", small_frames)
+    monkeypatch.setattr(maintenance, "pack_frames", small_frames)
+    monkeypatch.setattr(maintenance, "pack_stops", functools.partial(pack_stops, limit=PACK_LIMIT))
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
