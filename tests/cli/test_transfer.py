@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 import objstore
 from objstore import cli, graphgen
+from objstore.cli import stores, transfer
+from objstore.cli.source import Source
 from objstore.client import Remote, receive
 
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run
 
 
 def test_push_pull_json_document(server, tmp_path, capsys, monkeypatch):
@@ -127,7 +132,7 @@ def test_compression_flag_reaches_the_client():
     common = ["pull", "root", "--url", "http://127.0.0.1:9", "--project", "p"]
     parser = cli.build_parser()
     for flag, compressed in ((), False), (("--compression", "on"), True):
-        with cli._remote(parser.parse_args([*common, *flag])) as remote:
+        with transfer._remote(parser.parse_args([*common, *flag])) as remote:
             assert remote.compress is compressed  # auto: loopback goes uncompressed
 
 
@@ -178,7 +183,7 @@ def test_serve_opens_its_auth_store_even_where_data_holds_a_store_itself(tmp_pat
 
     objstore.open(tmp_path).close()  # DATA is a store itself (a cache, say)
     args = cli.build_parser().parse_args(["serve", "--data", str(tmp_path)])
-    cli._auth(args).close()  # no AttributeError on the command's missing action
+    stores.auth_store(args).close()  # no AttributeError on the command's missing action
     assert (tmp_path / "auth").is_dir()
 
 
@@ -238,7 +243,6 @@ def test_push_takes_the_json_array_the_download_route_serves(server, tmp_path, c
     graph it is: the same bytes under the same ids, the root reported and sent last, each
     object after everything its ``__closure`` lists; objects without an id go up under
     their hash, as the server names them."""
-    import httpx
 
     g = graphgen.generate(1_500, seed=31)
     with objstore.open(tmp_path / "src") as src:
@@ -256,7 +260,7 @@ def test_push_takes_the_json_array_the_download_route_serves(server, tmp_path, c
     assert json.loads(got.content)[0]["id"] == g.root_id
 
     with (tmp_path / "graph.json").open("rb") as fh:
-        source = cli._Source(tmp_path / "graph.json", fh)
+        source = Source(tmp_path / "graph.json", fh)
     sent = [object_id for object_id, _ in source.objects]
     assert sent[-1] == g.root_id and sorted(sent) == sorted(i for i, _ in g.objects)
     place = {object_id: n for n, object_id in enumerate(sent)}
@@ -384,8 +388,6 @@ def test_cp_names_a_missing_root_or_a_missing_part_of_its_graph(server, tmp_path
 def test_push_dash_reads_stdin(server, tmp_path, capsys, monkeypatch):
     """``push -`` reads the document or dump from stdin (even with a file named "-" about),
     and names a bad line as ``<stdin>``'s."""
-    import io
-    import sys
 
     common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
     cache = ["--cache", str(tmp_path / "c")]
@@ -426,7 +428,7 @@ def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys
 
         yield Tick()
 
-    monkeypatch.setattr(cli, "_progress", recorded)
+    monkeypatch.setattr(transfer, "_progress", recorded)
     doc = {"name": "yard", "@cranes": [{"n": i, "@hook": {"w": i}} for i in range(1200)]}
     (tmp_path / "yard.json").write_text(json.dumps(doc))
     common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
@@ -516,13 +518,13 @@ def test_a_pulled_dump_pushes_back_with_its_root_sent_last(server, tmp_path, cap
     assert (tmp_path / "pulled.dump").read_bytes().startswith(g.root_id.encode() + b"\t")
 
     with (tmp_path / "pulled.dump").open("rb") as fh:
-        source = cli._Source(tmp_path / "pulled.dump", fh)
+        source = Source(tmp_path / "pulled.dump", fh)
         sent = [object_id for object_id, _ in source.objects]
     assert sent[-1] == g.root_id and sorted(sent) == sorted(i for i, _ in g.objects)
     assert source.where(len(sent) - 1).endswith("pulled.dump line 1")
     assert source.where(0).endswith("pulled.dump line 2")
     with (tmp_path / "sent.dump").open("rb") as fh:
-        kept = [object_id for object_id, _ in cli._Source(tmp_path / "sent.dump", fh).objects]
+        kept = [object_id for object_id, _ in Source(tmp_path / "sent.dump", fh).objects]
     assert kept == [object_id for object_id, _ in g.objects]
 
     code, out, err = run(
@@ -555,3 +557,9 @@ def test_push_skips_a_byte_order_mark(server, tmp_path, capsys):
     dump.write_bytes(b"\xef\xbb\xbfone\t" + json.dumps({"id": "one", "v": 1}).encode() + b"\n")
     code, out, err = run(capsys, "push", str(dump), *common, "--cache", str(tmp_path / "c"))
     assert code == 0 and out.strip() == "one", err
+
+
+def test_the_default_cache_is_in_the_user_data_dir():
+
+    path = transfer._cache_dir(argparse.Namespace(cache=None))
+    assert path == Path(os.environ["XDG_DATA_HOME"]) / "objstore" / "cache"  # (the test run's)

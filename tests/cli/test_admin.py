@@ -1,30 +1,19 @@
-"""The command line, including a multi-worker server process sharing one store."""
+"""project, token, demo, stats, verify and compact, on a server's data dir and on a cache."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
+import objstore
 from objstore import cli, errors
+from objstore.cli import stores
 
-from .conftest import run_threads, tmpfs
-from .engine.damage import raw_put
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from ..conftest import tmpfs
+from ..engine.damage import raw_put
+from .conftest import run
 
 
 def test_project_and_token_admin(tmp_path, capsys):
@@ -113,7 +102,6 @@ def test_demo_stats_verify(tmp_path, capsys):
 
 
 def test_compact_reports_what_it_freed(tmp_path, capsys):
-    import objstore
 
     data = tmp_path / "d"
     shared = json.dumps({"id": "shared", "v": 1}).encode()
@@ -135,7 +123,6 @@ def test_compact_reports_what_it_freed(tmp_path, capsys):
 
 
 def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
-    import objstore
     from objstore.codec import digest_of
     from objstore.engine.layout import REF
 
@@ -161,13 +148,12 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
 
 
 def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_path, capsys):
-    import objstore
 
     for command in ("stats", "verify", "compact"):
         code, _, err = run(capsys, command, "--data", str(tmp_path / "typo"))
         assert code == 2 and err.startswith("objstore: no store in ") and "--data" in err
     with pytest.raises(errors.StoreNotFound):
-        cli._open(cli.build_parser().parse_args(["stats", "--data", str(tmp_path / "x")]))
+        stores.open_store(cli.build_parser().parse_args(["stats", "--data", str(tmp_path / "x")]))
     assert not (tmp_path / "typo").exists()  # nothing was created there
     with objstore.open(tmp_path / "cache") as cache:  # a store dir itself, as a client cache
         cache.put("p", [b'{"id":"a"}'])
@@ -179,7 +165,6 @@ def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_pat
 def test_project_list_and_delete_work_on_a_cache_and_leave_no_auth_in_it(tmp_path, capsys):
     """A client cache is a store with no users or tokens: ``project list|delete`` act on its
     store, and nothing makes an auth store inside it."""
-    import objstore
 
     cache = tmp_path / "cache"
     with objstore.open(cache) as store:
@@ -206,7 +191,6 @@ def test_project_list_and_delete_work_on_a_cache_and_leave_no_auth_in_it(tmp_pat
 def test_stats_and_verify_read_a_store_on_a_read_only_disk(tmp_path, capsys):
     """They open the store read-only (skipped where a tmpfs cannot be mounted); a repair,
     which writes, gets one line saying why it cannot."""
-    import objstore
 
     with tmpfs(tmp_path / "ro", "8m") as mount:
         with objstore.open(mount / "s") as store:
@@ -218,204 +202,3 @@ def test_stats_and_verify_read_a_store_on_a_read_only_disk(tmp_path, capsys):
         assert code == 0 and out.endswith("ok\n")
         code, _, err = run(capsys, "verify", "--repair", "--data", str(mount / "s"))
         assert code == 2 and "cannot be opened for writing" in err
-
-
-def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
-    for name in list(sys.modules):
-        if name == "httpx" or name.startswith(("httpx.", "objstore.client")):
-            monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "httpx", None)  # what an install without the extra sees
-    doc = tmp_path / "doc.json"
-    doc.write_text('{"name": "x"}')
-    code, _, err = run(
-        capsys, "push", str(doc), "--url", "http://127.0.0.1:9", "--project", "p", "--token", "t"
-    )
-    assert code == 2
-    assert err.strip() == (
-        "objstore push needs httpx, from the 'client' extra: pip install 'objstore[client]'"
-    )
-
-
-def test_output_into_a_closed_pipe_ends_quietly(tmp_path, capsys, monkeypatch):
-    class ClosedPipe(io.StringIO):
-        def write(self, text: str) -> int:
-            raise BrokenPipeError(32, "Broken pipe")
-
-        def fileno(self) -> int:
-            return 99
-
-    import objstore
-
-    objstore.open(tmp_path / "objects").close()
-    redirected: list[int] = []
-    monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    monkeypatch.setattr(os, "open", lambda *a: 98)
-    monkeypatch.setattr(os, "dup2", lambda fd, onto: redirected.append(onto))
-    assert cli.main(["stats", "--data", str(tmp_path)]) == 1
-    assert redirected == [99]  # stdout pointed at /dev/null, so exit flushes raise nothing
-    assert capsys.readouterr().err == ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.slow
-def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
-    data = str(tmp_path)
-    for project in ("p", "q"):
-        run(capsys, "project", "create", project, "--owner", "w", "--data", data)
-    token = run(capsys, "token", "create", "--user", "w", "--data", data)[1].strip()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "objstore.cli",
-            "serve",
-            "--data",
-            data,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "OBJSTORE_MAX_BATCH_MB": "20"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            assert proc.poll() is None, "server exited"
-            time.sleep(0.2)
-        headers = {"Authorization": f"Bearer {token}"}
-        assert httpx.get(f"{url}/api/server-info").json()["limits"]["max_batch_bytes"] == 20 << 20
-        failures: list[str] = []
-
-        def upload(c: httpx.Client, project: str, objects: list[str]) -> None:
-            body = gzip.compress(("[" + ",".join(objects) + "]").encode())
-            r = c.post(
-                f"{url}/objects/{project}",
-                headers=headers,
-                files={"b": ("b", body, "application/gzip")},
-            )
-            if r.status_code != 201:
-                failures.append(r.text)
-
-        def send(worker: int) -> None:
-            with httpx.Client(timeout=60) as c:
-                for batch in range(10):
-                    own = [
-                        json.dumps({"id": f"w{worker}-{batch}-{i}", "pad": "z" * 300})
-                        for i in range(200)
-                    ]
-                    # bytes every worker sends, to both projects: counted across processes
-                    shared = [json.dumps({"id": f"s{batch}-{i}", "v": i}) for i in range(50)]
-                    upload(c, "p", own + shared)
-                    upload(c, "q", shared)
-
-        assert not run_threads(send, [(w,) for w in range(4)])
-        assert not failures
-        ids = [f"w{w}-{b}-{i}" for w in range(4) for b in range(10) for i in range(200)]
-        with httpx.Client(timeout=60) as c:
-            diff = c.post(f"{url}/api/diff/p", data={"objects": json.dumps(ids)}, headers=headers)
-            assert all(diff.json().values()) and len(diff.json()) == 8000
-            ids += [f"s{b}-{i}" for b in range(10) for i in range(50)]
-            lines = c.post(
-                f"{url}/api/getobjects/p",
-                data={"objects": json.dumps(ids)},
-                headers={**headers, "Accept": "text/plain"},
-            ).text.splitlines()
-            assert len(lines) == 8500
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert run(capsys, "verify", "--data", data)[0] == 0
-    assert run(capsys, "project", "delete", "q", "--data", data)[0] == 0
-    assert run(capsys, "verify", "--data", data)[0] == 0  # p's shared bytes all still there
-
-
-def test_worker_socket_is_tcp_so_asyncio_sets_nodelay():
-    """uvicorn binds worker sockets with proto 0, and asyncio sets TCP_NODELAY only on accepted
-    sockets whose proto is TCP: small responses then waited ~40 ms for a delayed ACK (measured
-    with objstore bench: single GET p50 44 ms with 2 workers). serve binds the socket itself."""
-    import argparse
-
-    sock = cli._tcp_socket(argparse.Namespace(host="127.0.0.1", port=0, workers=2))
-    try:
-        assert sock.proto == socket.IPPROTO_TCP
-        assert sock.get_inheritable()
-    finally:
-        sock.close()
-
-
-@pytest.mark.parametrize(
-    ("flags", "env", "says"),
-    [
-        (["--port", "99999"], {}, "argument --port: give a port from 0 to 65535, not '99999'"),
-        ([], {"OBJSTORE_PORT": "abc"}, "argument --port: give a port from 0 to 65535, not 'abc'"),
-        (["--workers", "0"], {}, "argument --workers: give a whole number of at least 1"),
-        ([], {"OBJSTORE_WORKERS": "two"}, "argument --workers: give a whole number of at least"),
-    ],
-)
-def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
-    flags, env, says, tmp_path, capsys, monkeypatch
-):
-    """uvicorn took port 99999 and listened on another while printing it; a bad OBJSTORE_PORT
-    was a traceback from every command, as the parser was built."""
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as stopped:
-        cli.main(["serve", "--data", str(tmp_path / "d"), *flags])
-    assert stopped.value.code == 2 and says in capsys.readouterr().err
-    assert not (tmp_path / "d").exists()
-    code, _, err = run(capsys, "stats", "--data", str(tmp_path / "d"))  # other commands run
-    assert code == 2 and "no store in" in err
-
-
-def test_every_argument_of_every_command_says_what_it_is():
-    """``--help`` explains each argument: none is listed bare (a positional that could be
-    anything, a flag whose default or form only the source tells)."""
-    import argparse
-
-    parser = cli.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) >= {"serve", "push", "pull", "cp", "bench", "token", "project"}
-    bare = [
-        f"{name} {action.dest}"
-        for name, sub in commands.choices.items()
-        for action in sub._actions
-        if not isinstance(action, argparse._HelpAction) and not (action.help or action.choices)
-    ]
-    assert bare == []
-
-
-def test_bench_help_lists_the_workloads_the_harness_runs(capsys):
-    from objstore import bench
-
-    assert cli.BENCH_WORKLOADS == bench.WORKLOADS
-    with pytest.raises(SystemExit):
-        cli.main(["bench", "--help"])
-    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert all(workload in shown for workload in bench.WORKLOADS), shown
-
-
-def test_the_default_cache_is_in_the_user_data_dir():
-    import argparse
-    from pathlib import Path
-
-    path = cli._cache_dir(argparse.Namespace(cache=None))
-    assert path == Path(os.environ["XDG_DATA_HOME"]) / "objstore" / "cache"  # (the test run's)
