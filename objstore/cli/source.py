@@ -16,7 +16,8 @@ import msgspec
 import objstore
 from objstore import codec, errors, graph, graphgen
 
-Bars = Callable[..., contextlib.AbstractContextManager[Any]]  # as _progress
+# a progress bar maker, as transfer._progress (label, total, counted) -> context of a ticker
+Bars = Callable[..., contextlib.AbstractContextManager[Any]]
 
 
 @contextlib.contextmanager
