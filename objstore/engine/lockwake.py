@@ -12,9 +12,9 @@ mutex is held. So one thread per process looks at the mutexes of every open stor
 second, and wakes the sleepers of any that has no owner. That costs a read and a system call
 a second per store, and it rescues sleepers in any process, not only this one.
 
-Only where the layout is known and checked: Linux on x86-64 with glibc, and a lock file
-whose header and both mutexes read as LMDB's (robust, process-shared). Elsewhere
-:func:`watch` returns a watch that does nothing.
+Only where the layout is known and checked: 64-bit Linux on x86-64 or aarch64 with glibc,
+and a lock file whose header and both mutexes read as LMDB's (robust, process-shared).
+Elsewhere :func:`watch` returns a watch that does nothing.
 """
 
 from __future__ import annotations
@@ -36,16 +36,27 @@ log = logging.getLogger(__name__)
 INTERVAL = 1.0  # seconds between looks
 
 _MAGIC = 0xBEEFC0DE  # LMDB's lock file header
-_MUTEXES = (8, 64)  # the reader and writer mutexes' offsets, x86-64 glibc (40-byte mutexes)
-_KIND = 16  # a glibc mutex's __kind, from its start
+# Where lock.mdb keeps the reader and writer mutexes, and the futex system call's number, by
+# machine. LMDB pads its header (magic, format, reader mutex, transaction id, counts) to
+# 64-byte cache lines and a glibc mutex is 40 bytes on x86-64, 48 on aarch64: the writer
+# mutex starts at 64 on one, 128 on the other (as read from lock files LMDB made on each).
+_LAYOUTS: dict[str, tuple[tuple[int, ...], int]] = {
+    "x86_64": ((8, 64), 202),
+    "aarch64": ((8, 128), 98),
+}
+_KIND = 16  # a glibc mutex's __kind, from its start (on both)
 _ROBUST, _PSHARED = 16, 128  # __kind bits
 _TID_MASK = 0x3FFFFFFF  # the owner's thread id in a robust mutex's word
-_SYS_FUTEX, _FUTEX_WAKE = 202, 1  # x86-64; a shared (not private) wake
+_FUTEX_WAKE = 1  # a shared (not private) wake
 _MAP_LENGTH = 4096  # the least of the lock file a watch reads
 
-_SUPPORTED = (
-    sys.platform == "linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc"
-)
+_LAYOUT = (
+    _LAYOUTS.get(platform.machine())
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc" and sys.maxsize > 2**32
+    else None
+)  # (a 32-bit Python on a 64-bit kernel has the machine's name but 32-bit mutexes)
+_SUPPORTED = _LAYOUT is not None
+_MUTEXES, _SYS_FUTEX = _LAYOUT if _LAYOUT is not None else ((), 0)
 
 
 class Watch:

@@ -25,10 +25,11 @@ import objstore
 from objstore.engine import lockwake
 
 pytestmark = pytest.mark.skipif(
-    not lockwake._SUPPORTED, reason="lockwake knows the lock layout of x86-64 glibc Linux only"
+    not lockwake._SUPPORTED,
+    reason="lockwake knows the lock layout of 64-bit x86 and aarch64 glibc Linux only",
 )
 
-_WRITER_WORD = 64  # the writer mutex's futex word in lock.mdb
+_WRITER_WORD = lockwake._MUTEXES[-1] if lockwake._SUPPORTED else 0  # the writer mutex's word
 _WAITERS = 0x80000000
 
 _HOLD = textwrap.dedent(
@@ -258,7 +259,7 @@ def test_only_a_mapped_lmdb_lock_file_is_watched(tmp_path: Path) -> None:
         watch = lockwake.watch(tmp_path / "s", owner)
         assert watch.active  # LMDB's, mapped (here by the test)
         watch.close()
-        struct.pack_into("<i", mapped, 64 + 16, 0)  # the writer mutex not a robust one
+        struct.pack_into("<i", mapped, _WRITER_WORD + 16, 0)  # the writer mutex not a robust one
         assert not lockwake.watch(tmp_path / "s", owner).active
     finally:
         mapped.close()
