@@ -22,7 +22,7 @@ from objstore.engine.lmdb.writes import IdTaken, Staged, Writes
 GROUP_BYTES = 128 * 1024 * 1024
 _GROUP_AHEAD = 2  # batches a single writer stages for the one transaction after a commit
 STAGER_WAIT = 0.05  # seconds a commit waits at most for writers still staging a batch
-ROW_ALLOWANCE = 256  # bytes of new B-tree pages a record's rows may add, on top of its data
+_ROW_ALLOWANCE = 256  # bytes of new B-tree pages a record's rows may add, on top of its data
 
 
 def _set_event(event: threading.Event, _: object) -> None:
@@ -70,7 +70,7 @@ def _adds(group: Sequence[_Queued]) -> int:
         data = sum(map(len, q.frames.values())) + sum(len(staged.unique[d].data) for d in unframed)
         total += data + data // 16  # a pack's last page is a part one: 4 KB per 64 KB at most
         total += sum(map(len, staged.closures.values()))
-        total += ROW_ALLOWANCE * len(staged.records)
+        total += _ROW_ALLOWANCE * len(staged.records)
     return total
 
 
