@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import httpx
 import msgspec
@@ -143,11 +143,25 @@ def _httpx_decodes(coding: str, encoded: bytes) -> bool:
 WHOLE_ACCEPT_ENCODING = ", ".join(c for c, body in _PROBE.items() if _httpx_decodes(c, body))
 
 
+def _undecodable(request: httpx.Request, coding: str, exc: Exception) -> errors.UnreadableResponse:
+    """The error for a body that is not in the coding its response names."""
+    what = f"{request.method} {request.url.copy_with(query=None)}"
+    said = f"the {coding} its Content-Encoding names" if coding else "its Content-Encoding"
+    return errors.UnreadableResponse(
+        f"{what}: the answer's body does not decode as {said} ({type(exc).__name__}: {exc})"
+    )
+
+
+# (isal's stub types its error class as an instance)
+_INFLATE_ERRORS = (zstandard.ZstdError, cast(type[Exception], isal_zlib.error))
+
+
 def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
     """The body of a streamed response, decoded when it is zstd or gzip (ISA-L, ~3x zlib).
 
     Pieces come as the connection reads them (64 KB): gathering them into bigger chunks
-    copied every byte once more for nothing, since lines are cut from pieces as well."""
+    copied every byte once more for nothing, since lines are cut from pieces as well.
+    A body that is not in the coding it claims raises UnreadableResponse."""
     coding = response.headers.get("content-encoding", "").strip().lower()
     make = _INFLATERS.get(coding)
     if make is None:
@@ -157,14 +171,17 @@ def iter_decoded(response: httpx.Response) -> Iterator[bytes]:
             )
         yield from response.iter_raw()
         return
-    inflater = make()
-    for chunk in response.iter_raw():
-        yield inflater.decompress(chunk)
-        while inflater.eof and inflater.unused_data:  # concatenated gzip members / zstd frames
-            rest = inflater.unused_data
-            inflater = make()
-            yield inflater.decompress(rest)
-    yield inflater.flush()
+    try:
+        inflater = make()
+        for chunk in response.iter_raw():
+            yield inflater.decompress(chunk)
+            while inflater.eof and inflater.unused_data:  # concatenated gzip members / frames
+                rest = inflater.unused_data
+                inflater = make()
+                yield inflater.decompress(rest)
+        yield inflater.flush()
+    except _INFLATE_ERRORS as exc:
+        raise _undecodable(response.request, coding, exc) from None
 
 
 def _whole_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
@@ -358,6 +375,8 @@ class Remote:
             self.stats.count(kind)
             try:
                 response = send()
+            except httpx.DecodingError as exc:  # a corrupt body would come the same again
+                raise _undecodable(exc.request, "", exc) from None
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
                     raise errors.ConnectionFailed(
@@ -655,6 +674,8 @@ class Remote:
                     finally:
                         self.stats.add(objects_downloaded=count)
                 return
+            except httpx.DecodingError as exc:  # an error answer's body, read whole
+                raise _undecodable(exc.request, "", exc) from None
             except httpx.TransportError as exc:
                 if started or attempt >= self.retries:
                     raise errors.ConnectionFailed(

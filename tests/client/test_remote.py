@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import re
 import tracemalloc
 from collections.abc import Generator, Iterator
 
@@ -105,6 +107,47 @@ def test_download_lines_are_whole_and_never_empty():
 def test_a_coding_we_did_not_ask_for_is_an_error_not_garbage():
     with pytest.raises(errors.UnreadableResponse, match="'br'"):
         b"".join(iter_decoded(response(b"\x1b\x00\x00", "br")))
+
+
+NOT_CODED = b'{"id": "a"} is plain JSON, not compressed at all' * 40
+
+
+def _mislabelled(coding: str, status: int = 200) -> httpx.MockTransport:
+    """A server whose every answer claims ``coding`` but holds plain bytes (a proxy that
+    kept the header and undid the coding, say)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-encoding": coding}
+        return httpx.Response(status, headers=headers, stream=Pieces(NOT_CODED, size=100))
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("coding", ["zstd", "gzip"])
+def test_a_streamed_body_not_in_its_coding_is_unreadable_naming_the_request(coding):
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=_mislabelled(coding))
+    says = rf"does not decode as the {coding} its Content-Encoding names"
+    where = re.escape("GET http://127.0.0.1:9/objects/p/r: ")
+    with pytest.raises(errors.UnreadableResponse, match=f"{where}.*{says}"):
+        list(remote.download_lines("r"))
+    where = re.escape("POST http://127.0.0.1:9/api/getobjects/p: ")
+    with pytest.raises(errors.UnreadableResponse, match=f"{where}.*{says}"):
+        list(remote.get_many(["a", "b"]))
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_whole_body_not_in_its_coding_is_unreadable_and_not_retried(status):
+    """httpx decodes whole bodies itself; a body its coding cannot read is the server's
+    fault, named by the request, and asked no second time (it would come the same)."""
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=_mislabelled("gzip", status))
+    unreadable = functools.partial(pytest.raises, errors.UnreadableResponse)
+    with unreadable(match=re.escape("GET http://127.0.0.1:9/objects/p/a/single: ")):
+        remote.get("a")
+    with unreadable(match=re.escape("POST http://127.0.0.1:9/api/diff/p: ")):
+        remote.diff(["a"])
+    with unreadable(match=re.escape("GET http://127.0.0.1:9/objects/p/r: ")):
+        list(remote.download_lines("r"))  # an error answer's body, read whole
+    assert remote.stats.retries == 0
 
 
 def test_remote_asks_for_the_codings_it_can_decode():
