@@ -39,31 +39,49 @@ _AFTER_TAB = itemgetter(2)
 _T = TypeVar("_T")
 
 
+def _conflicts_said(conflicts: int) -> str:
+    if not conflicts:
+        return ""
+    return (
+        f"; {conflicts:,} came under an id the cache already held with other bytes, which it "
+        "kept (an id names one content: give a changed object a new id)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
+    """``conflicts``: objects given under an id the cache held with other bytes (from an
+    earlier send or receive, or earlier in the same input); the cache keeps what it held,
+    as a server that has the id keeps its own."""
+
     root_id: str
     total: int
     uploaded: int
     skipped: int
+    conflicts: int = 0
 
     def summary(self) -> str:
         return (
             f"{self.total:,} objects: {self.uploaded:,} uploaded, {self.skipped:,} already "
-            "on the server"
+            f"on the server{_conflicts_said(self.conflicts)}"
         )
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiveResult:
+    """``conflicts``: objects the server sent under an id the cache held with other bytes,
+    which the cache kept."""
+
     root_id: str
     total: int
     from_cache: int
     downloaded: int
+    conflicts: int = 0
 
     def summary(self) -> str:
         return (
             f"{self.total:,} objects: {self.downloaded:,} downloaded, {self.from_cache:,} from "
-            "the cache"
+            f"the cache{_conflicts_said(self.conflicts)}"
         )
 
 
@@ -203,7 +221,8 @@ def send(
         total += 1
         if tick:
             tick(1)
-    return SendResult(root_id, total, uploaded, skipped)
+    conflicts = writer.conflicts if writer is not None else 0
+    return SendResult(root_id, total, uploaded, skipped, conflicts)
 
 
 def _check_types(window: list[tuple[str, bytes]], first: int) -> None:
@@ -268,6 +287,7 @@ class _CacheWriter:
         self._tick = tick
         self._queue: queue.Queue[bytes | list[bytes] | _Given | None] = queue.Queue(maxsize=2)
         self._failure: list[BaseException] = []
+        self.conflicts = 0  # objects under an id the cache held with other bytes
         self._ended = False  # the end marker was taken off the queue (on the writer thread)
         self._thread = threading.Thread(target=self._run, name="objstore-cache-writer", daemon=True)
         self._thread.start()
@@ -288,6 +308,7 @@ class _CacheWriter:
     def _run(self) -> None:
         try:
             for result in self._cache.iter_put_records(self._project, self._records()):
+                self.conflicts += result.conflicts
                 if self._tick is not None:  # new ones only: those it held were counted up front
                     self._tick(result.stored)  # type: ignore[operator]
         except BaseException as exc:
@@ -368,10 +389,12 @@ def _store_while_streaming(
     stream: Iterator[_T],
     tick: object,
     feed: Callable[[_CacheWriter, Iterable[_T]], None],
+    conflicts: list[int],
 ) -> None:
     """Write streamed objects to the cache in batches (``feed``: the writer's method that
-    takes them) while the download goes on. A stream that breaks off
-    (ConnectionFailed) has every object it delivered stored before the error is raised."""
+    takes them) while the download goes on, adding to ``conflicts`` how many came under an
+    id the cache held with other bytes. A stream that breaks off (ConnectionFailed) has
+    every object it delivered stored before the error is raised."""
     broken: list[errors.ConnectionFailed] = []
 
     def until_broken() -> Iterator[_T]:
@@ -380,10 +403,14 @@ def _store_while_streaming(
         except errors.ConnectionFailed as exc:  # end the last batch here; raised once stored
             broken.append(exc)
 
-    with _CacheWriter(cache, project, tick) as writer:
-        feed(writer, until_broken())
-        if broken:
-            raise broken[0]
+    writer = _CacheWriter(cache, project, tick)
+    try:
+        with writer:
+            feed(writer, until_broken())
+            if broken:
+                raise broken[0]
+    finally:  # the writer's thread has ended either way: its count is whole
+        conflicts.append(writer.conflicts)
 
 
 @contextlib.contextmanager
@@ -462,18 +489,31 @@ def receive(
         from_cache = len(closure_ids) - len(missing)
         if tick:
             tick(from_cache)
+        conflicts: list[int] = []  # one count per cache writer
         if missing and len(missing) >= STREAM_SHARE * len(closure_ids):
             blocks = _children_data(remote.download_lines(root_id), root_id)
             try:
-                _store_while_streaming(cache, project, blocks, tick, _CacheWriter.put_blocks)
+                _store_while_streaming(
+                    cache, project, blocks, tick, _CacheWriter.put_blocks, conflicts
+                )
             except errors.ConnectionFailed:  # the stream broke off (after its own retries)
                 lacking = [i for i, ok in cache.has(project, missing).items() if not ok]
                 _store_while_streaming(
-                    cache, project, remote.get_many(lacking), tick, _CacheWriter.put_objects
+                    cache,
+                    project,
+                    remote.get_many(lacking),
+                    tick,
+                    _CacheWriter.put_objects,
+                    conflicts,
                 )
         elif missing:
             _store_while_streaming(
-                cache, project, remote.get_many(missing), tick, _CacheWriter.put_objects
+                cache,
+                project,
+                remote.get_many(missing),
+                tick,
+                _CacheWriter.put_objects,
+                conflicts,
             )
         still = [i for i, ok in cache.has(project, missing).items() if not ok] if missing else []
         downloaded = len(missing) - len(still)
@@ -485,7 +525,8 @@ def receive(
                 f"{', '.join(map(repr, still[:3]))}{more}; the {downloaded:,} found are cached "
                 "(the root is not), so a receive once the server has them fetches only those"
             )
-        cache.put(project, [root])
+        conflicts.append(cache.put(project, [root]).conflicts)
     if tick:
         tick(1)
-    return ReceiveResult(root_id, len(closure_ids) + 1, from_cache, downloaded + 1)
+    total = len(closure_ids) + 1
+    return ReceiveResult(root_id, total, from_cache, downloaded + 1, sum(conflicts))

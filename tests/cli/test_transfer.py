@@ -559,6 +559,23 @@ def test_push_skips_a_byte_order_mark(server, tmp_path, capsys):
     assert code == 0 and out.strip() == "one", err
 
 
+def test_push_of_an_edited_dump_under_the_same_ids_says_the_first_bytes_were_kept(
+    server, tmp_path, capsys
+):
+    common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
+    common += ["--cache", str(tmp_path / "c")]
+    dump = tmp_path / "beam.dump"
+    for span in (6, 7):  # the same ids, the beam's span edited
+        beam = json.dumps({"id": "beam-9", "span": span})
+        root = json.dumps({"id": "frame-9", "__closure": {"beam-9": 1}})
+        dump.write_text(f"beam-9\t{beam}\nframe-9\t{root}\n")
+        code, out, err = run(capsys, "push", str(dump), *common)
+        assert code == 0 and out.strip() == "frame-9", err
+    assert "2 objects: 0 uploaded, 2 already on the server; 1 came under an id the cache" in err
+    code, out, err = run(capsys, "pull", "frame-9", *common)
+    assert json.loads(out.splitlines()[1].split("\t")[1]) == {"id": "beam-9", "span": 6}
+
+
 def test_the_default_cache_is_in_the_user_data_dir():
 
     path = transfer._cache_dir(argparse.Namespace(cache=None))

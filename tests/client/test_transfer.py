@@ -315,6 +315,51 @@ def test_a_cache_that_refuses_a_batch_fails_the_send(server, tmp_path):
         send(g.objects, r, cache)
 
 
+def _pair(obj: dict[str, Any]) -> tuple[str, bytes]:
+    return obj["id"], json.dumps(obj).encode()
+
+
+def _graph_of(tag: str, children: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    root = {"id": f"root-{tag}", "__closure": {c["id"]: 1 for c in children}}
+    return [*map(_pair, children), _pair(root)]
+
+
+def test_an_id_sent_again_with_other_bytes_is_told_not_passed_over(server, tmp_path):
+    """A hand-made dump that keeps an object's id while its content changes: the cache and
+    the server keep the first bytes (an id names one content), and send says so instead
+    of counting the new bytes as already on the server."""
+    with remote(server, "other") as r, objstore.open(tmp_path / "c") as cache:
+        first = send(_graph_of("v1", [{"id": "wall-7", "height": 3}]), r, cache)
+        assert (first.uploaded, first.conflicts) == (2, 0)
+        assert "already held" not in first.summary()
+        again = send(_graph_of("v2", [{"id": "wall-7", "height": 4}]), r, cache)
+        assert (again.total, again.uploaded, again.skipped, again.conflicts) == (2, 1, 1, 1)
+        assert "1 came under an id the cache already held with other bytes" in again.summary()
+        assert json.loads(cache.get("other", "wall-7") or b"") == {"id": "wall-7", "height": 3}
+        assert json.loads(r.get("wall-7") or b"") == {"id": "wall-7", "height": 3}
+    with remote(server, "other") as r, objstore.open(tmp_path / "d") as cache:
+        twice = [_pair({"id": "door-2", "w": 1}), _pair({"id": "door-2", "w": 2})]
+        within = send([*twice, _pair({"id": "root-doors", "__closure": {"door-2": 1}})], r, cache)
+        assert within.conflicts == 1  # the same id twice in one input, the bytes differing
+
+
+def test_a_receive_says_what_the_server_sent_under_ids_held_with_other_bytes(server, tmp_path):
+    children = [{"id": f"pane-{n}", "n": n} for n in range(20)]
+    with remote(server, "other") as r:
+        send(_graph_of("panes", children), r)
+    with remote(server, "other") as r, objstore.open(tmp_path / "c") as cache:
+        cache.put("other", [json.dumps({"id": "pane-0", "n": "edited here"}).encode()])
+        got = receive("root-panes", r, cache)  # 19 of 20 lacking: the whole children stream
+        assert got.conflicts == 1 and "1 came under an id" in got.summary()
+        assert json.loads(cache.get("other", "pane-0") or b"") == {
+            "id": "pane-0",
+            "n": "edited here",
+        }
+    with remote(server, "other") as r, objstore.open(tmp_path / "d") as cache:
+        got = receive("root-panes", r, cache)
+        assert got.conflicts == 0 and "came under" not in got.summary()
+
+
 def test_a_cache_takes_every_object_the_server_takes(tmp_path):
     """A server whose object limit is above the cache's: send and receive still go through
     that cache (objects the server holds must fit in it), and its own limits stay as they
