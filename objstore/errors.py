@@ -162,6 +162,12 @@ class UnsupportedFormat(ObjstoreError):
     """The store was written in a format this version of objstore does not read."""
 
 
+class TargetMisbehaved(ObjstoreError):
+    """A benchmark target answered a workload wrongly (objects lost from a download, a
+    re-send that uploaded, a diff that missed what was sent): its figures would mean nothing,
+    so ``objstore bench`` stops and names the target, client and workload."""
+
+
 class InvalidResults(ObjstoreError):
     """A file given to ``objstore bench compare`` is not a bench result (``--out``), or two
     results have nothing in common to compare."""

@@ -109,7 +109,10 @@ class ObjstoreClientDriver(Driver):
 
         result = send(objects, self.remote)
         if result.uploaded:
-            raise RuntimeError(f"re-send uploaded {result.uploaded} objects; expected none")
+            raise objstore.errors.TargetMisbehaved(
+                f"uploaded {result.uploaded:,} of the {len(objects):,} objects it had taken "
+                "before (a re-send uploads none)"
+            )
         return result.skipped
 
     def download(self, root_id: str) -> Iterator[tuple[str, bytes]]:

@@ -29,7 +29,7 @@ from typing import Any
 import xxhash
 
 import objstore
-from objstore import graphgen
+from objstore import errors, graphgen
 from objstore.bench.drivers import (
     Driver,
     EngineDriver,
@@ -179,13 +179,17 @@ class Measure:
         return out
 
 
-def _count(pairs: Iterable[tuple[str, bytes]], deadline: float) -> tuple[int, int]:
+def _count(pairs: Iterable[tuple[str, bytes]], deadline: float, expected: int) -> tuple[int, int]:
+    """Objects and bytes of ``pairs`` read until ``deadline``; TargetMisbehaved when, read
+    to the end, they are not the ``expected`` number of objects."""
     n = size = 0
     for _, data in pairs:
         n += 1
         size += len(data)
         if time.monotonic() > deadline:
-            break
+            return n, size
+    if n != expected:
+        raise errors.TargetMisbehaved(f"returned {n:,} of the {expected:,} objects sent")
     return n, size
 
 
@@ -236,9 +240,11 @@ class Runner:
                     spec.path, limits=Limits(1 << 30, 1 << 31)
                 )
             project = f"bench-{self.run_id}-{rep}-{concurrency}"
-            yield EngineDriver(store, project)
-            if not self.keep:
-                store.delete_project(project)
+            try:
+                yield EngineDriver(store, project)
+            finally:  # a run stopped by an error leaves no project behind either
+                if not self.keep:
+                    store.delete_project(project)
             return
         for client in self.clients:
             if spec.kind != "spawn":
@@ -373,12 +379,12 @@ class Runner:
                     yield workload, Measure(time.perf_counter() - start, checked, total_bytes)
                 elif workload == "download":
                     start = time.perf_counter()
-                    n, size = _count(driver.download(graph.root_id), deadline)
+                    n, size = _count(driver.download(graph.root_id), deadline, len(objects))
                     yield workload, Measure(time.perf_counter() - start, n, size)
                 elif workload == "getobjects":
                     shuffled = random.Random(1).sample(ids, len(ids))
                     start = time.perf_counter()
-                    n, size = _count(driver.getobjects(shuffled), deadline)
+                    n, size = _count(driver.getobjects(shuffled), deadline, len(shuffled))
                     yield workload, Measure(time.perf_counter() - start, n, size)
                 elif workload == "single GET":
                     sample = random.Random(2).sample(ids, min(self.single_requests, len(ids)))
@@ -403,7 +409,9 @@ class Runner:
                     answer = driver.diff(known + fake)
                     found = sum(answer.values())
                     if found != len(known):
-                        raise RuntimeError(f"diff found {found} of {len(known)} known ids")
+                        raise errors.TargetMisbehaved(
+                            f"found {found:,} of the {len(known):,} ids sent before"
+                        )
                     yield (
                         workload,
                         Measure(
@@ -414,6 +422,8 @@ class Runner:
                     yield workload, self._mixed(driver, graph, concurrency, target)
             except NotImplementedError:
                 continue
+            except errors.TargetMisbehaved as exc:
+                raise errors.TargetMisbehaved(f"{label}: {workload}: {exc}") from None
 
     def _mixed(self, driver: Driver, graph: graphgen.Graph, readers: int, target: str) -> Measure:
         """``readers`` threads of getobjects on random batches while one writer sends; the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
+import objstore
 from objstore import bench, cli, errors
 from objstore.bench import GraphSource, Runner, TargetError, compare, parse_target
 from objstore.bench import runner as runner_module
@@ -431,3 +433,59 @@ def test_a_run_holds_one_graph_at_a_time(tmp_path, monkeypatch, getobjects_from)
     assert len(made) == 4 and held_at_load == [0, 0, 0, 0]
     mixed = [r for r in doc["results"] if r["workload"] == "mixed"]
     assert len(mixed) == (4 if getobjects_from is None else 0)
+
+
+def _lose_one(method):
+    def losing(self, *args):
+        return itertools.islice(method(self, *args), 1, None)  # every object but the first
+
+    return losing
+
+
+@pytest.mark.parametrize(
+    ("workload", "method", "broken", "says"),
+    [
+        ("download", "download", _lose_one, "download: returned {less} of the {n} objects sent"),
+        ("getobjects", "getobjects", _lose_one, "getobjects: returned {less} of the {n} objects"),
+        (
+            "diff 100k",
+            "diff",
+            lambda m: lambda self, ids: dict.fromkeys(ids, False),
+            "diff 100k: found 0 of the {n} ids sent before",
+        ),
+    ],
+)
+def test_a_target_that_loses_what_it_took_stops_the_run_naming_it(
+    tmp_path, monkeypatch, workload, method, broken, says
+):
+    """A target whose answers lose objects would give figures that mean nothing: the run
+    stops with TargetMisbehaved (a one-line error in the CLI) naming target, client and
+    workload; the same run with nothing broken gives its figures."""
+    spec = TargetSpec("engine", "lmdb", path=tmp_path / "engine")
+    fine = Runner([spec], GraphSource(size=300), workloads=[workload]).run()
+    n = fine["graph"]["objects"]
+    assert [r["objects"] for r in fine["results"]] == [n if method != "diff" else 100_000]
+    driver = bench.drivers.EngineDriver
+    monkeypatch.setattr(driver, method, broken(getattr(driver, method)))
+    spec = TargetSpec("engine", "lmdb", path=tmp_path / "engine2")
+    said = "^engine/engine/c4: " + says.format(n=n, less=n - 1)
+    with pytest.raises(errors.TargetMisbehaved, match=said):
+        Runner([spec], GraphSource(size=300), workloads=[workload]).run()
+    with objstore.open(tmp_path / "engine2") as store:
+        assert store.projects() == []  # the stopped run's project deleted, as a whole run's
+
+
+def test_a_server_that_uploads_on_a_re_send_is_named(monkeypatch):
+    """objstore's client re-sending a graph the server took must upload nothing; a server
+    whose diff forgets what it took is named, not measured."""
+    from objstore.client.remote import Remote
+
+    server = SpawnedServer(project="p").start()
+    try:
+        spec = parse_target(f"srv={server.url},token={server.token},project=p")
+        monkeypatch.setattr(Remote, "diff", lambda self, ids: dict.fromkeys(ids, False))
+        says = r"^srv/objstore/c4: re-send: uploaded \d+ of the \d+ objects it had taken before"
+        with pytest.raises(errors.TargetMisbehaved, match=says):
+            Runner([spec], GraphSource(size=300), workloads=["re-send"]).run()
+    finally:
+        server.stop()
