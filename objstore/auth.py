@@ -10,20 +10,21 @@ bcrypt per request is what makes Speckle's server slow), and it is compared in c
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import hmac
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgspec
 
 from objstore import errors
 from objstore.engine import lockwake
-from objstore.engine.environment import open_environment, refusing_damage
+from objstore.engine.environment import DAMAGED, damaged, open_environment, refusing_damage
 from objstore.store import check_project
 
 ROLES = {"reviewer": 1, "contributor": 2, "owner": 3}
@@ -90,6 +91,15 @@ class AuthStore:
         self._lockwatch.close()
         self._env.close()
 
+    @contextlib.contextmanager
+    def _undamaged(self) -> Iterator[None]:
+        """Around every use of the environment: damaged pages, or a record that is not what
+        was written, raise StoreCorrupt naming the auth store (as the object store does)."""
+        try:
+            yield
+        except (*DAMAGED, msgspec.DecodeError) as exc:
+            raise damaged(self.path, exc) from exc
+
     # -- projects --------------------------------------------------------------------------------
 
     def create_project(
@@ -109,7 +119,7 @@ class AuthStore:
             if role not in ROLES:
                 raise errors.ObjstoreError(f"unknown role {role!r} for {user!r}: use {list(ROLES)}")
         project = Project(name=name, public=public, members=roles, created=time.time())
-        with self._lock, self._env.begin(write=True) as txn:
+        with self._undamaged(), self._lock, self._env.begin(write=True) as txn:
             if not txn.put(
                 name.encode(), msgspec.json.encode(project), db=self._projects, overwrite=False
             ):
@@ -117,15 +127,15 @@ class AuthStore:
         return project
 
     def get_project(self, name: str) -> Project | None:
-        with self._env.begin() as txn:
+        with self._undamaged(), self._env.begin() as txn:
             raw = txn.get(name.encode(), db=self._projects)
-        return msgspec.json.decode(raw, type=Project) if raw else None
+            return msgspec.json.decode(raw, type=Project) if raw else None
 
     def update_project(
         self, name: str, *, public: bool | None = None, members: dict[str, str | None] | None = None
     ) -> Project:
         """Change public flag and/or members (a role of None removes the member)."""
-        with self._lock, self._env.begin(write=True) as txn:
+        with self._undamaged(), self._lock, self._env.begin(write=True) as txn:
             raw = txn.get(name.encode(), db=self._projects)
             if raw is None:
                 raise errors.ObjstoreError(f"project {name!r} does not exist")
@@ -143,11 +153,11 @@ class AuthStore:
         return project
 
     def list_projects(self) -> list[Project]:
-        with self._env.begin() as txn:
+        with self._undamaged(), self._env.begin() as txn:
             return [msgspec.json.decode(v, type=Project) for _, v in txn.cursor(self._projects)]
 
     def delete_project(self, name: str) -> bool:
-        with self._lock, self._env.begin(write=True) as txn:
+        with self._undamaged(), self._lock, self._env.begin(write=True) as txn:
             return bool(txn.delete(name.encode(), db=self._projects))
 
     # -- tokens ----------------------------------------------------------------------------------
@@ -179,16 +189,16 @@ class AuthStore:
             name=name,
             created=now,
         )
-        with self._lock, self._env.begin(write=True) as txn:
+        with self._undamaged(), self._lock, self._env.begin(write=True) as txn:
             txn.put(token_id.encode(), msgspec.json.encode(token), db=self._tokens)
         return token, token_id + secret
 
     def list_tokens(self) -> list[Token]:
-        with self._env.begin() as txn:
+        with self._undamaged(), self._env.begin() as txn:
             return [msgspec.json.decode(v, type=Token) for _, v in txn.cursor(self._tokens)]
 
     def revoke_token(self, token_id: str) -> bool:
-        with self._lock, self._env.begin(write=True) as txn:
+        with self._undamaged(), self._lock, self._env.begin(write=True) as txn:
             return bool(txn.delete(token_id.encode(), db=self._tokens))
 
     def authenticate(self, presented: str) -> Token | None:
@@ -196,11 +206,11 @@ class AuthStore:
         if len(presented) != TOKEN_ID_CHARS + TOKEN_SECRET_CHARS:
             return None
         token_id, secret = presented[:TOKEN_ID_CHARS], presented[TOKEN_ID_CHARS:]
-        with self._env.begin() as txn:
+        with self._undamaged(), self._env.begin() as txn:
             raw = txn.get(token_id.encode(), db=self._tokens)
-        if raw is None:
-            return None
-        token = msgspec.json.decode(raw, type=Token)
+            if raw is None:
+                return None
+            token = msgspec.json.decode(raw, type=Token)
         if not hmac.compare_digest(token.secret_hash, _hash(secret)):
             return None
         if token.expired():

@@ -76,3 +76,39 @@ def test_a_cut_short_auth_store_is_store_corrupt(tmp_path):
     data.write_bytes(data.read_bytes()[: 2 * 4096])
     with pytest.raises(errors.StoreCorrupt, match="auth is damaged"):
         AuthStore(tmp_path / "auth")
+
+
+def test_a_damaged_record_is_store_corrupt_not_a_decode_error(tmp_path):
+    """A record whose bytes are not what was written (a flipped byte on disk: LMDB keeps no
+    checksums) fails every use of it with StoreCorrupt naming the auth store, which the
+    server answers as 500 STORE_CORRUPT and the CLI as one line; the others still work."""
+    import lmdb
+
+    auth = AuthStore(tmp_path / "auth")
+    token, presented = auth.create_token("alice")
+    auth.create_project("p", owner="alice")
+    auth.create_project("q", owner="alice")
+    auth.close()
+    env = lmdb.open(str(tmp_path / "auth"), max_dbs=4)
+    with env.begin(write=True) as txn:
+        txn.put(token.id.encode(), b'{"id": "\xff\xfe', db=env.open_db(b"tokens", txn=txn))
+        txn.put(
+            b"p", b'{"name": "p", "members": {"alice": 3}}', db=env.open_db(b"projects", txn=txn)
+        )
+    env.close()
+    auth = AuthStore(tmp_path / "auth")
+    try:
+        for use in (
+            lambda: auth.authenticate(presented),
+            auth.list_tokens,
+            lambda: auth.get_project("p"),
+            lambda: auth.check(None, "p", write=False),
+            lambda: auth.update_project("p", public=True),
+            auth.list_projects,
+        ):
+            with pytest.raises(errors.StoreCorrupt, match=r"auth is damaged .*\); a cache"):
+                use()
+        assert auth.get_project("q") is not None and auth.delete_project("p")
+        assert [p.name for p in auth.list_projects()] == ["q"]
+    finally:
+        auth.close()
