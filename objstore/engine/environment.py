@@ -25,6 +25,19 @@ DAMAGED = (
 )
 
 
+# what LMDB raises inside a write that meets damaged pages: its internal errors (a page's free
+# space miscounted; the transaction invalidated by such a failure), which py-lmdb's cursor
+# delete can also surface as a SystemError over them
+_DAMAGED_IN_WRITE = (*DAMAGED, lmdb.PageFullError, lmdb.BadTxnError)
+
+
+def damage_in_write(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside a write transaction, is LMDB meeting damaged pages."""
+    if isinstance(exc, SystemError):
+        exc = exc.__context__ or exc.__cause__ or exc
+    return isinstance(exc, _DAMAGED_IN_WRITE)
+
+
 # how lmdb.open words the OS errors of a store that cannot be written
 _UNWRITABLE = tuple(os.strerror(code) for code in (errno.EROFS, errno.EACCES, errno.EPERM))
 

@@ -7,6 +7,8 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+import lmdb
+
 from objstore import errors
 from objstore.engine.base import CompactReport, Stats, VerifyReport
 from objstore.engine.environment import DAMAGED, damaged
@@ -19,6 +21,7 @@ from objstore.engine.layout import (
     META_STORED,
     PLACE,
     REF,
+    ROW,
     U32,
     U64,
     pack_frames,
@@ -53,6 +56,9 @@ def _planned(plan: _Plan, sizes: dict[bytes, int]) -> CompactReport:
     return CompactReport(len(plan.sparse), written, moved, freed)
 
 
+INDEX_ROW = REF.size + LOC.size  # an index row's bytes: refcount, raw length, location
+
+
 class Maintenance(Environment):
     """Deletes, reference recounts, compaction, counts, stats and verification."""
 
@@ -66,6 +72,8 @@ class Maintenance(Environment):
             rows = 0
             if cur.set_range(pid):
                 while cur.key()[:4] == pid:
+                    if len(cur.value()) != ROW.size:  # LMDB keeps no checksums of its own
+                        raise lmdb.CorruptedError(f"object row {cur.key()!r} is cut or grown")
                     digest = cur.value()[:DIGEST_SIZE]
                     removed[digest] = removed.get(digest, 0) + 1
                     rows += 1
@@ -288,6 +296,9 @@ class Maintenance(Environment):
         locations: dict[bytes, bytes] = {}
 
         def visit_object(key: bytes, row: bytes) -> None:
+            if len(row) != ROW.size:
+                report.problems.append(f"object row {key!r}: {len(row)} bytes, not {ROW.size}")
+                return
             digest = row[:DIGEST_SIZE]
             referenced[digest] = referenced.get(digest, 0) + 1
             locations.setdefault(digest, row[DIGEST_SIZE:])
@@ -301,6 +312,11 @@ class Maintenance(Environment):
 
         def check_entry(txn: Any, digest: bytes, row: bytes) -> None:
             report.blobs_checked += 1
+            if len(digest) != DIGEST_SIZE or len(row) != INDEX_ROW:
+                report.problems.append(
+                    f"index row {digest.hex()}: {len(row)} bytes, not {INDEX_ROW}"
+                )
+                return
             refcounts[digest] = REF.unpack_from(row)[0]
             pack_key = row[REF.size : REF.size + 8]
             per_pack[pack_key] = per_pack.get(pack_key, 0) + 1
@@ -326,7 +342,14 @@ class Maintenance(Environment):
             report.miscounted += 1
             report.problems.append(f"blob {digest.hex()}: stored but no object uses it")
         live: dict[bytes, int] = {}
-        self._scan(self._packrefs, lambda k, v: live.__setitem__(k, U32.unpack(v)[0]))
+
+        def count_live(pack_key: bytes, row: bytes) -> None:
+            if len(pack_key) != U64.size or len(row) != U32.size:
+                report.problems.append(f"pack count row {pack_key!r}: damaged")
+                return
+            live[pack_key] = U32.unpack(row)[0]
+
+        self._scan(self._packrefs, count_live)
         for pack_key in sorted(live.keys() | per_pack.keys()):
             if live.get(pack_key) != per_pack.get(pack_key):
                 number = U64.unpack(pack_key)[0]
@@ -340,7 +363,9 @@ class Maintenance(Environment):
         finally:
             self._end_read(txn)
         for pack_key in stored:
-            if pack_key not in per_pack:
+            if len(pack_key) != U64.size:
+                report.problems.append(f"pack row {pack_key!r}: damaged key")
+            elif pack_key not in per_pack:
                 number = U64.unpack(pack_key)[0]
                 report.problems.append(f"pack {number}: stored but no object is in it")
         return report

@@ -25,7 +25,13 @@ from objstore.compression import (
     MissingDictionary,
 )
 from objstore.engine import lockwake
-from objstore.engine.environment import DAMAGED, damaged, open_environment, refusing_damage
+from objstore.engine.environment import (
+    DAMAGED,
+    damage_in_write,
+    damaged,
+    open_environment,
+    refusing_damage,
+)
 from objstore.engine.layout import (
     DICT_PREFIX,
     FORMAT_VERSION,
@@ -247,7 +253,7 @@ class Environment:
             yield txn
         except BaseException as exc:
             txn.abort()
-            if isinstance(exc, DAMAGED):
+            if damage_in_write(exc):
                 raise damaged(self.path, exc) from exc
             raise
         else:
@@ -376,8 +382,10 @@ class Environment:
         return U64.unpack(value)[0] if value else 0
 
     def _add_counter(self, txn: Any, key: bytes, delta: int) -> None:
+        """Add ``delta`` to a byte counter (stats' figures). One that would go below zero was
+        damaged: it stops at zero rather than failing the delete that found it."""
         if delta:
-            txn.put(key, U64.pack(self._counter(txn, key) + delta), db=self._meta)
+            txn.put(key, U64.pack(max(0, self._counter(txn, key) + delta)), db=self._meta)
 
     def _current_dict(self, txn: Any) -> int:
         value = txn.get(META_DICT_CURRENT, db=self._meta)

@@ -6,12 +6,13 @@ import contextlib
 import json
 import random
 
+import lmdb
 import pytest
 
 import objstore
 from objstore import errors, graphgen
 from objstore.codec import digest_of
-from objstore.engine.layout import REF, U64
+from objstore.engine.layout import META_RAW, REF, U64
 from objstore.engine.lmdb import LMDBBackend, maintenance
 
 from ..damage import raw_put
@@ -238,3 +239,80 @@ def test_verify_reports_a_pack_nothing_is_in(tmp_path):
 def test_compact_refuses_a_threshold_outside_0_to_1(tmp_path):
     with objstore.open(tmp_path / "s") as store, pytest.raises(ValueError, match="min_dead"):
         store.compact(min_dead=0)
+
+
+def test_rows_of_the_wrong_length_are_verify_problems_not_a_crash(tmp_path):
+    """A flipped length on disk (LMDB keeps no checksums) leaves rows cut or grown: verify
+    names each and goes on, where it raised struct.error on a cut pack key."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"a","v":1}', b'{"id":"b","v":2}', b'{"id":"c","v":3}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        raw_put(backend, "objects", b"\0\0\0\1a", b"cut")
+        raw_put(backend, "index", digest_of(b'{"id":"b","v":2}'), b"\0\0\0\1")
+        raw_put(backend, "packrefs", b"\1\2", b"\0\0\0\1")
+        raw_put(backend, "packs", b"\7", b"x")
+        report = store.verify()
+        said = "\n".join(report.problems)
+        assert "object row b'\\x00\\x00\\x00\\x01a': 3 bytes, not 32" in said
+        b_digest = digest_of(b'{"id":"b","v":2}').hex()
+        assert f"index row {b_digest}: 4 bytes, not 28" in said
+        assert "pack count row b'\\x01\\x02': damaged" in said
+        assert "pack row b'\\x07': damaged key" in said
+        assert report.objects_checked == 2 and not report.ok
+
+
+def test_deleting_a_project_over_a_damaged_row_is_store_corrupt_and_changes_nothing(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"a","v":1}', b'{"id":"b","v":2}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        raw_put(backend, "objects", b"\0\0\0\1b", b"cut short")
+        with pytest.raises(errors.StoreCorrupt, match=r"is damaged .*object row b'.*b' is cut"):
+            store.delete_project("p")
+        assert store.count("p") == 2 and store.get("p", "a") == b'{"id":"a","v":1}'
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        lmdb.PageFullError("mdb_del: MDB_PAGE_FULL: Internal error - page has no more space"),
+        lmdb.BadTxnError("mdb_get: MDB_BAD_TXN: Transaction must abort"),
+    ],
+)
+def test_lmdb_meeting_damaged_pages_in_a_write_is_store_corrupt(tmp_path, monkeypatch, fault):
+    """LMDB's internal errors inside a write are damaged pages (a page's free space
+    miscounted), however py-lmdb surfaces them (its cursor delete: a SystemError over one)."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"a","v":1}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+
+        def failing(txn, removed):
+            raise fault
+
+        monkeypatch.setattr(backend, "_release", failing)
+        with pytest.raises(errors.StoreCorrupt, match="is damaged or not an objstore store"):
+            store.delete_project("p")
+
+        def wrapped(txn, removed):
+            try:
+                raise fault
+            except lmdb.Error:
+                raise SystemError("returned a result with an exception set")  # noqa: B904
+
+        monkeypatch.setattr(backend, "_release", wrapped)
+        with pytest.raises(errors.StoreCorrupt, match="returned a result"):
+            store.delete_project("p")
+        monkeypatch.undo()
+        assert store.count("p") == 1
+
+
+def test_a_byte_counter_damaged_low_stops_at_zero_instead_of_failing_deletes(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"a","v":1}', b'{"id":"b","v":2}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        raw_put(backend, "meta", META_RAW, U64.pack(3))  # holds 32 bytes of JSON
+        assert store.delete_project("p") == 2
+        assert store.stats().raw_bytes == 0 and store.count("p") == 0
