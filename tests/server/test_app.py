@@ -530,3 +530,48 @@ def test_health_and_server_info(server):
         limits = c.get(f"{server.url}/api/server-info").json()["limits"]
     assert limits["max_object_bytes"] == 2 << 20
     assert limits["max_batch_bytes"] == 20 << 20
+
+
+def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_path):
+    """Once a streamed answer has begun, its status is sent: an object found damaged after
+    that must cut the connection, not end the body cleanly, or a client would take the
+    objects before it for the whole answer (specklepy's, silently). httpx and requests (under
+    specklepy) both fail the read, on getobjects in both formats and on object+children."""
+    from objstore.codec import digest_of
+
+    from ..engine.damage import corrupt
+    from .conftest import setup_auth, start_server
+
+    requests = pytest.importorskip("requests")
+    gen = start_server(tmp_path, block_bytes=4096)
+    run = next(gen)
+    try:
+        setup_auth(run)
+        ids = [f"m{n:04d}" for n in range(300)]
+        children = [json.dumps({"id": i, "pad": i * 40}).encode() for i in ids]
+        root = json.dumps({"id": "root", "__closure": dict.fromkeys(ids, 1)}).encode()
+        run.store.put("priv", [*children, root])
+        corrupt(run.store.backend, digest_of(children[200]))
+        body = {"objects": json.dumps(ids)}
+        for accept in ("text/plain", "application/json"):
+            headers = run.headers("alice", Accept=accept)
+            with (
+                pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"),
+                httpx.stream(
+                    "POST", f"{run.url}/api/getobjects/priv", json=body, headers=headers
+                ) as r,
+            ):
+                assert r.status_code == 200  # sent before the damage was met
+                for _ in r.iter_bytes():
+                    pass
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.get(f"{run.url}/objects/priv/root", headers=run.headers("alice"), timeout=30)
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.post(
+                f"{run.url}/api/getobjects/priv",
+                data=body,
+                headers=run.headers("alice", Accept="text/plain"),
+                timeout=30,
+            )
+    finally:
+        gen.close()
