@@ -73,6 +73,18 @@ class RemoteStats:
                 setattr(self, key, getattr(self, key) + value)
 
 
+def _failed(url: str, exc: httpx.TransportError, tries: int) -> errors.ConnectionFailed:
+    """ConnectionFailed for the last of ``tries`` that failed with ``exc``: a server out of
+    reach is said so; one that answered and broke off (a dropped connection, or a server that
+    met an object it cannot read after its answer had begun) is named by the request."""
+    said = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return errors.ConnectionFailed(f"cannot reach {url} ({said})")
+    request = exc.request
+    what = f"{request.method} {request.url.copy_with(query=None)}"
+    return errors.ConnectionFailed(f"{what}: no whole answer in {tries} tries ({said})")
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
@@ -379,9 +391,7 @@ class Remote:
                 raise _undecodable(exc.request, "", exc) from None
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
-                    raise errors.ConnectionFailed(
-                        f"cannot reach {self.url} ({type(exc).__name__}: {exc})"
-                    ) from None
+                    raise _failed(self.url, exc, attempt + 1) from None
                 delay = None
             else:
                 if response.status_code < 400:

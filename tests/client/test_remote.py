@@ -307,6 +307,31 @@ def test_get_many_holds_a_few_blocks_not_whole_answers():
     assert peak < 30_000_000, f"80 MB of objects held {peak / 1e6:.0f} MB at once"
 
 
+def test_an_answer_that_always_breaks_off_is_named_by_its_request_not_out_of_reach():
+    """A server that answers and cuts its body at the same object every time (one that
+    meets an object it cannot read once its answer has begun) is not "out of reach": the
+    error names the request and the tries."""
+    ids = [f"o{i}" for i in range(200)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Lines(_asked(request), 50_000, fail_after=0))
+
+    remote = Remote(
+        "http://127.0.0.1:9",
+        "t",
+        "p",
+        transport=httpx.MockTransport(handler),
+        retries=2,
+        backoff=0.01,
+    )
+    says = re.escape("POST http://127.0.0.1:9/api/getobjects/p: no whole answer in 3 tries (")
+    with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
+        list(remote.get_many(ids))
+    assert remote.stats.requests["getobjects"] == 3
+    with pytest.raises(errors.ConnectionFailed, match=r"^cannot reach http://127\.0\.0\.1:9 "):
+        Remote("http://127.0.0.1:9", "t", "p", retries=0).diff(["a"])  # nothing listens
+
+
 def test_get_many_resumes_a_lost_body_with_only_the_ids_not_delivered():
     ids = [f"o{i}" for i in range(200)]
     asked: list[list[str]] = []
