@@ -489,3 +489,23 @@ def test_a_server_that_uploads_on_a_re_send_is_named(monkeypatch):
             Runner([spec], GraphSource(size=300), workloads=["re-send"]).run()
     finally:
         server.stop()
+
+
+def test_a_dump_with_strays_and_repeats_is_measured_not_called_misbehaving(tmp_path):
+    """A user's dump may hold objects outside its root's closure and an id twice: a
+    download is checked against the root and the closure ids the dump has, getobjects
+    against its distinct ids, so a target serving them rightly is measured."""
+    lines = [
+        ("a", {"id": "a", "v": 1}),
+        ("b", {"id": "b", "v": 2}),
+        ("a", {"id": "a", "v": 1}),  # the same object twice
+        ("stray", {"id": "stray", "v": 3}),  # in no closure
+        ("r", {"id": "r", "__closure": {"a": 1, "b": 1, "gone": 1}}),  # "gone": not in it
+    ]
+    dump = tmp_path / "g.dump"
+    dump.write_text("".join(f"{i}\t{json.dumps(o)}\n" for i, o in lines))
+    spec = TargetSpec("engine", "lmdb", path=tmp_path / "engine")
+    workloads = ["download", "getobjects", "re-send"]
+    doc = Runner([spec], GraphSource.parse(str(dump)), workloads=workloads).run()
+    got = {r["workload"]: r["objects"] for r in doc["results"]}
+    assert got == {"download": 3, "getobjects": 4, "re-send": 4}  # the engine: distinct ids
