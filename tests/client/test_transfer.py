@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import gzip
 import itertools
 import json
 import shutil
@@ -972,3 +973,143 @@ def test_cache_writes_from_stream_blocks_stay_under_the_cache_limits(blocks, max
         writer.put_blocks(iter(sent))
     stored = dict(cache.get_many("p", [f"o{n}" for n in range(made)]))
     assert stored == {f"o{n}": data for n, data in enumerate(itertools.chain(*sent))}
+
+
+_KIDS: list[dict[str, Any]] = [{"id": f"k{n}", "n": n} for n in range(12)]
+_CLOSURE = {f"k{n}": 1 for n in range(12)}
+_GOOD = {o["id"]: json.dumps(o).encode() for o in [*_KIDS, {"id": "root", "__closure": _CLOSURE}]}
+
+
+class _Hostile:
+    """A server (an httpx transport) that answers each route as ``plan`` says: the right
+    answer, garbage, an error status, a mislabelled coding, or object lines gone wrong."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+
+    def _lines(self, ids: list[str]) -> bytes:
+        out = []
+        for n, object_id in enumerate(ids):
+            data = _GOOD.get(object_id)
+            if data is None:
+                continue
+            key = object_id.encode()
+            how = self.plan["lines"][n % len(self.plan["lines"])]
+            if how == "good":
+                out.append(key + b"\t" + data)
+            elif how == "other id":
+                out.append(key + b"\t" + data.replace(b'"id": "', b'"id": "x'))
+            elif how == "bad json":
+                out.append(key + b"\t" + data[:-1])
+            elif how == "no tab":
+                out.append(data)
+            elif how == "dropped":
+                continue
+            elif how == "twice":
+                out += [key + b"\t" + data] * 2
+            elif how == "bad closure":
+                out.append(key + b"\t" + data.replace(b'"n"', b'"__closure": {"a": "b"}, "n"'))
+            elif how == "cut":
+                out.append(key + b"\t" + data[: len(data) // 2])
+                break
+        return b"\n".join(out) + b"\n"
+
+    def _answer(self, spec: object, good: bytes) -> httpx.Response:
+        if isinstance(spec, int):
+            return httpx.Response(
+                spec, json={"error": {"message": "no"}}, headers={"retry-after": "0"}
+            )
+        body = good if spec == "good" else cast(bytes, spec)
+        headers = {}
+        coding = self.plan["coding"]
+        if coding == "gzip":
+            body = gzip.compress(body)
+        if coding is not None:
+            headers["content-encoding"] = "gzip"  # "liar": plain bytes said to be gzip
+        return httpx.Response(200, stream=_Chunks(body), headers=headers)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, plan = request.url.path, self.plan
+        if path == "/api/server-info":
+            limits = {"limits": {"max_object_bytes": 10_000_000, "max_batch_bytes": 50_000_000}}
+            return self._answer(plan["server-info"], json.dumps(limits).encode())
+        if path.endswith("/single"):
+            return self._answer(plan["single"], _GOOD["root"])
+        if request.method == "POST" and path.startswith("/objects/"):
+            return httpx.Response(plan["upload"], json={"error": {"message": "no"}})
+        asked = json.loads(json.loads(request.content)["objects"]) if request.content else []
+        if path.startswith("/api/diff/"):
+            return self._answer(plan["diff"], json.dumps(dict.fromkeys(asked, False)).encode())
+        if path.startswith("/api/getobjects/"):
+            return self._answer("good", self._lines(asked))
+        return self._answer(plan["stream"], self._lines(list(_GOOD)[::-1]))
+
+
+class _Chunks(httpx.SyncByteStream):
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self):
+        for at in range(0, len(self.data), 97):
+            yield self.data[at : at + 97]
+
+
+_GARBAGE = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b"", b"null", b"[]", b"{}", b'{"limits": 5}', b'{"k0": "yes"}']),
+    st.sampled_from([400, 401, 403, 404, 413, 429, 500, 503]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    plan=st.fixed_dictionaries(
+        {
+            "server-info": st.one_of(st.just("good"), _GARBAGE),
+            "single": st.one_of(st.just("good"), _GARBAGE),
+            "diff": st.one_of(st.just("good"), _GARBAGE),
+            "stream": st.one_of(st.just("good"), _GARBAGE),
+            "upload": st.sampled_from([201, 201, 400, 413, 500, 507]),
+            "coding": st.sampled_from([None, None, "gzip", "liar"]),
+            "lines": st.lists(
+                st.sampled_from(
+                    ["good"] * 4
+                    + ["other id", "bad json", "no tab", "dropped", "twice", "bad closure", "cut"]
+                ),
+                min_size=1,
+                max_size=13,
+            ),
+        }
+    ),
+    sending=st.booleans(),
+    held=st.integers(0, 12),
+)
+def test_a_hostile_server_gets_an_objstore_error_or_a_whole_graph(plan, sending, held):
+    """Whatever a server answers (garbage, error statuses, a coding it does not hold to,
+    object lines under other ids, cut, doubled, broken), send and receive end in an
+    ``objstore.errors`` class or a whole transfer: the cache never holds an object under
+    the wrong bytes, nor a root without its closure, and verifies after."""
+    cache = objstore.open_memory()
+    kids = [_GOOD[k["id"]] for k in _KIDS]
+    if sending or held:
+        cache.put("p", [*kids, _GOOD["root"]] if sending else kids[:held])
+    transport = httpx.MockTransport(_Hostile(plan))
+    with Remote(
+        "http://127.0.0.1:9",
+        "t",
+        "p",
+        transport=transport,
+        retries=1,
+        backoff=0.001,
+        max_backoff=0.001,
+        compression="on",
+    ) as r:
+        try:
+            (send if sending else receive)("root", r, cache)
+        except errors.ObjstoreError as exc:
+            assert str(exc)
+    assert cache.verify().ok
+    for object_id, data in _GOOD.items():
+        assert cache.get("p", object_id) in (None, data)
+    if cache.get("p", "root") is not None:
+        assert all(cache.has("p", list(_CLOSURE)).values())
