@@ -14,6 +14,8 @@ from typing import NamedTuple
 import httpx
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from objstore import errors
 
@@ -573,5 +575,93 @@ def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_p
                 headers=run.headers("alice", Accept="text/plain"),
                 timeout=30,
             )
+    finally:
+        gen.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_OBJECTS = st.lists(  # arrays of objects, some of them wrong (an id not a str, a bad closure)
+    st.dictionaries(st.sampled_from(["id", "__closure", "x", "speckle_type"]), _JSON),
+    max_size=3,
+).map(lambda v: json.dumps(v).encode())
+_CONTENT_TYPES = [None, "application/json", "application/json", "text/plain"]
+_CONTENT_TYPES += ["multipart/form-data", "application/gzip"]
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    _OBJECTS,
+    _OBJECTS,
+    st.lists(st.text(max_size=8), max_size=3).map(
+        lambda v: json.dumps({"objects": json.dumps(v)}).encode()
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from(
+        ["diff", "getobjects", "upload", "multipart", "multipart", "single", "children"]
+    ),
+    project=st.sampled_from(["priv"] * 4 + ["pub", "nope", "%2E%2E", "a%2Fb", "x" * 300]),
+    object_id=st.sampled_from(["keep", "%2E%2E", "a%2Fb", "%00", "%ff", "x" * 300, "gone"]),
+    body=_BODIES,
+    content_type=st.sampled_from(_CONTENT_TYPES),
+    coding=st.sampled_from([None, None, "gzip", "zstd", "br", "bogus"]),
+    squeezed=st.booleans(),
+    accept=st.sampled_from([None, "text/plain", "application/json", "text/html"]),
+    who=st.sampled_from(["alice"] * 3 + ["bob", "garbage", None]),
+)
+def test_any_request_gets_an_answer_or_a_json_4xx_and_changes_nothing_stored(
+    hostile_target, route, project, object_id, body, content_type, coding, squeezed, accept, who
+):
+    """Random requests to the five object routes (bodies, content types and codings, ids,
+    projects, tokens): never a 5xx, every 4xx a JSON error with a message, and the object
+    stored before untouched. (A multipart part gets ``content_type`` as its own type.)"""
+    run, client = hostile_target
+    headers = run.headers(who) if who else {}
+    given_headers = (
+        ("Content-Type", content_type),
+        ("Content-Encoding", coding),
+        ("Accept", accept),
+    )
+    headers.update({k: v for k, v in given_headers if v})
+    body = gzip.compress(body) if squeezed else body
+    objects, one = f"/objects/{project}", f"/objects/{project}/{object_id}"
+    if route == "multipart":
+        part = content_type or "application/json"
+        headers.pop("Content-Type", None)
+        headers.pop("Content-Encoding", None)
+        r = client.post(objects, files={"b": ("b", body, part)}, headers=headers)
+    elif route in ("diff", "getobjects", "upload"):
+        path = objects if route == "upload" else f"/api/{route}/{project}"
+        r = client.post(path, content=body, headers=headers)
+    else:
+        r = client.get(one + "/single" if route == "single" else one, headers=headers)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        message = r.json()["error"]["message"]
+        assert isinstance(message, str) and message
+    assert run.store.get("priv", "keep") == b'{"id":"keep","v":1}'
+
+
+@pytest.fixture(scope="module")
+def hostile_target(tmp_path_factory):
+    """A server of its own for the random requests, and a client for it."""
+    from .conftest import setup_auth, start_server
+
+    gen = start_server(tmp_path_factory.mktemp("hostile"))
+    run = next(gen)
+    setup_auth(run)
+    run.store.put("priv", [b'{"id":"keep","v":1}'])
+    try:
+        with httpx.Client(base_url=run.url, timeout=30) as client:
+            yield run, client
+        assert run.store.verify().ok
     finally:
         gen.close()
