@@ -73,6 +73,11 @@ class RemoteStats:
                 setattr(self, key, getattr(self, key) + value)
 
 
+def _named(request: httpx.Request) -> str:
+    """A request as errors name it: method and URL, without the query."""
+    return f"{request.method} {request.url.copy_with(query=None)}"
+
+
 def _failed(url: str, exc: httpx.TransportError, tries: int) -> errors.ConnectionFailed:
     """ConnectionFailed for the last of ``tries`` that failed with ``exc``: a server out of
     reach is said so; one that answered and broke off (a dropped connection, or a server that
@@ -80,9 +85,9 @@ def _failed(url: str, exc: httpx.TransportError, tries: int) -> errors.Connectio
     said = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return errors.ConnectionFailed(f"cannot reach {url} ({said})")
-    request = exc.request
-    what = f"{request.method} {request.url.copy_with(query=None)}"
-    return errors.ConnectionFailed(f"{what}: no whole answer in {tries} tries ({said})")
+    return errors.ConnectionFailed(
+        f"{_named(exc.request)}: no whole answer in {tries} tries ({said})"
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -113,9 +118,7 @@ def _error_from(response: httpx.Response) -> errors.RemoteError:
         400: errors.RemoteRejected,
         413: errors.RemoteRejected,
     }.get(status, errors.RemoteError)
-    request = response.request
-    what = f"{request.method} {request.url.copy_with(query=None)}"
-    return cls(f"{what}: HTTP {status}: {message}", status=status, code=code)
+    return cls(f"{_named(response.request)}: HTTP {status}: {message}", status=status, code=code)
 
 
 @functools.cache
@@ -157,10 +160,10 @@ WHOLE_ACCEPT_ENCODING = ", ".join(c for c, body in _PROBE.items() if _httpx_deco
 
 def _undecodable(request: httpx.Request, coding: str, exc: Exception) -> errors.UnreadableResponse:
     """The error for a body that is not in the coding its response names."""
-    what = f"{request.method} {request.url.copy_with(query=None)}"
     said = f"the {coding} its Content-Encoding names" if coding else "its Content-Encoding"
     return errors.UnreadableResponse(
-        f"{what}: the answer's body does not decode as {said} ({type(exc).__name__}: {exc})"
+        f"{_named(request)}: the answer's body does not decode as {said} "
+        f"({type(exc).__name__}: {exc})"
     )
 
 

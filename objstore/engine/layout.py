@@ -49,6 +49,7 @@ U64 = struct.Struct(">Q")
 LOC = struct.Struct(">QII")  # pack number, offset, length
 ROW = struct.Struct(">16sQII")  # objects value: digest, then its location
 REF = struct.Struct(">IQ")  # index value head: refcount, raw length; its location follows
+INDEX_ROW = REF.size + LOC.size  # an index value's bytes: its head, then its location
 DIGEST_SIZE = 16
 PLACE = 12  # pack number and offset: where a frame starts, the key of its closure row
 CLOSURE_HEAD = struct.Struct(">II")  # count, byte length of the joined ids

@@ -15,6 +15,7 @@ from objstore.engine.environment import DAMAGED, damaged
 from objstore.engine.layout import (
     DICT_PREFIX,
     DIGEST_SIZE,
+    INDEX_ROW,
     LOC,
     META_NEXT_PACK,
     META_RAW,
@@ -54,9 +55,6 @@ def _planned(plan: _Plan, sizes: dict[bytes, int]) -> CompactReport:
         kept += sum(lengths)
     freed = sum(sizes[k] for k in plan.sparse) - kept
     return CompactReport(len(plan.sparse), written, moved, freed)
-
-
-INDEX_ROW = REF.size + LOC.size  # an index row's bytes: refcount, raw length, location
 
 
 class Maintenance(Environment):
