@@ -114,8 +114,12 @@ def _output(path: str | None) -> Iterator[Any]:
         return
     writable(path, "cannot write")
     target = Path(path)
-    part = target.parent / f".{target.name}.{os.getpid()}.part"  # the umask's mode, as open's
-    out = open(part, "xb")  # noqa: SIM115
+    # the umask's mode, as open's; the name cut so that a long one's part is a legal name too
+    part = target.parent / f".{target.name[:200]}.{os.getpid()}.part"
+    try:
+        out = open(part, "xb")  # noqa: SIM115
+    except OSError as exc:  # named for the file asked for, not the temporary one beside it
+        raise type(exc)(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with out:
             yield out

@@ -287,6 +287,14 @@ def _path_segment(name: str) -> str:
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
+def _id_segment(object_id: str) -> str:
+    """``object_id`` as a path segment; an empty one refused (ValueError), as no URL names it:
+    the route would be another's, and its 404 would say the object is missing."""
+    if not codec.one_id(object_id):
+        raise ValueError("an object id is needed, got an empty one")
+    return _path_segment(object_id)
+
+
 def _is_http_url(url: str) -> bool:
     """Whether ``url`` is one httpx can send to: http(s), with a host (as it is given, a
     mistake like ``localhost:8000`` would fail each request as an unreachable server)."""
@@ -560,7 +568,7 @@ class Remote:
     def get(self, object_id: str) -> bytes | None:
         """One object's bytes, or None if the server does not have it."""
         try:
-            where = f"/objects/{self._project_path}/{_path_segment(codec.one_id(object_id))}"
+            where = f"/objects/{self._project_path}/{_id_segment(object_id)}"
             r = self._request("single", "GET", where + "/single")
         except errors.RemoteNotFound as exc:
             if exc.code == "PROJECT_NOT_FOUND":
@@ -657,7 +665,7 @@ class Remote:
         """:meth:`download` as its ``id\tjson`` lines, a list per piece read: whole lines,
         none empty, a carriage return before a newline kept. For consumers that take objects
         a block at a time, with no Python step per object."""
-        root_segment = _path_segment(codec.one_id(root_id))
+        root_segment = _id_segment(root_id)
         attempt = 0
         while True:
             started = False

@@ -322,6 +322,16 @@ def test_pull_writes_its_file_whole_or_not_at_all(server, tmp_path, capsys, monk
         code, _, err = run(capsys, "pull", g.root_id, *common, *fresh, "-o", str(bad))
         assert code == 2 and f"cannot write {bad}: " in err and says in err, err
     assert not (tmp_path / "never-made").exists()  # refused before the cache was even opened
+    long_name = out_dir / ("m" * 245 + ".dump")  # a legal name, its temporary one no longer
+    code, _, err = run(capsys, "pull", g.root_id, *common, *cache, "-o", str(long_name))
+    assert code == 0 and dict(graphgen.read_dump(long_name)) == dict(g.objects), err
+    long_name.unlink()
+    code, _, err = run(capsys, "pull", "", *common, *cache)
+    assert code == 2 and err == "objstore: an object id is needed, got an empty one\n", err
+    if Path("/proc/self").is_dir():  # a directory that refuses new files, even to root
+        code, _, err = run(capsys, "pull", g.root_id, *common, *cache, "-o", "/proc/m.dump")
+        assert code == 2 and err.startswith("objstore: cannot write /proc/m.dump: "), err
+        assert ".part" not in err
 
     def breaks_midway(self, project, object_id):
         yield from list(real(self, project, object_id))[:2]

@@ -464,3 +464,24 @@ def test_a_server_info_route_that_refuses_leaves_speckles_default_limits(status)
     assert remote.diff(["a", "b"]) == {"a": True, "b": False}
     assert remote.limits == Limits()
     assert asked == ["/api/server-info", "/api/diff/p"]
+
+
+def test_an_empty_object_id_is_refused_before_any_request():
+    """No URL names an empty id: its path would be another route's, whose 404 would say the
+    object is missing. get, download and download_lines refuse it, asking nothing."""
+    asked: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(404, json={"error": "not found"})
+
+    remote = Remote("http://127.0.0.1:9", "t", "p", transport=httpx.MockTransport(handler))
+    for call in (
+        remote.get,
+        lambda i: list(remote.download(i)),
+        lambda i: list(remote.download_lines(i)),
+    ):
+        with pytest.raises(ValueError, match="an object id is needed, got an empty one"):
+            call("")
+    assert asked == []
+    assert remote.get("x") is None and len(asked) == 1  # a real id is asked for
