@@ -282,6 +282,20 @@ def decode_record(raw: bytes, index: int, limits: Limits, head: _Head | None = N
     return Record(object_id, raw, digest_of(raw), closure)
 
 
+def stored_head(data: bytes) -> tuple[str, dict[str, int] | None]:
+    """The id and ``__closure`` (None when empty or absent) of an object as a store holds
+    it: checked when it was stored, its id written into it. The specific InvalidObject if
+    it is not such an object."""
+    try:
+        head = _head_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        head = None
+    if head is None or not isinstance(head.id, str):
+        record = decode_record(data, 0, UNLIMITED)  # raises what is wrong, or names the id
+        raise errors.InvalidId("stored without an id", object_id=record.id)
+    return head.id, head.closure or None
+
+
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 

@@ -346,3 +346,17 @@ def test_check_pairs_leaves_sizes_to_the_receiver():
     codec.check_pairs([big])
     with pytest.raises(errors.InvalidJSON, match=r"^object 1 id 'bad': "):
         codec.check_pairs([big, ("bad", b'{"id": "bad",')])
+
+
+def test_stored_head_reads_the_id_and_closure_a_store_checks_rows_against():
+    assert codec.stored_head(b'{"id":"a","__closure":{"b":1,"c":2},"v":[1]}') == (
+        "a",
+        {"b": 1, "c": 2},
+    )
+    assert codec.stored_head(b'{"__closure":{},"id":"a"}') == ("a", None)
+    with pytest.raises(errors.InvalidId, match="stored without an id"):
+        codec.stored_head(b'{"v":1}')
+    with pytest.raises(errors.InvalidJSON):
+        codec.stored_head(b'{"id":"a",')
+    with pytest.raises(errors.InvalidClosure):
+        codec.stored_head(b'{"id":"a","__closure":{"b":0}}')

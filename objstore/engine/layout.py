@@ -179,6 +179,14 @@ def decode_closure_head(value: bytes, codec: Codec) -> tuple[int, bytes, bytes]:
     return count, payload[start : start + length], payload[start + length :]
 
 
+def closure_dict(count: int, joined: bytes, depths: bytes) -> dict[str, int]:
+    """The closure :func:`closure_columns` made these columns from."""
+    if not count:
+        return {}
+    ids = joined.decode().split("\n")
+    return dict(zip(ids, struct.unpack(f">{count}I", depths), strict=True))
+
+
 def id_chunks(joined: bytes, chunk: int) -> Iterator[list[str]]:
     """Cut newline-joined ids into lists of about ``chunk`` ids without a Python loop per id."""
     window = max(chunk * 40, 4096)

@@ -8,8 +8,10 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import lmdb
+import xxhash
 
 from objstore import errors
+from objstore.codec import stored_head
 from objstore.engine.base import CompactReport, Stats, VerifyReport
 from objstore.engine.environment import DAMAGED, damaged
 from objstore.engine.layout import (
@@ -25,11 +27,21 @@ from objstore.engine.layout import (
     ROW,
     U32,
     U64,
+    closure_columns,
+    object_key,
     pack_frames,
     pack_stops,
 )
 from objstore.engine.lmdb.reads import CHUNK
 from objstore.engine.lmdb.transactions import Environment, allocated_bytes
+
+_ANY_PID = U32.pack(0)  # object keys compared without their project number
+
+
+def _key_name(key: bytes) -> int:
+    """The id part of an ``objects`` key, hashed (verify holds one per stored blob)."""
+    return xxhash.xxh3_64_intdigest(key[len(_ANY_PID) :])
+
 
 _Entry = tuple[int, int, bytes, bytes]  # a live frame in a pack: offset, length, digest, head
 _LENGTH = itemgetter(1)
@@ -293,6 +305,11 @@ class Maintenance(Environment):
         misplaced: set[bytes] = set()
         locations: dict[bytes, bytes] = {}
 
+        # each digest's rows name one id, the one its bytes carry: hashed, they are checked
+        # against it once the bytes are read (a flipped bit in a key moves an object)
+        named: dict[bytes, int] = {}
+        wrong_names: dict[bytes, tuple[int, str]] = {}  # digest -> (hashed id, id) expected
+
         def visit_object(key: bytes, row: bytes) -> None:
             if len(row) != ROW.size:
                 report.problems.append(f"object row {key!r}: {len(row)} bytes, not {ROW.size}")
@@ -302,6 +319,8 @@ class Maintenance(Environment):
             locations.setdefault(digest, row[DIGEST_SIZE:])
             if locations[digest] != row[DIGEST_SIZE:]:
                 misplaced.add(digest)
+            if named.setdefault(digest, _key_name(key)) != _key_name(key):
+                named[digest] = -1  # rows disagree: one at least is wrong, named below
 
         self._scan(self._objects, visit_object)
         report.objects_checked = sum(referenced.values())
@@ -321,11 +340,33 @@ class Maintenance(Environment):
             if digest in locations and locations[digest] != row[REF.size :]:
                 misplaced.add(digest)
             try:
-                self._read_frame(txn, digest, row, REF.size, None)
+                data = self._read_frame(txn, digest, row, REF.size, None)
+                object_id, closure = stored_head(data)
+                parts = self._closure_at(txn, row[REF.size : REF.size + PLACE], digest, object_id)
             except errors.CorruptObject as exc:
                 report.problems.append(str(exc))
+                return
+            except errors.InvalidObject as exc:
+                report.problems.append(f"blob {digest.hex()}: not an object as stored: {exc}")
+                return
+            name = _key_name(object_key(_ANY_PID, object_id))
+            if named.get(digest, name) != name:
+                wrong_names[digest] = (name, object_id)
+            if parts != (closure and closure_columns(closure)):
+                if parts is None:
+                    wrong = "its __closure has no closure row"
+                elif closure is None:
+                    wrong = "a closure row, where it has no __closure"
+                else:
+                    wrong = "its closure row disagrees with its __closure"
+                report.problems.append(
+                    f"object {object_id!r} (blob {digest.hex()}): {wrong} "
+                    "(children streams and closures read the row)"
+                )
 
         self._scan(self._index, check_entry, with_txn=True)
+        if wrong_names:
+            self._name_moved_rows(wrong_names, report)
         for digest in sorted(misplaced):
             report.problems.append(f"blob {digest.hex()}: object rows disagree on its location")
         for digest, count in referenced.items():
@@ -368,23 +409,43 @@ class Maintenance(Environment):
                 report.problems.append(f"pack {number}: stored but no object is in it")
         return report
 
+    def _name_moved_rows(
+        self, expected: dict[bytes, tuple[int, str]], report: VerifyReport
+    ) -> None:
+        """Report each object row under another id than the one its object carries."""
+
+        def visit(key: bytes, row: bytes) -> None:
+            wanted = expected.get(row[:DIGEST_SIZE])
+            if wanted is not None and _key_name(key) != wanted[0]:
+                report.problems.append(
+                    f"object row {key!r}: under another id than its object's {wanted[1]!r}"
+                )
+
+        self._scan(self._objects, visit)
+
     def _scan(self, db: Any, fn: Any, *, with_txn: bool = False) -> None:
-        """Visit every row of ``db`` in short read transactions."""
+        """Visit every row of ``db`` in short read transactions; ``with_txn`` hands ``fn`` a
+        transaction on the same snapshot whose values are views (a pack read is not copied)."""
         after: bytes | None = None
         while True:
             with self._read() as txn:
-                cur = txn.cursor(db)
-                if not (cur.set_range(after) if after is not None else cur.first()):
-                    return
-                if after is not None and cur.key() == after and not cur.next():
-                    return
-                for rows, (key, value) in enumerate(cur, 1):
-                    if with_txn:
-                        fn(txn, key, value)
+                views = self._views_of(txn) if with_txn else None
+                try:
+                    cur = txn.cursor(db)
+                    if not (cur.set_range(after) if after is not None else cur.first()):
+                        return
+                    if after is not None and cur.key() == after and not cur.next():
+                        return
+                    for rows, (key, value) in enumerate(cur, 1):
+                        if with_txn:
+                            fn(views or txn, key, value)
+                        else:
+                            fn(key, value)
+                        after = key
+                        if rows >= CHUNK * 8:
+                            break
                     else:
-                        fn(key, value)
-                    after = key
-                    if rows >= CHUNK * 8:
-                        break
-                else:
-                    return
+                        return
+                finally:
+                    if views is not None:
+                        views.abort()

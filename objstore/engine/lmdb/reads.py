@@ -22,13 +22,12 @@ from objstore.compression import (
 )
 from objstore.engine.environment import DAMAGED, damaged
 from objstore.engine.layout import (
-    CLOSURE_JSON_ZSTD,
     DIGEST_SIZE,
     PLACE,
     ROW,
     U64,
     Rows,
-    decode_closure_head,
+    closure_dict,
     id_chunks,
     object_key,
     object_keys,
@@ -356,15 +355,11 @@ class Reads(Environment):
             row = txn.get(object_key(pid, object_id), db=self._objects)
             if row is None:
                 return None
-            value = txn.get(row[DIGEST_SIZE : DIGEST_SIZE + PLACE], db=self._closures)
-            if value is None:
-                return 0, b"", b""
-            if value[:1] == CLOSURE_JSON_ZSTD:
-                try:
-                    return decode_closure_head(value, self._codec)
-                except MissingDictionary as missing:
-                    self._load_dict(txn, missing.dict_id)
-            return decode_closure_head(value, self._codec)
+            digest = bytes(row[:DIGEST_SIZE])
+            if len(row) != ROW.size:
+                raise errors.CorruptObject(digest.hex(), "malformed object row", object_id)
+            parts = self._closure_at(txn, row[DIGEST_SIZE : DIGEST_SIZE + PLACE], digest, object_id)
+            return parts or (0, b"", b"")
 
     def children_ids(self, project: str, object_id: str) -> Iterator[list[str]] | None:
         parts = self._closure_parts(project, object_id)
@@ -376,8 +371,4 @@ class Reads(Environment):
         parts = self._closure_parts(project, object_id)
         if parts is None:
             return None
-        count, joined, depths = parts
-        if not count:
-            return {}
-        ids = joined.decode().split("\n")
-        return dict(zip(ids, struct.unpack(f">{count}I", depths), strict=True))
+        return closure_dict(*parts)

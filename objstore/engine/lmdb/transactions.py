@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+from zstandard import ZstdError
 
 from objstore import errors
 from objstore.codec import digest_of
@@ -40,6 +41,7 @@ from objstore.engine.layout import (
     META_VERSION,
     U32,
     U64,
+    decode_closure_head,
 )
 
 RESERVE_MARGIN = 1024 * 1024  # bytes reserved past a write's estimate (the free-page list)
@@ -414,6 +416,30 @@ class Environment:
         if digest_of(data) != digest:
             raise errors.CorruptObject(digest.hex(), "checksum mismatch", object_id)
         return data
+
+    def _closure_at(
+        self, txn: Any, place: Any, digest: bytes, object_id: str | None
+    ) -> tuple[int, bytes, bytes] | None:
+        """:func:`decode_closure_head` of the closure row at ``place`` (None if there is none).
+        A row that does not decode, or whose parts disagree, is the object's damage:
+        CorruptObject, as for its bytes."""
+        value = txn.get(place, db=self._closures)
+        if value is None:
+            return None
+        value = bytes(value)  # a view, from a transaction of views
+        try:
+            try:
+                count, joined, depths = decode_closure_head(value, self._codec)
+            except MissingDictionary as missing:
+                self._load_dict(txn, missing.dict_id)
+                count, joined, depths = decode_closure_head(value, self._codec)
+            if not joined.isascii():
+                joined.decode()  # ids are UTF-8: a flipped byte may not be
+        except (CodecError, ZstdError, ValueError, struct.error) as exc:
+            raise errors.CorruptObject(digest.hex(), f"closure row: {exc}", object_id) from None
+        if len(depths) != 4 * count or joined.count(b"\n") != max(count - 1, 0):
+            raise errors.CorruptObject(digest.hex(), "closure row: malformed", object_id)
+        return count, joined, depths
 
     def _read_frame(
         self, txn: Any, digest: bytes, row: Any, at: int, object_id: str | None

@@ -316,3 +316,73 @@ def test_a_byte_counter_damaged_low_stops_at_zero_instead_of_failing_deletes(tmp
         raw_put(backend, "meta", META_RAW, U64.pack(3))  # holds 32 bytes of JSON
         assert store.delete_project("p") == 2
         assert store.stats().raw_bytes == 0 and store.count("p") == 0
+
+
+def _object_row(backend: LMDBBackend, key: bytes) -> bytes:
+    with backend._read() as txn:
+        return bytes(txn.get(key, db=backend._objects))
+
+
+def test_verify_names_an_object_row_under_another_id_than_its_object_carries(tmp_path):
+    """A flipped bit in an ``objects`` key moves an object to an id nobody asked for: its own
+    id then reads as missing while every checksum still holds. verify compares each row's
+    id with the one its object's bytes carry."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"abc","v":1}', b'{"id":"abd","v":2}'])
+        store.put("q", [b'{"id":"abc","v":1}'])  # the same bytes in a second project
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        assert store.verify().ok
+        row = _object_row(backend, b"\0\0\0\1abc")
+        with backend._write() as txn:
+            txn.delete(b"\0\0\0\1abc", db=backend._objects)
+            txn.put(b"\0\0\0\1abu", row, db=backend._objects)
+        assert store.get("p", "abc") is None  # what a reader sees: no error, the object gone
+        problems = store.verify().problems
+        assert problems == [
+            "object row b'\\x00\\x00\\x00\\x01abu': under another id than its object's 'abc'"
+        ]
+
+
+def test_verify_names_a_moved_row_that_is_the_only_one_of_its_object(tmp_path):
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"abc","v":1}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        row = _object_row(backend, b"\0\0\0\1abc")
+        with backend._write() as txn:
+            txn.delete(b"\0\0\0\1abc", db=backend._objects)
+            txn.put(b"\0\0\0\1abs", row, db=backend._objects)
+        assert store.verify().problems == [
+            "object row b'\\x00\\x00\\x00\\x01abs': under another id than its object's 'abc'"
+        ]
+
+
+def test_verify_compares_each_closure_row_with_its_objects_closure(tmp_path):
+    """Closure rows carry no checksum of their own: a changed id or depth in one makes
+    children streams and closures wrong, silently. verify reads each object's ``__closure``
+    from its (checksummed) bytes and compares: a row that disagrees, one missing, and one
+    where the object has no ``__closure`` are each named."""
+    parent = b'{"id":"parent","__closure":{"c1":1,"c2":2}}'
+    other = b'{"id":"other","__closure":{"c1":1}}'
+    leaf = b'{"id":"c1","v":1}'
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [leaf, b'{"id":"c2","v":2}', parent, other])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        assert store.verify().ok
+
+        def place(object_id: str) -> bytes:
+            return _object_row(backend, b"\0\0\0\1" + object_id.encode())[16:28]
+
+        with backend._write() as txn:
+            txn.put(place("parent"), b'\x02{"c1":1,"c3":2}', db=backend._closures)
+            txn.delete(place("other"), db=backend._closures)
+            txn.put(place("c1"), b'\x02{"c2":1}', db=backend._closures)
+        assert store.closure("p", "parent") == {"c1": 1, "c3": 2}  # served as it is
+        said = "\n".join(store.verify().problems)
+        assert "object 'parent' (blob " in said
+        assert "its closure row disagrees with its __closure" in said
+        assert "object 'other' (blob " in said and "its __closure has no closure row" in said
+        assert "object 'c1' (blob " in said and "a closure row, where it has no __closure" in said
+        assert len(store.verify().problems) == 3

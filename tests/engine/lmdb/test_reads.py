@@ -263,3 +263,36 @@ def test_views_are_only_taken_on_the_same_snapshot(tmp_path):
             assert backend._views_of(txn) is None
         finally:
             backend._end_read(txn)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [b'\x02{"c1":1,', b'\x02{"c1":"x"}', b"\x00" + b"\0\0\0\3\0\0\0\2c1" + b"\0\0\0\1", b"\x07"],
+    ids=["cut-json", "bad-depth", "columns-disagree", "unknown-tag"],
+)
+def test_a_damaged_closure_row_is_the_objects_corruption(tmp_path, row):
+    """A closure row that does not decode, or whose columns disagree (count, ids, depths),
+    raises CorruptObject naming the object from closure and the children stream, as damaged
+    bytes do; they raised msgspec's, struct's or zip's errors."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"c1"}', b'{"id":"r","__closure":{"c1":1}}'])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        with backend._read() as txn:
+            place = bytes(txn.get(b"\0\0\0\1r", db=backend._objects))[16:28]
+        raw_put(backend, "closures", place, row)
+        with pytest.raises(errors.CorruptObject, match=r"'r'.*closure row"):
+            store.closure("p", "r")
+        with pytest.raises(errors.CorruptObject, match=r"'r'.*closure row"):
+            list(store.iter_with_children("p", "r"))
+        assert store.get("p", "r") == b'{"id":"r","__closure":{"c1":1}}'
+
+
+def test_a_cut_object_row_is_corruption_for_closures_too(tmp_path):
+    """A row cut short made LMDB's BadValsizeError escape closure(): the place it names
+    is no key."""
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [b'{"id":"c1"}', b'{"id":"r","__closure":{"c1":1}}'])
+        raw_put(store.backend, "objects", b"\0\0\0\1r", b"\1" * 16)
+        with pytest.raises(errors.CorruptObject, match=r"'r'.*malformed object row"):
+            store.closure("p", "r")
