@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgspec
 from zstandard import ZstdError
 
 from objstore import errors
@@ -435,7 +436,7 @@ class Environment:
                 count, joined, depths = decode_closure_head(value, self._codec)
             if not joined.isascii():
                 joined.decode()  # ids are UTF-8: a flipped byte may not be
-        except (CodecError, ZstdError, ValueError, struct.error) as exc:
+        except (CodecError, ZstdError, msgspec.DecodeError, ValueError, struct.error) as exc:
             raise errors.CorruptObject(digest.hex(), f"closure row: {exc}", object_id) from None
         if len(depths) != 4 * count or joined.count(b"\n") != max(count - 1, 0):
             raise errors.CorruptObject(digest.hex(), "closure row: malformed", object_id)
