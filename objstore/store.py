@@ -216,6 +216,11 @@ class Store:
         """Repair the reference counts :meth:`verify` reports wrong (see Backend.recount)."""
         return self.backend.recount()
 
+    def repair_rows(self) -> int:
+        """Repair the closure and object rows :meth:`verify` reports disagreeing with their
+        objects' bytes (see Backend.repair_rows); :meth:`recount` after it sets the counts."""
+        return self.backend.repair_rows()
+
     def close(self) -> None:
         """Close the store; its backend closes once no other store opened on it is open."""
         if self._release is not None:

@@ -119,3 +119,17 @@ def test_decompress_segments_returns_every_frame_in_order_across_groups():
         codec.decompress_segments(1, [(damaged, segments)])
     with pytest.raises(MissingDictionary):
         Codec().decompress_segments(1, runs)
+
+
+def test_plain_frames_carry_zstds_checksum_and_a_flipped_bit_fails_them():
+    """Plain frames (big closure rows) have no checksum of objstore's own: zstd's is what
+    turns a flipped bit into an error rather than other ids."""
+    codec = Codec()
+    data = b"\n".join(b"%032x" % (n * 7919) for n in range(3000))
+    frame = codec.compress_plain(data)
+    assert zstandard.get_frame_parameters(frame).has_checksum
+    assert codec.decompress_plain(frame) == data
+    damaged = bytearray(frame)
+    damaged[len(frame) // 2] ^= 0x10
+    with pytest.raises(CodecError):
+        codec.decompress_plain(bytes(damaged))

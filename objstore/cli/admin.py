@@ -195,12 +195,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     with open_store(args, readonly=not args.repair) as store:
         if args.repair:
-            print(f"repaired {store.recount():,} reference counts")
+            rows = store.repair_rows()  # first: a row moved back changes what counts find
+            print(f"repaired {rows:,} closure or object rows, {store.recount():,} reference counts")
         report = store.verify()
     print(f"checked {report.blobs_checked:,} blobs, {report.objects_checked:,} objects")
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print("ok" if report.ok else f"{len(report.problems)} problems")
+    if report.disagreeing:
+        print(
+            f"{report.disagreeing:,} closure or object rows disagree with their objects: "
+            "`objstore verify --repair` rewrites them from the objects"
+        )
     if report.miscounted:
         print(
             f"{report.miscounted:,} reference counts are wrong: `objstore verify --repair` "

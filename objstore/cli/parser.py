@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--repair",
         action="store_true",
-        help="first set every reference count from the objects that use it",
+        help="first rewrite closure and object rows that disagree with their objects, and set "
+        "every reference count from the objects that use it",
     )
     compact = add(
         "compact",

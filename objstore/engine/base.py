@@ -55,6 +55,9 @@ class VerifyReport:
     objects_checked: int = 0
     problems: list[str] = field(default_factory=list)
     miscounted: int = 0  # byte strings whose reference count is wrong: recount() repairs them
+    # closure rows, and object rows under another id, that disagree with the objects' bytes:
+    # repair_rows() rewrites them
+    disagreeing: int = 0
 
     @property
     def ok(self) -> bool:
@@ -155,6 +158,12 @@ class Backend(abc.ABC):
         """Set every byte string's reference count from the objects that use it, freeing
         unused ones; return how many were wrong. A backend that keeps no stored counts
         (the memory one) has none to repair."""
+        return 0
+
+    def repair_rows(self) -> int:
+        """Rewrite the rows a backend derives from objects' bytes (closures, the ids objects
+        are stored under) where they disagree with those bytes; return how many changed. A
+        backend that derives no stored rows (the memory one) has none to repair."""
         return 0
 
     @property

@@ -140,11 +140,30 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
     assert code == 1 and "refcount 1 but 2 objects" in out and "verify --repair" in out
     code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))
     assert (
-        code == 0 and out.startswith("repaired 1 reference counts") and out.strip().endswith("ok")
+        code == 0
+        and out.startswith("repaired 0 closure or object rows, 1 reference counts")
+        and out.strip().endswith("ok")
     )
     with objstore.open(data / "objects") as store:
         store.delete_project("a")
         assert store.get("b", "shared") == shared
+
+
+def test_verify_repair_rewrites_a_closure_row_from_its_object(tmp_path, capsys):
+    data = tmp_path / "d"
+    with objstore.open(data / "objects") as store:
+        store.put("p", [b'{"id":"c"}', b'{"id":"r","__closure":{"c":1}}'])
+        backend = store.backend
+        with backend._read() as txn:  # type: ignore[attr-defined]
+            row = txn.get(b"\0\0\0\1r", db=backend._objects)  # type: ignore[attr-defined]
+        raw_put(backend, "closures", bytes(row[16:28]), b'\x02{"x":1}')
+    code, out, _ = run(capsys, "verify", "--data", str(data))
+    assert code == 1 and "its closure row disagrees with its __closure" in out
+    assert "1 closure or object rows disagree with their objects: `objstore verify --repair`" in out
+    code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))
+    assert code == 0 and out.startswith("repaired 1 closure or object rows, 0 reference counts")
+    with objstore.open(data / "objects") as store:
+        assert store.closure("p", "r") == {"c": 1}
 
 
 def test_store_commands_refuse_a_path_with_no_store_and_take_a_cache_dir(tmp_path, capsys):

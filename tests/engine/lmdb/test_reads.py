@@ -10,6 +10,7 @@ import threading
 import tracemalloc
 
 import pytest
+import xxhash
 
 import objstore
 from objstore import errors, graphgen
@@ -296,3 +297,25 @@ def test_a_cut_object_row_is_corruption_for_closures_too(tmp_path):
         raw_put(store.backend, "objects", b"\0\0\0\1r", b"\1" * 16)
         with pytest.raises(errors.CorruptObject, match=r"'r'.*malformed object row"):
             store.closure("p", "r")
+
+
+def test_a_flipped_bit_in_a_big_closure_row_is_the_objects_corruption(tmp_path):
+    """A closure of thousands of ids is stored as a zstd frame. A bit flipped inside it
+    decoded to other ids, served as the closure, before the frame carried zstd's checksum."""
+    ids = [xxhash.xxh3_128_hexdigest(b"%d" % n) for n in range(2000)]
+    children = [b'{"id":"%s"}' % i.encode() for i in ids]
+    root = json.dumps({"id": "r", "__closure": dict.fromkeys(ids, 1)}).encode()
+    with objstore.open(tmp_path / "s") as store:
+        store.put("p", [*children, root])
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        with backend._read() as txn:
+            place = bytes(txn.get(b"\0\0\0\1r", db=backend._objects))[16:28]
+            row = bytearray(txn.get(place, db=backend._closures))
+        assert row[:1] == b"\x01"  # id columns, one zstd frame
+        row[len(row) // 2] ^= 0x10  # inside the ids' literals, as most of the frame is
+        raw_put(backend, "closures", place, bytes(row))
+        with pytest.raises(errors.CorruptObject, match=r"'r'.*closure row"):
+            store.closure("p", "r")
+        with pytest.raises(errors.CorruptObject, match=r"'r'.*closure row"):
+            list(store.iter_with_children("p", "r"))
