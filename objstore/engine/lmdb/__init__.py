@@ -17,6 +17,7 @@ import os
 import sys
 
 from objstore.engine.base import Backend
+from objstore.engine.lmdb.checks import Checks
 from objstore.engine.lmdb.groupcommit import GroupCommit
 from objstore.engine.lmdb.maintenance import Maintenance
 from objstore.engine.lmdb.reads import Reads
@@ -28,7 +29,7 @@ __all__ = ["WRITEMAP_DEFAULT", "LMDBBackend"]
 WRITEMAP_DEFAULT = sys.platform.startswith("linux")
 
 
-class LMDBBackend(GroupCommit, Reads, Maintenance, Backend):
+class LMDBBackend(GroupCommit, Reads, Maintenance, Checks, Backend):
     """Objects in one LMDB environment under ``path`` (a directory).
 
     On Linux writers use a writable memory map (``writemap``): a commit syncs pages the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+from collections.abc import Iterator
+from pathlib import Path
 
 import objstore
 from objstore.engine.lmdb import LMDBBackend
@@ -28,3 +31,14 @@ def padded(object_id: str, rng: random.Random, **extra: object) -> bytes:
     """An object of about 1 KB that compresses poorly, so a few hundred fill several packs."""
     body = {"id": object_id, "pad": rng.randbytes(400).hex(), **extra}
     return json.dumps(body).encode()
+
+
+@contextlib.contextmanager
+def holding(path: Path, *objects: bytes) -> Iterator[tuple[objstore.Store, LMDBBackend]]:
+    """An LMDB store at ``path`` holding ``objects`` in project ``p``, and its backend."""
+    with objstore.open(path) as store:
+        if objects:
+            store.put("p", list(objects))
+        backend = store.backend
+        assert isinstance(backend, LMDBBackend)
+        yield store, backend
