@@ -3,7 +3,8 @@
 # suite again, each time in a venv of its own: on the oldest release of every dependency
 # pyproject.toml allows (scripts/oldest-requirements.txt: specklepy 2.x, Speckle's v2 SDK, and
 # the httpx 0.25 it holds to, among them), and on Python 3.12 and 3.13 where this machine has
-# them (pyenv's or on PATH).
+# them (pyenv's or on PATH), there without the tests marked slow (processes, LMDB, limits:
+# what the interpreter does not change), to keep CI well under 15 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "dev,specklepy"
@@ -21,7 +22,7 @@ if [ $# -eq 0 ]; then
         [ -n "$py" ] || py=$(command -v "python$v") || true
         if [ -n "$py" ] && "$py" -c pass 2>/dev/null; then
             PYTHON="$py" bash scripts/setup.sh "dev,specklepy" ".venv-py$v"
-            ".venv-py$v/bin/python" -m pytest -q -p no:cacheprovider tests
+            ".venv-py$v/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" tests
         else
             echo "test.sh: no python$v here; the suite ran on $(python3 --version) only" >&2
         fi

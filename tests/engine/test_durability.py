@@ -91,6 +91,7 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_readers_in_other_processes_never_see_half_a_batch(tmp_path):
     path = str(tmp_path / "s")
     objstore.open(path).close()
@@ -310,6 +311,7 @@ def _finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     return out + err
 
 
+@pytest.mark.slow
 def test_writer_processes_deleting_and_compacting_keep_every_count_exact(tmp_path):
     """Three processes, two threads each, put, put_many, delete and compact their own projects
     over byte strings they all share, while checking what each project holds; then one such

@@ -440,6 +440,7 @@ def test_malformed_objects_field(server, loaded, kwargs, needle):
             assert needle in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_a_million_ids_in_one_diff(server, loaded):
     ids = [f"{i:032x}" for i in range(1_000_000)] + ["a00003"]
     with httpx.Client(timeout=120) as c:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 import objstore
 from objstore.bench.targets import SpawnedServer
@@ -36,6 +37,7 @@ def _workers(supervisor: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_upload_loses_nothing_acknowledged(tmp_path: Path) -> None:
     """Uploads run on while a worker is killed (again, up to 4 times, once uvicorn has
     started another, until a kill cuts an upload in flight, which a kill between two
