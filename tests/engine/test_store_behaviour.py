@@ -301,12 +301,14 @@ def test_corruption_is_detected_not_returned(store):
     assert any(digest_of(A).hex() in p for p in report.problems)
 
 
-def test_recount_of_a_sound_store_changes_nothing(store):
+def test_repair_and_recount_of_a_sound_store_change_nothing(store):
     store.put("p1", arr(A, B, ROOT))
     store.put("p2", arr(A))
     before = store.stats()
+    assert store.repair_rows() == 0
     assert store.recount() == 0
     assert store.stats() == before
+    assert store.closure("p1", "root") == json.loads(ROOT)["__closure"]
     assert dict(store.get_many("p1", ["a", "b", "root"])) == {"a": A, "b": B, "root": ROOT}
     assert store.verify().ok
 

@@ -45,12 +45,13 @@ class Checks(Environment):
     def repair_rows(self) -> int:
         """Rewrite the rows derived from objects' bytes where they disagree with them: the
         closure table from the objects' ``__closure`` (whole, so a damaged page of it goes
-        too), each object row under another id than its object's moved back to that id
-        (dropped when the id is taken), and each object row's location set to its index
-        entry's. Objects whose bytes are damaged, and rows of the wrong length, are left as
-        they are; reference counts are :meth:`recount`'s. Return how many rows changed. One
-        write transaction; StoreCorrupt, with nothing changed, when another table's keys are
-        out of order (a damaged B-tree page, which rewriting rows would spread)."""
+        too); each object row under another id than its object's moved back to that id
+        (dropped when the id is taken); the digest and location of object rows and index
+        entries set from the frame that passes its checksum. Objects whose bytes are
+        damaged, and rows of the wrong length, are left as they are; reference counts are
+        :meth:`recount`'s. Return how many rows changed. One write transaction;
+        StoreCorrupt, with nothing changed, when another table's keys are out of order (a
+        damaged B-tree page, which rewriting rows would spread)."""
 
         def run(txn: Any) -> int:
             disorder = self._disorder(txn)
