@@ -4,7 +4,6 @@ hold). Objects carry checksums; the rows around them do not, so these read the o
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,13 +11,12 @@ import xxhash
 
 from objstore import codec, errors
 from objstore.codec import digest_of
-from objstore.compression import CodecError, MissingDictionary
+from objstore.compression import CodecError
 from objstore.engine.base import VerifyReport
 from objstore.engine.environment import DAMAGED
 from objstore.engine.layout import (
     DIGEST_SIZE,
     INDEX_ROW,
-    LOC,
     PLACE,
     REF,
     ROW,
@@ -37,6 +35,17 @@ _ANY_PID = U32.pack(0)  # object keys compared without their project number
 def _key_name(key: bytes) -> int:
     """The id part of an ``objects`` key, hashed (verify holds one per stored blob)."""
     return xxhash.xxh3_64_intdigest(key[len(_ANY_PID) :])
+
+
+def _id_part(object_id: str) -> bytes:
+    """The id part of the ``objects`` keys an object is stored under."""
+    return object_key(_ANY_PID, object_id)[len(_ANY_PID) :]
+
+
+def _name_rows(named: dict[bytes, int], digest: bytes, key: bytes) -> None:
+    """Note the id an object row of ``digest`` is under; -1 once its rows disagree."""
+    if named.setdefault(digest, _key_name(key)) != _key_name(key):
+        named[digest] = -1
 
 
 class Checks(Environment):
@@ -67,13 +76,19 @@ class Checks(Environment):
                 if len(row) == ROW.size:
                     digest = row[:DIGEST_SIZE]
                     row_at.setdefault(digest, row[DIGEST_SIZE:])
-                    if named.setdefault(digest, _key_name(key)) != _key_name(key):
-                        named[digest] = -1
+                    _name_rows(named, digest, key)
             renamed: dict[bytes, bytes] = {}  # digest -> the id part its object rows need
             located: dict[bytes, bytes] = {}  # digest -> where its frame was read whole
             relocated: list[tuple[bytes, bytes]] = []  # index entries to point there
             rekeyed: list[tuple[bytes, bytes, bytes]] = []  # entries to move to their digest
-            kept: dict[bytes, bytes] = {}  # place -> a closure row that agrees with its object
+            kept: dict[bytes, bytes] = {}  # place -> a closure row that stays as it is
+
+            def keep(place: bytes) -> None:
+                """Keep the closure row at ``place``, if any: no object's bytes say it is
+                wrong."""
+                if place not in kept and (left := txn.get(place, db=self._closures)) is not None:
+                    kept[place] = left
+
             fresh: dict[bytes, codec.Record] = {}  # place -> the object its new row is for
             for digest, row in txn.cursor(self._index):
                 if len(digest) != DIGEST_SIZE or len(row) != INDEX_ROW:
@@ -93,10 +108,7 @@ class Checks(Environment):
                         raise errors.CorruptObject(digest.hex(), "no location reads it")
                     object_id, closure = codec.stored_head(found[1])
                 except (errors.CorruptObject, errors.InvalidObject):
-                    place = row[REF.size : REF.size + PLACE]
-                    left = txn.get(place, db=self._closures)  # nothing to derive rows from:
-                    if left is not None:  # its closure row stays as it is
-                        kept[place] = left
+                    keep(row[REF.size : REF.size + PLACE])  # nothing to derive rows from
                     continue
                 located[digest] = found[0]
                 if found[0] != row[REF.size :]:
@@ -111,17 +123,15 @@ class Checks(Environment):
                     kept[place] = txn.get(place, db=self._closures)
                 elif not right and closure:
                     fresh[place] = codec.Record(object_id, b"", digest, closure)
-                name = object_key(_ANY_PID, object_id)[len(_ANY_PID) :]
-                if named.get(digest, _key_name(name)) != _key_name(name):
+                name = _id_part(object_id)
+                hashed = xxhash.xxh3_64_intdigest(name)
+                if named.get(digest, hashed) != hashed:
                     renamed[digest] = name
             # rows at places the object rows of unread blobs name stay: no frame says they
             # are wrong (the index entry's location may be the damaged one)
             for row in txn.cursor(self._objects).iternext(keys=False, values=True):
-                place = row[DIGEST_SIZE : DIGEST_SIZE + PLACE]
-                if len(row) == ROW.size and row[:DIGEST_SIZE] not in located and place not in kept:
-                    left = txn.get(place, db=self._closures)
-                    if left is not None:
-                        kept[place] = left
+                if len(row) == ROW.size and row[:DIGEST_SIZE] not in located:
+                    keep(row[DIGEST_SIZE : DIGEST_SIZE + PLACE])
             before = set(txn.cursor(self._closures).iternext(keys=True, values=False))
             gone = before - kept.keys() - fresh.keys()  # rows where no object, or none with a
             changed = len(fresh) + len(gone)  # __closure, is: the rebuild leaves them out
@@ -180,7 +190,7 @@ class Checks(Environment):
     ) -> tuple[bytes, bytes] | None:
         """The first of ``locations`` (its index entry's, an object row's) whose frame passes
         ``digest``'s checksum, and its bytes; None when neither does."""
-        for location in locations:
+        for location in dict.fromkeys(locations):  # each once: they are often the same
             if location is None:
                 continue
             try:
@@ -191,21 +201,11 @@ class Checks(Environment):
 
     def _frame_digest(self, txn: Any, location: bytes) -> bytes | None:
         """The digest of the bytes the frame at ``location`` decodes to, unchecked (None when
-        it does not decode): what a damaged digest stood for."""
+        no frame is there or it does not decode): what a damaged digest stood for."""
         try:
-            number, offset, length = LOC.unpack_from(location)
-            pack = txn.get(U64.pack(number), db=self._packs)
-            frame = bytes(pack[offset : offset + length]) if pack is not None else b""
-            if len(frame) != length or not length:
-                return None
-            try:
-                data = self._codec.decompress(frame)
-            except MissingDictionary as missing:
-                self._load_dict(txn, missing.dict_id)
-                data = self._codec.decompress(frame)
-        except (CodecError, struct.error):
+            return digest_of(self._decompressed(txn, self._frame_at(txn, b"", location, 0, None)))
+        except (errors.CorruptObject, CodecError):
             return None
-        return digest_of(data)
 
     def _disorder(self, txn: Any) -> dict[str, str]:
         """For each table whose keys are not in strictly increasing order, where: a damaged
@@ -259,8 +259,7 @@ class Checks(Environment):
             locations.setdefault(digest, row[DIGEST_SIZE:])
             if locations[digest] != row[DIGEST_SIZE:]:
                 misplaced.add(digest)
-            if named.setdefault(digest, _key_name(key)) != _key_name(key):
-                named[digest] = -1  # rows disagree: one at least is wrong, named below
+            _name_rows(named, digest, key)  # rows that disagree are named below
 
         self._scan(self._objects, visit_object)
         report.objects_checked = sum(referenced.values())
@@ -285,7 +284,10 @@ class Checks(Environment):
                 try:
                     data = self._read_frame(txn, digest, row, REF.size, None)
                 except errors.CorruptObject:
-                    found = self._whole_frame(txn, digest, [locations.get(digest)])
+                    elsewhere = locations.get(digest)
+                    found = None
+                    if elsewhere != row[REF.size :]:  # not the place just read
+                        found = self._whole_frame(txn, digest, [elsewhere])
                     if found is None:
                         raise
                     # its object rows have it right (counted among the misplaced below):
@@ -302,7 +304,7 @@ class Checks(Environment):
             except errors.InvalidObject as exc:
                 report.problems.append(f"blob {digest.hex()}: not an object as stored: {exc}")
                 return
-            name = _key_name(object_key(_ANY_PID, object_id))
+            name = xxhash.xxh3_64_intdigest(_id_part(object_id))
             if named.get(digest, name) != name:
                 wrong_names[digest] = (name, object_id)
             try:

@@ -405,13 +405,17 @@ class Environment:
             raise CodecError(f"dictionary {dict_id} is missing from the store")
         self._codec.add_dictionary(dict_id, bytes(data))  # data may be a view into the map
 
+    def _decompressed(self, txn: Any, blob: bytes) -> bytes:
+        """A blob's bytes, its dictionary loaded first if need be; unchecked (CodecError)."""
+        try:
+            return self._codec.decompress(blob)
+        except MissingDictionary as missing:
+            self._load_dict(txn, missing.dict_id)
+            return self._codec.decompress(blob)
+
     def _decode_blob(self, txn: Any, blob: bytes, digest: bytes, object_id: str | None) -> bytes:
         try:
-            try:
-                data = self._codec.decompress(blob)
-            except MissingDictionary as missing:
-                self._load_dict(txn, missing.dict_id)
-                data = self._codec.decompress(blob)
+            data = self._decompressed(txn, blob)
         except CodecError as exc:
             raise errors.CorruptObject(digest.hex(), str(exc), object_id) from None
         if digest_of(data) != digest:
@@ -446,6 +450,13 @@ class Environment:
         self, txn: Any, digest: bytes, row: Any, at: int, object_id: str | None
     ) -> bytes:
         """The checked bytes of the frame whose location is at ``row[at:]``."""
+        return self._decode_blob(
+            txn, self._frame_at(txn, digest, row, at, object_id), digest, object_id
+        )
+
+    def _frame_at(self, txn: Any, digest: bytes, row: Any, at: int, object_id: str | None) -> Any:
+        """The stored frame whose location is at ``row[at:]`` (a view, from a transaction of
+        views); CorruptObject, naming ``digest``, when no frame is there."""
         try:
             number, offset, length = LOC.unpack_from(row, at)
         except struct.error:
@@ -456,7 +467,7 @@ class Environment:
         frame = pack[offset : offset + length]
         if len(frame) != length:
             raise errors.CorruptObject(digest.hex(), f"frame outside pack {number}", object_id)
-        return self._decode_blob(txn, frame, digest, object_id)
+        return frame
 
     def _helper(self) -> futures.ThreadPoolExecutor:
         with self._gate_lock:
