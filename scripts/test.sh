@@ -11,18 +11,21 @@ bash scripts/setup.sh "dev,specklepy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest tests "$@"
+# the whole suite runs on every core (pytest-xdist); a chosen test or file runs in one process
+cores=""
+[ $# -eq 0 ] && cores="-n auto --dist worksteal"
+.venv/bin/python -m pytest $cores tests "$@"
 if [ $# -eq 0 ]; then
     bash scripts/setup.sh "dev,specklepy" .venv-oldest --prefer-binary \
         -r scripts/oldest-requirements.txt
-    .venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests
+    .venv-oldest/bin/python -m pytest $cores -q -p no:cacheprovider tests
     for v in 3.12 3.13; do
         py=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" 2>/dev/null |
              tail -1) || true
         [ -n "$py" ] || py=$(command -v "python$v") || true
         if [ -n "$py" ] && "$py" -c pass 2>/dev/null; then
             PYTHON="$py" bash scripts/setup.sh "dev,specklepy" ".venv-py$v"
-            ".venv-py$v/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" tests
+            ".venv-py$v/bin/python" -m pytest $cores -q -p no:cacheprovider -m "not slow" tests
         else
             echo "test.sh: no python$v here; the suite ran on $(python3 --version) only" >&2
         fi

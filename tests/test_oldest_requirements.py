@@ -35,7 +35,7 @@ def _pins() -> dict[str, Version]:
     return pins
 
 
-DEV_TOOLS = {"pytest", "hypothesis", "pytest-benchmark", "psutil", "ruff", "mypy"}
+DEV_TOOLS = {"pytest", "pytest-xdist", "hypothesis", "pytest-benchmark", "psutil", "ruff", "mypy"}
 
 
 def test_every_runtime_floor_is_pinned_at_its_oldest_release():
