@@ -11,7 +11,7 @@ bash scripts/setup.sh "dev,specklepy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-# the whole suite runs on every core (pytest-xdist); a chosen test or file runs in one process
+# the whole suite runs on every core (pytest-xdist); with arguments for pytest, in one process
 cores=""
 [ $# -eq 0 ] && cores="-n auto --dist worksteal"
 .venv/bin/python -m pytest $cores tests "$@"
