@@ -32,9 +32,15 @@ from objstore.engine.lmdb.transactions import Environment
 _ANY_PID = U32.pack(0)  # object keys compared without their project number
 
 
+def _name_of(id_part: bytes) -> int:
+    """An id part (:func:`_id_part`) hashed: verify holds one per stored blob, and the rows
+    of a blob and the id its bytes carry compare by it."""
+    return xxhash.xxh3_64_intdigest(id_part)
+
+
 def _key_name(key: bytes) -> int:
-    """The id part of an ``objects`` key, hashed (verify holds one per stored blob)."""
-    return xxhash.xxh3_64_intdigest(key[len(_ANY_PID) :])
+    """:func:`_name_of` the id part of an ``objects`` key."""
+    return _name_of(key[len(_ANY_PID) :])
 
 
 def _id_part(object_id: str) -> bytes:
@@ -124,7 +130,7 @@ class Checks(Environment):
                 elif not right and closure:
                     fresh[place] = codec.Record(object_id, b"", digest, closure)
                 name = _id_part(object_id)
-                hashed = xxhash.xxh3_64_intdigest(name)
+                hashed = _name_of(name)
                 if named.get(digest, hashed) != hashed:
                     renamed[digest] = name
             # rows at places the object rows of unread blobs name stay: no frame says they
@@ -304,7 +310,7 @@ class Checks(Environment):
             except errors.InvalidObject as exc:
                 report.problems.append(f"blob {digest.hex()}: not an object as stored: {exc}")
                 return
-            name = xxhash.xxh3_64_intdigest(_id_part(object_id))
+            name = _name_of(_id_part(object_id))
             if named.get(digest, name) != name:
                 wrong_names[digest] = (name, object_id)
             try:
