@@ -182,7 +182,8 @@ def _small_packs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(maintenance, "pack_stops", functools.partial(pack_stops, limit=PACK_LIMIT))
 
 
-# the LMDB run (11-16 s) is engine logic on the same libraries under 3.12 and 3.13: slow
+# the LMDB run (11-16 s; 28-41 s on a slow day) is engine logic on the same libraries under
+# 3.12 and 3.13: slow
 @pytest.mark.parametrize(
     "kind", [pytest.param(k, marks=pytest.mark.slow) if k == "lmdb" else k for k in BACKENDS]
 )
