@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import os
 import socket
@@ -29,6 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
     )
     from uvicorn.supervisors import Multiprocess
 
@@ -43,6 +45,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with objstore's own loggers (a failure a response cannot report, a
+    lost lock wake-up) on its stderr handler in its format, at ``level`` (uvicorn's names)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    ours = "DEBUG" if level == "trace" else level.upper()
+    config["loggers"]["objstore"] = {"handlers": ["default"], "level": ours, "propagate": False}
+    return config
 
 
 def _tcp_socket(args: argparse.Namespace) -> socket.socket:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,7 +25,9 @@ from objstore.auth import Access, AuthStore, Token
 from objstore.server import encoding
 from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids, read_capped
 from objstore.server.settings import Settings
-from objstore.server.streaming import StreamStats, stream_objects
+from objstore.server.streaming import ObjectStreamResponse, StreamStats, stream_objects
+
+log = logging.getLogger(__name__)
 
 
 def error_response(status: int, message: str, code: str) -> JSONResponse:
@@ -218,13 +221,14 @@ class ObjectRoutes:
         headers = {"vary": "accept-encoding"}
         if coding is not None:
             headers["content-encoding"] = coding
-        return StreamingResponse(
+        return ObjectStreamResponse(
             stream_objects(
                 make,
                 text=text,
                 encoder=encoding.encoder(coding, **self._levels()) if coding else None,
                 block_bytes=self.settings.block_bytes,
                 stats=self.streams,
+                label=f"{request.method} {request.url.path}",
             ),
             media_type="text/plain; charset=utf-8" if text else "application/json",
             headers=headers,
@@ -240,6 +244,8 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
         return error_response(exc.status_code, str(exc.detail), "HTTP_ERROR")
     for cls, status, code in _ERROR_STATUS:
         if isinstance(exc, cls):
+            if status >= 500:  # the server's fault, not the request's: its operator must know
+                log.error("%s %s: %d %s: %s", request.method, request.url.path, status, code, exc)
             return error_response(status, str(exc), code)
     raise exc
 

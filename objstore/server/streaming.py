@@ -3,21 +3,30 @@
 Blocks are built in one thread and compressed in another (zstd or ISA-L gzip, both outside the
 GIL), so reading the store and compressing overlap on two cores while the event loop
 only moves finished blocks. A client that disconnects stops the store read within a few blocks.
+A store failure met after the answer began (a damaged object) cannot change its status: it is
+logged in one line and the body ends without its last chunk, so the connection closes mid-body
+and every client fails the read.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
+from objstore import errors
 from objstore.server.encoding import Encoder
 
 Objects = Iterator[tuple[str, bytes]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +87,39 @@ def _blocks(
         yield b"".join(parts)
 
 
+class ObjectStream:
+    """The async byte stream of one streamed answer. ``cut`` is True once the store failed
+    after the answer began: its body must then end without the last chunk."""
+
+    def __init__(self, make_body: Callable[[ObjectStream], AsyncGenerator[bytes, None]]) -> None:
+        self.cut = False
+        self._body = make_body(self)
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._body
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
+class ObjectStreamResponse(StreamingResponse):
+    """A StreamingResponse of an :class:`ObjectStream` that sends no last chunk when the stream
+    is cut: the server then closes the connection mid-body, and no client takes the objects
+    before the failure for the whole answer (specklepy's would, silently)."""
+
+    def __init__(self, stream: ObjectStream, **kwargs: Any) -> None:
+        super().__init__(stream, **kwargs)
+        self._stream = stream
+
+    async def stream_response(self, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        async for chunk in self._stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not self._stream.cut:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def stream_objects(
     make_objects: Callable[[], Objects],
     *,
@@ -85,8 +127,11 @@ def stream_objects(
     encoder: Encoder | None,
     block_bytes: int,
     stats: StreamStats,
-) -> AsyncIterator[bytes]:
-    """An async byte stream for a StreamingResponse; ``encoder`` None sends it plain."""
+    label: str = "stream",
+) -> ObjectStream:
+    """The byte stream of an answer (for :class:`ObjectStreamResponse`); ``encoder`` None sends
+    it plain. A store failure (an objstore error) cuts it, logged with ``label`` (the request);
+    any other error is raised."""
     stop = threading.Event()
     counted = [0]
     ready: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
@@ -132,17 +177,30 @@ def stream_objects(
             return None
         return encoder.compress(item) if encoder else item
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body(stream: ObjectStream) -> AsyncGenerator[bytes, None]:
         stats.add(started=1)
         producer = threading.Thread(target=read, name="objstore-stream", daemon=True)
         producer.start()
         done = False
+        sent = 0
         try:
             while True:
-                block = await run_in_threadpool(next_block)
+                try:
+                    block = await run_in_threadpool(next_block)
+                except errors.ObjstoreError as exc:  # the status is sent: all we can do is cut
+                    log.error(
+                        "%s: answer cut after %d bytes of its body: %s: %s",
+                        label,
+                        sent,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    stream.cut = True
+                    return
                 if block is None:
                     break
                 if block:
+                    sent += len(block)
                     yield block
             if encoder is not None:
                 yield encoder.flush()
@@ -151,4 +209,4 @@ def stream_objects(
             stop.set()  # the producer notices within one block or 0.1 s, then exits
             stats.add(**({"finished": 1} if done else {"aborted": 1}))
 
-    return body()
+    return ObjectStream(body)

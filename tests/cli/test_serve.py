@@ -149,3 +149,73 @@ def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
     assert not (tmp_path / "d").exists()
     code, _, err = run(capsys, "stats", "--data", str(tmp_path / "d"))  # other commands run
     assert code == 2 and "no store in" in err
+
+
+def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
+    """What the operator of ``objstore serve`` sees when a stored object is damaged: a line
+    on stderr in uvicorn's format for the 500 a client got, and one for the answer cut
+    mid-body, each naming the object; no traceback. --log-level error keeps them; critical
+    silences objstore's own lines with uvicorn's."""
+    import objstore
+    from objstore.codec import digest_of
+
+    from ..engine.damage import corrupt
+
+    data = str(tmp_path)
+    run(capsys, "project", "create", "p", "--owner", "w", "--data", data)
+    token = run(capsys, "token", "create", "--user", "w", "--data", data)[1].strip()
+    ids = [f"m{n:04d}" for n in range(300)]
+    children = [json.dumps({"id": i, "pad": "x" * 40}).encode() for i in ids]
+    with objstore.open(tmp_path / "objects") as store:
+        store.put("p", children)
+        corrupt(store.backend, digest_of(children[200]))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def serve_and_ask(level: str) -> str:
+        port = _free_port()
+        argv = ["serve", "--data", data, "--port", str(port), "--log-level", level]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "objstore.cli", *argv], stderr=subprocess.PIPE, text=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server did not start"
+                assert proc.poll() is None, "server exited"
+                time.sleep(0.2)
+            with httpx.Client(timeout=30, headers=headers) as c:
+                single = c.get(f"{url}/objects/p/m0200/single")
+                assert single.status_code == 500
+                assert single.json()["error"]["code"] == "CORRUPT_OBJECT"
+                body = {"objects": json.dumps(ids)}
+                with (
+                    pytest.raises(httpx.RemoteProtocolError),
+                    c.stream("POST", f"{url}/api/getobjects/p", data=body) as r,
+                ):
+                    for _ in r.iter_bytes():
+                        pass
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+        return str(err)
+
+    err = serve_and_ask("error")
+    damage = f"CorruptObject: object 'm0200' (blob {digest_of(children[200]).hex()}) is corrupt"
+    errors_said = [line for line in err.splitlines() if line.startswith("ERROR:")]
+    assert len(errors_said) == 3, err  # ours twice, and uvicorn's on the response it cut
+    assert errors_said[0].startswith("ERROR:    GET /objects/p/m0200/single: 500 CORRUPT_OBJECT: ")
+    assert errors_said[1].startswith("ERROR:    POST /api/getobjects/p: answer cut after ")
+    assert damage.split(": ", 1)[1] in errors_said[0] and damage in errors_said[1]
+    assert "Traceback" not in err
+    quiet = serve_and_ask("critical")
+    assert "ERROR" not in quiet and "Traceback" not in quiet, quiet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import logging
 import os
 import socket
 import threading
@@ -380,17 +381,28 @@ def test_a_full_disk_is_507_and_stores_nothing(server, loaded, monkeypatch):
     assert _count(server) == before
 
 
-def test_damaged_store_pages_are_a_500_naming_the_damage(server, loaded, monkeypatch):
+def test_damaged_store_pages_are_a_500_naming_the_damage(server, loaded, monkeypatch, caplog):
+    """The client gets the damage in its 500; the operator, in one line of the server's log
+    (a 4xx, the request's fault, is not logged)."""
+
     def damaged(*args: object, **kwargs: object) -> None:
         raise errors.StoreCorrupt("/data/objects is damaged or not an objstore store (MDB_X)")
 
     monkeypatch.setattr(server.store.backend, "closure", damaged)
     monkeypatch.setattr(server.store.backend, "children_ids", damaged)
-    with httpx.Client() as c:
+    with caplog.at_level(logging.ERROR, logger="objstore.server"), httpx.Client() as c:
         r = c.get(f"{server.url}/objects/priv/g00000", headers=server.headers("alice"))
+        missing = c.get(
+            f"{server.url}/objects/priv/nothing/single", headers=server.headers("alice")
+        )
     assert r.status_code == 500, r.text
     assert r.json()["error"]["code"] == "STORE_CORRUPT"
     assert "is damaged" in r.json()["error"]["message"]
+    assert missing.status_code == 404
+    assert [rec.getMessage() for rec in caplog.records] == [
+        "GET /objects/priv/g00000: 500 STORE_CORRUPT: /data/objects is damaged or not an "
+        "objstore store (MDB_X)"
+    ]
 
 
 def test_gzip_bomb_is_refused_at_the_batch_limit(server, loaded):
@@ -535,11 +547,12 @@ def test_health_and_server_info(server):
     assert limits["max_batch_bytes"] == 20 << 20
 
 
-def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_path):
+def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_path, caplog):
     """Once a streamed answer has begun, its status is sent: an object found damaged after
     that must cut the connection, not end the body cleanly, or a client would take the
     objects before it for the whole answer (specklepy's, silently). httpx and requests (under
-    specklepy) both fail the read, on getobjects in both formats and on object+children."""
+    specklepy) both fail the read, on getobjects in both formats and on object+children.
+    The server logs each cut in one line naming the object, and no traceback."""
     from objstore.codec import digest_of
 
     from ..engine.damage import corrupt
@@ -548,6 +561,8 @@ def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_p
     requests = pytest.importorskip("requests")
     gen = start_server(tmp_path, block_bytes=4096)
     run = next(gen)
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own: not propagated to caplog
+    uvicorn_log.addHandler(caplog.handler)
     try:
         setup_auth(run)
         ids = [f"m{n:04d}" for n in range(300)]
@@ -577,7 +592,17 @@ def test_an_object_found_damaged_mid_stream_cuts_the_body_for_every_client(tmp_p
                 timeout=30,
             )
     finally:
+        uvicorn_log.removeHandler(caplog.handler)
         gen.close()
+    ours = [r for r in caplog.records if r.name == "objstore.server.streaming"]
+    said = [r.getMessage() for r in ours]
+    assert len(said) == 4, said
+    assert said[0].startswith("POST /api/getobjects/priv: answer cut after ")
+    assert said[2].startswith("GET /objects/priv/root: answer cut after ")
+    assert all(
+        f"CorruptObject: object 'm0200' (blob {digest_of(children[200]).hex()})" in m for m in said
+    ), said
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
 _JSON = st.recursive(

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, Iterator
 
 import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from objstore import errors
 from objstore.server.encoding import encoder
 from objstore.server.streaming import StreamStats, stream_objects
 
@@ -34,7 +36,7 @@ def _stored(obj: dict[str, object], pretty: bool) -> bytes:
     return json.dumps(obj, indent=2 if pretty else None).encode()
 
 
-async def _collect(body: AsyncIterator[bytes]) -> list[bytes]:
+async def _collect(body: AsyncIterable[bytes]) -> list[bytes]:
     return [block async for block in body]
 
 
@@ -118,6 +120,41 @@ def test_a_failing_read_fails_the_stream_after_what_it_sent():
     assert (stats.finished, stats.aborted, stats.objects) == (0, 1, 5)
 
 
+def test_a_store_failure_cuts_the_stream_and_logs_it_in_one_line(caplog):
+    """A damaged object met after the answer began cannot change its status: the stream ends
+    (no exception for the server to print a traceback of), marked cut so that its response
+    sends no last chunk, and one error line names the request and the damage."""
+
+    def objects() -> Iterator[tuple[str, bytes]]:
+        for n in range(5):
+            yield f"o{n}", b'{"n":%d}' % n
+        raise errors.CorruptObject("ab" * 16, "checksum mismatch", "o5")
+
+    stats = StreamStats()
+    stream = stream_objects(
+        objects, text=True, encoder=None, block_bytes=1, stats=stats, label="GET /objects/p/r"
+    )
+    with caplog.at_level(logging.ERROR, logger="objstore.server"):
+        got = asyncio.run(_collect(stream))
+    assert got == [b'o%d\t{"n":%d}\n' % (n, n) for n in range(5)]
+    assert stream.cut
+    assert (stats.finished, stats.aborted, stats.objects) == (0, 1, 5)
+    [record] = caplog.records
+    assert record.name == "objstore.server.streaming"
+    message = record.getMessage()
+    assert message.startswith("GET /objects/p/r: answer cut after 55 bytes of its body:")
+    assert "CorruptObject: object 'o5' (blob abab" in message
+    assert record.exc_info is None
+
+
+def test_a_stream_that_ends_whole_is_not_cut():
+    stream = stream_objects(
+        lambda: iter([("a", b"{}")]), text=True, encoder=None, block_bytes=1, stats=StreamStats()
+    )
+    assert asyncio.run(_collect(stream)) == [b"a\t{}\n"]
+    assert not stream.cut
+
+
 def test_a_consumer_that_goes_away_stops_and_closes_the_read():
     """Closing the body after one block (a client that disconnected) stops the producer
     within a few blocks and closes the store's iterator, which ends its read."""
@@ -137,7 +174,7 @@ def test_a_consumer_that_goes_away_stops_and_closes_the_read():
     async def first_block_only() -> bytes:
         body = stream_objects(objects, text=True, encoder=None, block_bytes=64, stats=stats)
         async for block in body:
-            await body.aclose()  # type: ignore[attr-defined]
+            await body.aclose()
             return block
         raise AssertionError("no block")
 
