@@ -35,6 +35,17 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _origins(text: str) -> str:
+    """An argparse type: OBJSTORE_CORS_ORIGINS' value, checked (passed on as given)."""
+    from objstore.server.settings import cors_origins  # the server's imports: serve's alone
+
+    try:
+        cors_origins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+    return text
+
+
 def _positives(text: str) -> list[int]:
     """An argparse type: comma separated whole numbers of at least 1 (``1,4,16``)."""
     try:
@@ -114,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=os.environ.get("OBJSTORE_WORKERS", "1"),
         help="worker processes (OBJSTORE_WORKERS; default 1)",
+    )
+    serve.add_argument(
+        "--cors-origins",
+        type=_origins,
+        default=os.environ.get("OBJSTORE_CORS_ORIGINS", "*"),
+        help="origins whose browser apps may call the routes, comma separated; 'none' for "
+        "none (OBJSTORE_CORS_ORIGINS; default *, as Speckle's server)",
     )
     serve.add_argument(
         "--log-level",

@@ -20,6 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ["OBJSTORE_DATA"] = str(args.data)
+    os.environ["OBJSTORE_CORS_ORIGINS"] = args.cors_origins  # read by each worker's app
     # create it (and fail early) in this process; the server's store is always DATA/objects
     objstore.open(Path(args.data) / "objects").close()
     auth_store(args).close()

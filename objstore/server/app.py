@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -250,6 +251,22 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
     raise exc
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    """Cross-origin access for browser apps on ``settings.cors_origins`` (none: no middleware).
+    Preflights allow every header a request asks for (Authorization among them)."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["*"],
+            max_age=86400,
+        )
+    ]
+
+
 def create_app(
     store: objstore.Store, settings: Settings | None = None, auth: AuthStore | None = None
 ) -> Starlette:
@@ -267,7 +284,7 @@ def create_app(
             Route("/api/health", routes.health, methods=["GET"]),
             Route("/api/server-info", routes.server_info, methods=["GET"]),
         ],
-        middleware=[Middleware(RoutedAsSent)],
+        middleware=[*_cors(settings), Middleware(RoutedAsSent)],
         exception_handlers={
             Exception: _handle_error,
             HTTPException: _handle_error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,24 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+_ORIGIN = re.compile(r"\*|https?://[^/\s]+")  # what a browser sends in Origin: no path
+
+
+def cors_origins(raw: str) -> tuple[str, ...]:
+    """OBJSTORE_CORS_ORIGINS' value: comma-separated origins (``*``: any; empty or ``none``:
+    no cross-origin access). ValueError naming an entry a browser's Origin never equals."""
+    if raw.strip().lower() in ("", "none"):
+        return ()
+    origins = tuple(part.strip() for part in raw.split(","))
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"OBJSTORE_CORS_ORIGINS: {origin!r} is not an origin: give * or "
+                "scheme://host[:port] with no path (a browser sends http://localhost:3000)"
+            )
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the HTTP layer needs to know; the store brings its own object limits."""
@@ -43,6 +62,9 @@ class Settings:
     zstd_level: int = 1  # for clients that accept zstd: faster than gzip at both ends, smaller
     block_bytes: int = 1 << 20  # streamed responses are built and compressed in blocks
     readahead: bool = True  # OS readahead on the store's pages; off for stores far beyond RAM
+    # Browser apps on these origins may call the routes, as Speckle's server lets any (its
+    # viewer and web SDKs send tokens in a header, never cookies, so no page can borrow one)
+    cors_origins: tuple[str, ...] = ("*",)
 
     def __post_init__(self) -> None:
         if not 0 <= self.gzip_level <= 3:
@@ -55,7 +77,8 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """OBJSTORE_DATA, OBJSTORE_MAX_OBJECT_MB, OBJSTORE_MAX_BATCH_MB, OBJSTORE_MAX_REQUEST_MB,
-        OBJSTORE_MAX_IDS, OBJSTORE_GZIP_LEVEL, OBJSTORE_ZSTD_LEVEL, OBJSTORE_READAHEAD."""
+        OBJSTORE_MAX_IDS, OBJSTORE_GZIP_LEVEL, OBJSTORE_ZSTD_LEVEL, OBJSTORE_READAHEAD,
+        OBJSTORE_CORS_ORIGINS."""
         limits = Limits.from_env()
         max_request = env_megabytes("OBJSTORE_MAX_REQUEST_MB", limits.max_batch_bytes)
         return cls(
@@ -66,4 +89,5 @@ class Settings:
             gzip_level=_env_int("OBJSTORE_GZIP_LEVEL", cls.gzip_level),
             zstd_level=_env_int("OBJSTORE_ZSTD_LEVEL", cls.zstd_level),
             readahead=_env_bool("OBJSTORE_READAHEAD", cls.readahead),
+            cors_origins=cors_origins(os.environ.get("OBJSTORE_CORS_ORIGINS", "*")),
         )

@@ -155,7 +155,8 @@ def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
     """What the operator of ``objstore serve`` sees when a stored object is damaged: a line
     on stderr in uvicorn's format for the 500 a client got, and one for the answer cut
     mid-body, each naming the object; no traceback. --log-level error keeps them; critical
-    silences objstore's own lines with uvicorn's."""
+    silences objstore's own lines with uvicorn's. (--cors-origins is checked to reach the
+    app on the way: the 500 carries its header.)"""
     import objstore
     from objstore.codec import digest_of
 
@@ -174,6 +175,7 @@ def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
     def serve_and_ask(level: str) -> str:
         port = _free_port()
         argv = ["serve", "--data", data, "--port", str(port), "--log-level", level]
+        argv += ["--cors-origins", "http://localhost:3000"]  # reaches each worker's app
         proc = subprocess.Popen(
             [sys.executable, "-m", "objstore.cli", *argv], stderr=subprocess.PIPE, text=True
         )
@@ -190,8 +192,11 @@ def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
                 assert proc.poll() is None, "server exited"
                 time.sleep(0.2)
             with httpx.Client(timeout=30, headers=headers) as c:
-                single = c.get(f"{url}/objects/p/m0200/single")
+                single = c.get(
+                    f"{url}/objects/p/m0200/single", headers={"Origin": "http://localhost:3000"}
+                )
                 assert single.status_code == 500
+                assert single.headers["access-control-allow-origin"] == "http://localhost:3000"
                 assert single.json()["error"]["code"] == "CORRUPT_OBJECT"
                 body = {"objects": json.dumps(ids)}
                 with (
@@ -219,3 +224,18 @@ def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
     assert "Traceback" not in err
     quiet = serve_and_ask("critical")
     assert "ERROR" not in quiet and "Traceback" not in quiet, quiet
+
+
+def test_serve_refuses_cors_origins_no_browser_sends(tmp_path, capsys, monkeypatch):
+    """An origin with a path (the usual slip) would never match a browser's Origin header:
+    refused up front, whether given as a flag or in OBJSTORE_CORS_ORIGINS."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--data", str(tmp_path / "d"), "--cors-origins", "http://h:3000/"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "argument --cors-origins: 'http://h:3000/' is not an origin" in err
+    monkeypatch.setenv("OBJSTORE_CORS_ORIGINS", "h:3000")
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--data", str(tmp_path / "d")])
+    assert "'h:3000' is not an origin" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

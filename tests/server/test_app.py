@@ -155,7 +155,7 @@ def test_streams_and_single_answer_in_zstd_when_the_client_lists_it(server, load
         assert "content-encoding" not in plain.headers
         with c.stream("GET", url, headers=headers("gzip, zstd")) as r:
             assert r.headers["content-encoding"] == "zstd"
-            assert r.headers["vary"] == "accept-encoding"
+            assert "accept-encoding" in r.headers["vary"].split(", ")  # (and Origin, for CORS)
             raw = b"".join(r.iter_raw())
         assert zstandard.ZstdDecompressor().decompressobj().decompress(raw) == plain.content
         assert len(raw) < len(plain.content) // 3
@@ -691,3 +691,80 @@ def hostile_target(tmp_path_factory):
         assert run.store.verify().ok
     finally:
         gen.close()
+
+
+_VIEWER = "http://localhost:3000"  # a browser app on another origin, as Speckle's viewer is
+
+
+def _preflight(c: httpx.Client, url: str, method: str) -> httpx.Response:
+    return c.options(
+        url,
+        headers={
+            "Origin": _VIEWER,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+
+
+def test_browser_apps_on_any_origin_may_call_the_routes_as_on_speckles_server(server, loaded):
+    """Speckle's server answers CORS for every origin, so its viewer and web SDKs load objects
+    from any page; a browser sends the token in a header, so it first asks (a preflight)."""
+    with httpx.Client(timeout=30) as c:
+        for path, method in [
+            ("/objects/priv", "POST"),
+            ("/api/getobjects/priv", "POST"),
+            ("/api/diff/priv", "POST"),
+            ("/objects/priv/root", "GET"),
+        ]:
+            pre = _preflight(c, f"{server.url}{path}", method)
+            assert pre.status_code == 200, (path, pre.text)
+            assert pre.headers["access-control-allow-origin"] == "*"
+            assert method in pre.headers["access-control-allow-methods"]
+            assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        headers = server.headers("alice", Origin=_VIEWER, Accept="text/plain")
+        streamed = c.get(f"{server.url}/objects/priv/root", headers=headers)
+        single = c.get(f"{server.url}/objects/priv/a00001/single", headers=headers)
+        denied = c.get(
+            f"{server.url}/objects/priv/a00001/single",
+            headers={"Origin": _VIEWER, "Authorization": "Bearer wrong"},
+        )
+        uploaded = c.post(  # to a project of its own: the others' tests count theirs
+            f"{server.url}/objects/other",
+            files=[("b", ("b", array(objs("cors", 2)), "application/json"))],
+            headers=server.headers("alice", Origin=_VIEWER),
+        )
+    assert streamed.status_code == 200 and len(streamed.text.splitlines()) == 3 * N + 1
+    assert single.json()["id"] == "a00001"
+    assert uploaded.status_code == 201
+    assert denied.status_code == 403  # the page can read why: the error carries the header too
+    for r in (streamed, single, denied, uploaded):
+        assert r.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize("origins", [(), ("https://viewer.example",)])
+def test_cross_origin_access_is_only_for_the_origins_configured(tmp_path, origins):
+    """OBJSTORE_CORS_ORIGINS narrows it to some origins, or none: a browser then refuses a
+    page elsewhere (no header for it; a preflight fails). Clients outside browsers are not
+    affected."""
+    from .conftest import setup_auth, start_server
+
+    gen = start_server(tmp_path, cors_origins=origins)
+    run = next(gen)
+    try:
+        setup_auth(run)
+        url = f"{run.url}/objects/pub/nothing/single"
+        with httpx.Client(timeout=30) as c:
+            other = c.get(url, headers={"Origin": _VIEWER})
+            pre = _preflight(c, url, "GET")
+            plain = c.get(url)
+            allowed = c.get(url, headers={"Origin": "https://viewer.example"})
+    finally:
+        gen.close()
+    assert other.status_code == plain.status_code == 404
+    assert "access-control-allow-origin" not in other.headers
+    assert pre.status_code in (400, 405) and "access-control-allow-origin" not in pre.headers
+    if origins:
+        assert allowed.headers["access-control-allow-origin"] == "https://viewer.example"
+    else:
+        assert "access-control-allow-origin" not in allowed.headers

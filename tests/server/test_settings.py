@@ -82,3 +82,22 @@ def test_the_request_limit_follows_the_environment(monkeypatch):
     assert Settings.from_env().max_request_bytes == int(2.5 * 1024 * 1024)
     monkeypatch.delenv("OBJSTORE_MAX_REQUEST_MB")
     assert Settings.from_env().max_request_bytes == Settings.from_env().limits.max_batch_bytes
+
+
+def test_cors_origins_come_from_the_environment_and_are_checked(monkeypatch):
+    monkeypatch.delenv("OBJSTORE_CORS_ORIGINS", raising=False)
+    assert Settings.from_env().cors_origins == ("*",)
+    for raw, origins in [
+        ("none", ()),
+        ("", ()),
+        (
+            "http://localhost:3000, https://app.example",
+            ("http://localhost:3000", "https://app.example"),
+        ),
+    ]:
+        monkeypatch.setenv("OBJSTORE_CORS_ORIGINS", raw)
+        assert Settings.from_env().cors_origins == origins
+    for bad in ("http://localhost:3000/", "localhost:3000", "http://a,,http://b"):
+        monkeypatch.setenv("OBJSTORE_CORS_ORIGINS", bad)
+        with pytest.raises(ValueError, match=r"OBJSTORE_CORS_ORIGINS: .* is not an origin"):
+            Settings.from_env()
