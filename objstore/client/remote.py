@@ -669,6 +669,7 @@ class Remote:
         attempt = 0
         while True:
             started = False
+            count = 0
             try:
                 self.stats.count("download")
                 with self._http.stream(
@@ -683,7 +684,6 @@ class Remote:
                             self._pause(attempt, _retry_after(r))
                             continue
                         raise _error_from(r)
-                    count = 0
                     try:
                         for lines in _whole_lines(iter_decoded(r)):
                             if not all(lines):
@@ -698,9 +698,12 @@ class Remote:
             except httpx.DecodingError as exc:  # an error answer's body, read whole
                 raise _undecodable(exc.request, "", exc) from None
             except httpx.TransportError as exc:
-                if started or attempt >= self.retries:
+                if started:  # not asked again: a caller resumes by id (receive does)
                     raise errors.ConnectionFailed(
-                        f"download from {self.url} failed ({type(exc).__name__}: {exc})"
+                        f"{_named(exc.request)}: the answer broke off after {count:,} objects "
+                        f"({type(exc).__name__}: {exc})"
                     ) from None
+                if attempt >= self.retries:
+                    raise _failed(self.url, exc, attempt + 1) from None
                 attempt += 1
                 self._pause(attempt, None)

@@ -332,6 +332,45 @@ def test_an_answer_that_always_breaks_off_is_named_by_its_request_not_out_of_rea
         Remote("http://127.0.0.1:9", "t", "p", retries=0).diff(["a"])  # nothing listens
 
 
+def test_a_download_that_breaks_off_says_how_far_it_got_and_is_not_asked_again():
+    """The object+children stream cannot be resumed from where it broke (receive asks for
+    what is lacking by id): the error names the request and the objects delivered. One that
+    breaks before its first line is tried again, and named as getobjects' are."""
+    ids = ["root", *(f"o{i}" for i in range(200))]
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(200, stream=_Lines(ids, 50_000, fail_after=fail_after))
+
+    def remote() -> Remote:
+        return Remote(
+            "http://127.0.0.1:9",
+            "t",
+            "p",
+            transport=httpx.MockTransport(handler),
+            retries=2,
+            backoff=0.01,
+        )
+
+    fail_after = 120
+    delivered: list[bytes] = []
+    says = re.escape(
+        "GET http://127.0.0.1:9/objects/p/root: the answer broke off after 120 objects ("
+    )
+    with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
+        for lines in remote().download_lines("root"):
+            delivered += lines
+    assert len(delivered) == 120 and asked == ["/objects/p/root"]
+    fail_after = 0
+    says = re.escape("GET http://127.0.0.1:9/objects/p/root: no whole answer in 3 tries (")
+    with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
+        list(remote().download_lines("root"))
+    assert len(asked) == 4
+    with pytest.raises(errors.ConnectionFailed, match=r"^cannot reach http://127\.0\.0\.1:9 "):
+        list(Remote("http://127.0.0.1:9", "t", "p", retries=0).download_lines("root"))
+
+
 def test_get_many_resumes_a_lost_body_with_only_the_ids_not_delivered():
     ids = [f"o{i}" for i in range(200)]
     asked: list[list[str]] = []
