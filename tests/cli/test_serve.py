@@ -28,6 +28,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_healthy(url: str, proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
+    """Until the served health route answers (at most 60 s; fails if the server exits)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        assert proc.poll() is None, "server exited"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
     data = str(tmp_path)
@@ -54,16 +68,7 @@ def test_serve_with_two_workers_shares_one_store(tmp_path, capsys):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            assert proc.poll() is None, "server exited"
-            time.sleep(0.2)
+        _wait_healthy(url, proc)
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/api/server-info").json()["limits"]["max_batch_bytes"] == 20 << 20
         failures: list[str] = []
@@ -181,16 +186,7 @@ def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                assert proc.poll() is None, "server exited"
-                time.sleep(0.2)
+            _wait_healthy(url, proc)
             with httpx.Client(timeout=30, headers=headers) as c:
                 single = c.get(
                     f"{url}/objects/p/m0200/single", headers={"Origin": "http://localhost:3000"}

@@ -7,7 +7,7 @@ import gzip
 import json
 import re
 import tracemalloc
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import httpx
 import pytest
@@ -280,6 +280,18 @@ class _Lines(httpx.SyncByteStream):
             yield b'%s\t{"id":"%s","p":"%s"}\n' % (object_id.encode(), object_id.encode(), pad)
 
 
+def _mocked(handler: Callable[[httpx.Request], httpx.Response], retries: int) -> Remote:
+    """A Remote whose requests ``handler`` answers, retrying ``retries`` times at once."""
+    return Remote(
+        "http://127.0.0.1:9",
+        "t",
+        "p",
+        transport=httpx.MockTransport(handler),
+        retries=retries,
+        backoff=0.01,
+    )
+
+
 def _asked(request: httpx.Request) -> list[str]:
     """The ids of a diff/getobjects request, sent as the reference's JSON body."""
     assert request.headers["Content-Type"] == "application/json"
@@ -316,14 +328,7 @@ def test_an_answer_that_always_breaks_off_is_named_by_its_request_not_out_of_rea
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=_Lines(_asked(request), 50_000, fail_after=0))
 
-    remote = Remote(
-        "http://127.0.0.1:9",
-        "t",
-        "p",
-        transport=httpx.MockTransport(handler),
-        retries=2,
-        backoff=0.01,
-    )
+    remote = _mocked(handler, retries=2)
     says = re.escape("POST http://127.0.0.1:9/api/getobjects/p: no whole answer in 3 tries (")
     with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
         list(remote.get_many(ids))
@@ -343,29 +348,19 @@ def test_a_download_that_breaks_off_says_how_far_it_got_and_is_not_asked_again()
         asked.append(request.url.path)
         return httpx.Response(200, stream=_Lines(ids, 50_000, fail_after=fail_after))
 
-    def remote() -> Remote:
-        return Remote(
-            "http://127.0.0.1:9",
-            "t",
-            "p",
-            transport=httpx.MockTransport(handler),
-            retries=2,
-            backoff=0.01,
-        )
-
     fail_after = 120
     delivered: list[bytes] = []
     says = re.escape(
         "GET http://127.0.0.1:9/objects/p/root: the answer broke off after 120 objects ("
     )
     with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
-        for lines in remote().download_lines("root"):
+        for lines in _mocked(handler, retries=2).download_lines("root"):
             delivered += lines
     assert len(delivered) == 120 and asked == ["/objects/p/root"]
     fail_after = 0
     says = re.escape("GET http://127.0.0.1:9/objects/p/root: no whole answer in 3 tries (")
     with pytest.raises(errors.ConnectionFailed, match=says + "ReadError"):
-        list(remote().download_lines("root"))
+        list(_mocked(handler, retries=2).download_lines("root"))
     assert len(asked) == 4
     with pytest.raises(errors.ConnectionFailed, match=r"^cannot reach http://127\.0\.0\.1:9 "):
         list(Remote("http://127.0.0.1:9", "t", "p", retries=0).download_lines("root"))
