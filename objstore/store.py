@@ -209,8 +209,10 @@ class Store:
     def stats(self) -> Stats:
         return self.backend.stats()
 
-    def verify(self) -> VerifyReport:
-        return self.backend.verify()
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Every problem found, as a report (see Backend.verify); ``progress`` is called with
+        how many more byte strings were checked as it goes, ``stats().blobs`` in all."""
+        return self.backend.verify(progress)
 
     def recount(self) -> int:
         """Repair the reference counts :meth:`verify` reports wrong (see Backend.recount)."""

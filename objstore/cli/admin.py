@@ -10,6 +10,7 @@ import time
 import objstore
 from objstore import errors, graphgen
 from objstore.auth import ROLES, AuthStore
+from objstore.cli import progress
 from objstore.cli.stores import admin_auth, is_cache, open_store
 
 
@@ -197,7 +198,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.repair:
             rows = store.repair_rows()  # first: a row moved back changes what counts find
             print(f"repaired {rows:,} closure or object rows, {store.recount():,} reference counts")
-        report = store.verify()
+        try:
+            total: int | None = store.stats().blobs
+        except errors.ObjstoreError:  # damage where stats reads: verify says what and where
+            total = None
+        with progress.bar("verify", total) as tick:
+            report = store.verify(tick.advance)
     print(f"checked {report.blobs_checked:,} blobs, {report.objects_checked:,} objects")
     for problem in report.problems:
         print(f"PROBLEM: {problem}")

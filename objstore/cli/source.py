@@ -16,7 +16,7 @@ import msgspec
 import objstore
 from objstore import codec, errors, graph, graphgen
 
-# a progress bar maker, as transfer._progress (label, total, counted) -> context of a ticker
+# a progress bar maker, as progress.bar (label, total, counted) -> context of a ticker
 Bars = Callable[..., contextlib.AbstractContextManager[Any]]
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 import objstore
 from objstore import errors, graph
+from objstore.cli.progress import bar as _progress
 from objstore.cli.source import Source
 from objstore.cli.stores import holds_store, is_server_dir, writable
 
@@ -49,35 +50,6 @@ def _remote(
     return Remote(
         url or args.url, token, project or args.project, retries=3, compression=args.compression
     )
-
-
-@contextlib.contextmanager
-def _progress(label: str, total: int | None, counted: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal); ``counted``:
-    with a count of objects done (a step that cannot count shows only that it runs)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        *([MofNCompleteColumn()] if counted else []),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-
-        class _Tick:
-            def advance(self, n: int) -> None:
-                bar.advance(task, n)
-
-            def total(self, n: int) -> None:
-                bar.update(task, total=n)
-
-        yield _Tick()
 
 
 def cmd_push(args: argparse.Namespace) -> int:

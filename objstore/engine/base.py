@@ -10,7 +10,7 @@ across projects, each batch is atomic, and closures are kept per stored byte str
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from objstore.codec import Record
@@ -151,8 +151,9 @@ class Backend(abc.ABC):
         """Store-wide counts."""
 
     @abc.abstractmethod
-    def verify(self) -> VerifyReport:
-        """Re-check every checksum and every reference; report, never raise, on damage."""
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Re-check every checksum and every reference; report, never raise, on damage.
+        ``progress`` is called with how many more byte strings were checked, as it goes."""
 
     def recount(self) -> int:
         """Set every byte string's reference count from the objects that use it, freeing

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 
 from objstore import errors
@@ -127,13 +127,15 @@ class MemoryBackend(Backend):
                 file_bytes=0,
             )
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
         report = VerifyReport()
         with self._lock:
             for digest, data in self._blobs.items():
                 report.blobs_checked += 1
                 if digest_of(data) != digest:
                     report.problems.append(f"blob {digest.hex()}: checksum mismatch")
+                if progress is not None:
+                    progress(1)
             for project, rows in self._rows.items():
                 for object_id, digest in rows.items():
                     report.objects_checked += 1

@@ -301,6 +301,19 @@ def test_corruption_is_detected_not_returned(store):
     assert any(digest_of(A).hex() in p for p in report.problems)
 
 
+def test_verify_tells_its_progress_as_it_goes(store):
+    """A verify of a big store runs for minutes: it says how many byte strings it has checked
+    as it goes (for a progress bar), adding up to all of them."""
+    objects = [b'{"id":"v%d","n":%d}' % (n, n) for n in range(20_000)]
+    store.put("p1", objects[:10_000])
+    store.put("p1", objects[10_000:])
+    told: list[int] = []
+    report = store.verify(told.append)
+    assert report.ok
+    assert sum(told) == report.blobs_checked == store.stats().blobs == 20_000
+    assert len(told) >= 2 and max(told) < 20_000  # in steps, not once at the end
+
+
 def test_repair_and_recount_of_a_sound_store_change_nothing(store):
     store.put("p1", arr(A, B, ROOT))
     store.put("p2", arr(A))

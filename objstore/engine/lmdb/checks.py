@@ -4,7 +4,7 @@ hold). Objects carry checksums; the rows around them do not, so these read the o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import xxhash
@@ -229,15 +229,15 @@ class Checks(Environment):
                 before = key
         return found
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
         report = VerifyReport()
         try:
-            return self._verify(report)
+            return self._verify(report, progress)
         except (errors.StoreCorrupt, *DAMAGED) as exc:  # a table's pages: no walking on
             report.problems.append(f"stopped: {exc}")
             return report
 
-    def _verify(self, report: VerifyReport) -> VerifyReport:
+    def _verify(self, report: VerifyReport, progress: Callable[[int], None] | None) -> VerifyReport:
         with self._read() as txn:
             disorder = self._disorder(txn)
         for name, problem in disorder.items():
@@ -332,7 +332,7 @@ class Checks(Environment):
                     "(children streams and closures read the row)"
                 )
 
-        self._scan(self._index, check_entry, with_txn=True)
+        self._scan(self._index, check_entry, with_txn=True, progress=progress)
         if wrong_names:
             self._name_moved_rows(wrong_names, report)
         with self._read() as txn:
@@ -402,14 +402,23 @@ class Checks(Environment):
 
         self._scan(self._objects, visit)
 
-    def _scan(self, db: Any, fn: Any, *, with_txn: bool = False) -> None:
+    def _scan(
+        self,
+        db: Any,
+        fn: Any,
+        *,
+        with_txn: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Visit every row of ``db`` in short read transactions; ``with_txn`` hands ``fn`` a
-        transaction on the same snapshot whose values are views (a pack read is not copied)."""
+        transaction on the same snapshot whose values are views (a pack read is not copied).
+        ``progress`` is told how many rows each transaction visited."""
         after: bytes | None = None
         visited = 0
         while True:
             with self._read() as txn:
                 views = self._views_of(txn) if with_txn else None
+                started = visited
                 try:
                     if visited > txn.stat(db)["entries"]:  # keys out of order sent it back
                         return
@@ -432,3 +441,5 @@ class Checks(Environment):
                 finally:
                     if views is not None:
                         views.abort()
+                    if progress is not None and visited > started:
+                        progress(visited - started)
