@@ -14,7 +14,7 @@ import msgspec
 
 import objstore
 from objstore import errors, graph
-from objstore.cli.progress import bar as _progress
+from objstore.cli import progress
 from objstore.cli.source import Source
 from objstore.cli.stores import holds_store, is_server_dir, writable
 
@@ -59,11 +59,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     stdin = args.file == "-"
     path = Path("<stdin>" if stdin else args.file)
     with contextlib.nullcontext(sys.stdin.buffer) if stdin else path.open("rb") as fh:
-        source = Source(path, fh, _progress)
+        source = Source(path, fh, progress.bar)
         with (
             _remote(args) as remote,
             objstore.open(_cache_dir(args)) as cache,
-            _progress("push", source.count) as tick,
+            progress.bar("push", source.count) as tick,
         ):
             try:
                 result = send(source.objects, remote, cache, progress=tick)
@@ -114,9 +114,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
         _remote(args) as remote,
         objstore.open(_cache_dir(args)) as cache,
     ):
-        with _progress("pull", None) as tick:
+        with progress.bar("pull", None) as tick:
             result = receive(args.root_id, remote, cache, progress=tick)
-        with _progress("rebuild" if as_json else "write", result.total) as tick:
+        with progress.bar("rebuild" if as_json else "write", result.total) as tick:
             if as_json:
                 # only encoded, never changed: a repeated object may be one dict in every place
                 doc = graph.recompose(
@@ -156,7 +156,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     with (
         _remote(args, url) as remote,
         objstore.open(path) as store,
-        _progress("cp", None) as tick,
+        progress.bar("cp", None) as tick,
     ):
         if src_remote:
             got = receive(args.root, remote, store, cache_project=project, progress=tick)
@@ -187,10 +187,10 @@ def _cp_between_servers(args: argparse.Namespace) -> int:
         _remote(args, args.dst, token=args.to_token, project=args.to_project) as dst,
         objstore.open(_cache_dir(args)) as cache,
     ):
-        with _progress("receive", None) as tick:
+        with progress.bar("receive", None) as tick:
             got = receive(args.root, src, cache, progress=tick)
         print(f"from {src.url}: {got.summary()}", file=sys.stderr)
-        with _progress("send", None) as tick:
+        with progress.bar("send", None) as tick:
             sent = send(args.root, dst, cache, cache_project=src.project, progress=tick)
         print(f"to {dst.url}: {sent.summary()}", file=sys.stderr)
     return 0

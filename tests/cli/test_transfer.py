@@ -8,7 +8,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -417,28 +416,10 @@ def test_push_dash_reads_stdin(server, tmp_path, capsys, monkeypatch):
     assert not any(server.store.has("other", ["dash", "si-b"]).values())
 
 
-def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys, monkeypatch):
+def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys, bars):
     """Reading and decomposing a document, pushing it, pulling it, rebuilding or writing it:
     each step of seconds on a big model has its bar, told of every object it handles."""
-    import contextlib
-
-    seen: list[dict[str, Any]] = []
-
-    @contextlib.contextmanager
-    def recorded(label, total, counted=True):
-        bar = {"label": label, "total": total, "counted": counted, "done": 0}
-        seen.append(bar)
-
-        class Tick:
-            def advance(self, n):
-                bar["done"] += n
-
-            def total(self, n):
-                bar["total"] = n
-
-        yield Tick()
-
-    monkeypatch.setattr(transfer, "_progress", recorded)
+    seen = bars
     doc = {"name": "yard", "@cranes": [{"n": i, "@hook": {"w": i}} for i in range(1200)]}
     (tmp_path / "yard.json").write_text(json.dumps(doc))
     common = ["--url", server.url, "--token", server.tokens["alice"], "--project", "other"]
@@ -447,10 +428,10 @@ def test_every_step_of_push_and_pull_shows_its_progress(server, tmp_path, capsys
     )
     assert code == 0, err
     objects = 2 * 1200 + 1
-    bars = {bar["label"]: bar for bar in seen}
-    assert bars["read yard.json"]["counted"] is False
-    assert bars["decompose"]["done"] == objects
-    assert bars["push"]["done"] == bars["push"]["total"] == objects
+    by_label = {bar["label"]: bar for bar in seen}
+    assert by_label["read yard.json"]["counted"] is False
+    assert by_label["decompose"]["done"] == objects
+    assert by_label["push"]["done"] == by_label["push"]["total"] == objects
     seen.clear()
     root = out.strip()
     cache = ["--cache", str(tmp_path / "c2")]
