@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from types import TracebackType
 
 from objstore import codec, errors
@@ -264,29 +264,17 @@ def open(
     store must use the same setting.
     """
     from objstore.engine import sharing
-    from objstore.engine.lmdb import WRITEMAP_DEFAULT, LMDBBackend
+    from objstore.engine.lmdb import WRITEMAP_DEFAULT, LMDBBackend, LMDBOptions
 
-    if writemap is None:
-        writemap = WRITEMAP_DEFAULT
-    options: dict[str, Hashable] = {
-        "compression_level": compression_level,
-        "dictionary_threshold": dictionary_threshold,
-        "readonly": readonly,
-        "readahead": readahead,
-        "writemap": writemap,
-    }  # map_size is only where the map starts: it grows as needed
+    options = LMDBOptions(
+        compression_level=compression_level,
+        dictionary_threshold=dictionary_threshold,
+        readonly=readonly,
+        readahead=readahead,
+        writemap=WRITEMAP_DEFAULT if writemap is None else writemap,
+    )
     backend, release = sharing.acquire(
-        path,
-        options,
-        lambda: LMDBBackend(
-            path,
-            map_size=map_size,
-            compression_level=compression_level,
-            dictionary_threshold=dictionary_threshold,
-            readonly=readonly,
-            readahead=readahead,
-            writemap=writemap,
-        ),
+        path, options, lambda: LMDBBackend(path, map_size=map_size, **options)
     )
     return Store(backend, limits, release=release)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Mapping
 
 from objstore import errors
 from objstore.engine.base import Backend
 
 
 class _Entry:
-    def __init__(self, backend: Backend, options: dict[str, Hashable]) -> None:
+    def __init__(self, backend: Backend, options: Mapping[str, object]) -> None:
         self.backend = weakref.ref(backend)  # a store dropped unclosed still frees its backend
         self.options = options
         self.users = 1
@@ -30,7 +30,7 @@ _LOCK = threading.Lock()
 
 def acquire(
     path: str | os.PathLike[str],
-    options: dict[str, Hashable],
+    options: Mapping[str, object],
     make: Callable[[], Backend],
 ) -> tuple[Backend, Callable[[], None]]:
     """The backend open on ``path`` in this process (made with ``make`` if none is), and the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TypedDict
 
 from objstore.engine.base import Backend
 from objstore.engine.lmdb.checks import Checks
@@ -22,11 +23,22 @@ from objstore.engine.lmdb.groupcommit import GroupCommit
 from objstore.engine.lmdb.maintenance import Maintenance
 from objstore.engine.lmdb.reads import Reads
 
-__all__ = ["WRITEMAP_DEFAULT", "LMDBBackend"]
+__all__ = ["WRITEMAP_DEFAULT", "LMDBBackend", "LMDBOptions"]
 
 # A writable map sizes the data file to the whole map. Linux filesystems leave the unused part
 # a hole; elsewhere (NTFS, HFS+) it could take the map's full size on disk from the start.
 WRITEMAP_DEFAULT = sys.platform.startswith("linux")
+
+
+class LMDBOptions(TypedDict):
+    """The options an environment is opened with that every open of it in a process must
+    share (``map_size`` is not one: it is only where the map starts)."""
+
+    compression_level: int
+    dictionary_threshold: int
+    readonly: bool
+    readahead: bool
+    writemap: bool
 
 
 class LMDBBackend(GroupCommit, Reads, Maintenance, Checks, Backend):
