@@ -42,7 +42,7 @@ def _origins(text: str) -> str:
     try:
         cors_origins(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

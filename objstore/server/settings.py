@@ -36,14 +36,15 @@ _ORIGIN = re.compile(r"\*|https?://[^/\s]+")  # what a browser sends in Origin: 
 
 def cors_origins(raw: str) -> tuple[str, ...]:
     """OBJSTORE_CORS_ORIGINS' value: comma-separated origins (``*``: any; empty or ``none``:
-    no cross-origin access). ValueError naming an entry a browser's Origin never equals."""
+    no cross-origin access). ValueError naming an entry a browser's Origin never equals (the
+    caller says where the value came from)."""
     if raw.strip().lower() in ("", "none"):
         return ()
     origins = tuple(part.strip() for part in raw.split(","))
     for origin in origins:
         if not _ORIGIN.fullmatch(origin):
             raise ValueError(
-                f"OBJSTORE_CORS_ORIGINS: {origin!r} is not an origin: give * or "
+                f"{origin!r} is not an origin: give * or "
                 "scheme://host[:port] with no path (a browser sends http://localhost:3000)"
             )
     return origins
@@ -81,6 +82,10 @@ class Settings:
         OBJSTORE_CORS_ORIGINS."""
         limits = Limits.from_env()
         max_request = env_megabytes("OBJSTORE_MAX_REQUEST_MB", limits.max_batch_bytes)
+        try:
+            origins = cors_origins(os.environ.get("OBJSTORE_CORS_ORIGINS", "*"))
+        except ValueError as exc:
+            raise ValueError(f"OBJSTORE_CORS_ORIGINS: {exc}") from None
         return cls(
             data=Path(os.environ.get("OBJSTORE_DATA", "data")),
             limits=limits,
@@ -89,5 +94,5 @@ class Settings:
             gzip_level=_env_int("OBJSTORE_GZIP_LEVEL", cls.gzip_level),
             zstd_level=_env_int("OBJSTORE_ZSTD_LEVEL", cls.zstd_level),
             readahead=_env_bool("OBJSTORE_READAHEAD", cls.readahead),
-            cors_origins=cors_origins(os.environ.get("OBJSTORE_CORS_ORIGINS", "*")),
+            cors_origins=origins,
         )
