@@ -195,9 +195,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with open_store(args, readonly=not args.repair) as store:
-        if args.repair:
-            rows = store.repair_rows()  # first: a row moved back changes what counts find
-            print(f"repaired {rows:,} closure or object rows, {store.recount():,} reference counts")
+        if args.repair:  # one write transaction each, which cannot count as it goes
+            with progress.bar("repair rows", None, counted=False):
+                rows = store.repair_rows()  # first: a row moved back changes what counts find
+            with progress.bar("recount", None, counted=False):
+                counts = store.recount()
+            print(f"repaired {rows:,} closure or object rows, {counts:,} reference counts")
         try:
             total: int | None = store.stats().blobs
         except errors.ObjstoreError:  # damage where stats reads: verify says what and where

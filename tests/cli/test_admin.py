@@ -159,7 +159,7 @@ def test_verify_repair_sets_reference_counts_right(tmp_path, capsys):
         assert store.get("b", "shared") == shared
 
 
-def test_verify_repair_rewrites_a_closure_row_from_its_object(tmp_path, capsys):
+def test_verify_repair_rewrites_a_closure_row_from_its_object(tmp_path, capsys, bars):
     data = tmp_path / "d"
     with objstore.open(data / "objects") as store:
         store.put("p", [b'{"id":"c"}', b'{"id":"r","__closure":{"c":1}}'])
@@ -172,6 +172,12 @@ def test_verify_repair_rewrites_a_closure_row_from_its_object(tmp_path, capsys):
     assert "1 closure or object rows disagree with their objects: `objstore verify --repair`" in out
     code, out, _ = run(capsys, "verify", "--repair", "--data", str(data))
     assert code == 0 and out.startswith("repaired 1 closure or object rows, 0 reference counts")
+    # each repair pass is one write transaction on a store of any size: it shows that it runs
+    assert [(b["label"], b["counted"]) for b in bars[1:]] == [
+        ("repair rows", False),
+        ("recount", False),
+        ("verify", True),
+    ]
     with objstore.open(data / "objects") as store:
         assert store.closure("p", "r") == {"c": 1}
 
