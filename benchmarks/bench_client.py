@@ -160,10 +160,12 @@ def _round(graph: Any, tmp: Path, flip: bool) -> tuple[dict[str, dict[str, float
     """One round of every workload, on new servers and caches: seconds per client per
     workload, and figures about the round (request counts, model object counts)."""
     import objstore
+    from objstore.bench.drivers import quiet_specklepy
     from objstore.client import Remote, receive, send
     from objstore.graph import decompose, recompose
 
     os.environ["SPECKLE_USERDATA_PATH"] = str(tmp / "speckle")
+    quiet_specklepy()
     from specklepy.api import operations
     from specklepy.transports.server import ServerTransport
     from specklepy.transports.sqlite import SQLiteTransport

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # specklepy 2026.9 marks its JSON pipeline deprecated
 
+    from objstore.bench.drivers import quiet_specklepy
     from objstore.graphgen import generate
 
     graph = generate(args.objects, seed=args.seed)
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-specklepy-") as tmp_name:
         tmp = Path(tmp_name)
         os.environ["SPECKLE_USERDATA_PATH"] = str(tmp / "speckle")
+        quiet_specklepy()
         base = _speckle_base(_document(graph))
         for number in range(args.repeat):
             round_dir = tmp / f"round-{number}"

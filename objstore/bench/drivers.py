@@ -151,6 +151,7 @@ class SpecklepyDriver(Driver):
             self._userdata = tempfile.TemporaryDirectory(prefix="bench-speckle-")
             os.environ[USERDATA_ENV] = self._userdata.name
         warnings.simplefilter("ignore", DeprecationWarning)
+        quiet_specklepy()
         from specklepy.transports.server import ServerTransport
 
         self.url, self.token, self.project = url, token, project
@@ -189,6 +190,16 @@ class SpecklepyDriver(Driver):
                 del os.environ[USERDATA_ENV]
             self._userdata.cleanup()
             self._userdata = None
+
+
+def quiet_specklepy() -> None:
+    """Turn specklepy's usage telemetry off in this process. specklepy 2.x posts an event to
+    Speckle's analytics from a thread whenever a transport is made or a send or receive runs,
+    whatever server it talks to: a benchmark of servers on this machine sends nothing beyond
+    it, and no thread of specklepy's own competes with the run it measures."""
+    from specklepy.logging import metrics
+
+    metrics.disable()
 
 
 def specklepy_available() -> bool:
