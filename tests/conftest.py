@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 
 import objstore
 from objstore.limits import Limits
+
+from . import loopback
+
+loopback.install()
 
 BACKENDS = ["lmdb", "memory"]
 
@@ -38,6 +43,32 @@ def _no_default_dirs_of_the_user(tmp_path_factory: pytest.TempPathFactory) -> It
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Fail a test during which anything tried to reach an address off this machine (the
+    guard has refused it: nothing left)."""
+    before = len(loopback.attempts)
+    yield
+    tried = loopback.attempts[before:]
+    assert not tried, f"tried to reach beyond 127.0.0.1: {', '.join(tried)}"
+
+
+@pytest.fixture
+def speckle_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """specklepy as the tests run it (skipped where it is not installed): its user data
+    folder (accounts, its default SQLite cache) at ``tmp_path / "userdata"``, its deprecation
+    warnings quiet, and its usage telemetry off, which 2.x posts to Speckle's analytics from a
+    thread on every send and receive (refused by the loopback guard, failing the test).
+    Returns ``tmp_path``."""
+    pytest.importorskip("specklepy")
+    from specklepy.logging import metrics
+
+    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
+    monkeypatch.setattr(metrics, "TRACK", False)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    return tmp_path
 
 
 @pytest.fixture(params=BACKENDS)

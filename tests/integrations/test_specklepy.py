@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,7 @@ from ..server.test_specklepy_interop import build_model
 pytest.importorskip("specklepy")
 
 
-def test_lmdb_transport_as_cache_round_trip(server, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
-    warnings.simplefilter("ignore", DeprecationWarning)
+def test_lmdb_transport_as_cache_round_trip(server, tmp_path, speckle_env):  # noqa: F811
     from specklepy.api import operations
     from specklepy.transports.server import ServerTransport
 
@@ -49,11 +46,9 @@ def test_lmdb_transport_as_cache_round_trip(server, tmp_path, monkeypatch):  # n
         t.close()
 
 
-def test_transports_opened_on_one_cache_dir_share_it(server, tmp_path, monkeypatch):  # noqa: F811
+def test_transports_opened_on_one_cache_dir_share_it(server, tmp_path, speckle_env):  # noqa: F811
     """As with SQLiteTransport, a script may make a transport per call on one cache dir
     without closing the last one (a second LMDB open in one process was a bare lmdb.Error)."""
-    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
-    warnings.simplefilter("ignore", DeprecationWarning)
     from specklepy.api import operations
     from specklepy.transports.server import ServerTransport
 
@@ -133,13 +128,11 @@ def store_dir(transport: Any) -> Path:
     return backend.path
 
 
-def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch):
+def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, speckle_env):
     """Replacing the class name is the whole change: with no arguments it keeps its store
     in specklepy's user data folder, as SQLiteTransport() keeps Objects.db there (and
     SPECKLE_USERDATA_PATH moves both); base_path, app_name, scope and max_batch_size_mb
     mean what they mean there."""
-    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
-    warnings.simplefilter("ignore", DeprecationWarning)
     from specklepy.api import operations
     from specklepy.transports.sqlite import SQLiteTransport
 
@@ -172,12 +165,10 @@ def test_lmdb_transport_takes_sqlite_transports_arguments(tmp_path, monkeypatch)
     assert not (tmp_path / "c").exists()  # refused before the store was made
 
 
-def test_a_model_specklepy_sent_pulls_as_a_whole_document(server, tmp_path, monkeypatch):  # noqa: F811
+def test_a_model_specklepy_sent_pulls_as_a_whole_document(server, tmp_path, speckle_env):  # noqa: F811
     """A mesh specklepy sends keeps its vertices and faces in DataChunks referenced from
     plain members; receive + recompose (what ``objstore pull -o model.json`` writes) gives
     them back as the lists they were, with no reference left in the document."""
-    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "userdata"))
-    warnings.simplefilter("ignore", DeprecationWarning)
     from specklepy.api import operations
     from specklepy.objects.base import Base
     from specklepy.objects.geometry import Mesh

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from .conftest import Running
 
 specklepy = pytest.importorskip("specklepy")
-
-
-@pytest.fixture
-def speckle_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPECKLE_USERDATA_PATH", str(tmp_path / "speckle-userdata"))
-    warnings.simplefilter("ignore", DeprecationWarning)
-    return tmp_path
 
 
 def build_model(n_elements: int):
