@@ -45,14 +45,27 @@ def _no_default_dirs_of_the_user(tmp_path_factory: pytest.TempPathFactory) -> It
             os.environ[key] = value
 
 
+def _no_tries_since(before: int) -> None:
+    """Fail where anything tried to reach an address off this machine since ``before`` (the
+    guard refused it: nothing left); reported once."""
+    tried = loopback.attempts[before:]
+    del loopback.attempts[before:]
+    assert not tried, f"tried to reach beyond 127.0.0.1: {', '.join(tried)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_only_in_the_run() -> Iterator[None]:
+    """The tries no test was running for: in a module's fixture, or a thread's later on."""
+    yield
+    _no_tries_since(0)
+
+
 @pytest.fixture(autouse=True)
 def _loopback_only() -> Iterator[None]:
-    """Fail a test during which anything tried to reach an address off this machine (the
-    guard has refused it: nothing left)."""
+    """The tries made while a test ran fail that test."""
     before = len(loopback.attempts)
     yield
-    tried = loopback.attempts[before:]
-    assert not tried, f"tried to reach beyond 127.0.0.1: {', '.join(tried)}"
+    _no_tries_since(before)
 
 
 @pytest.fixture

@@ -193,10 +193,11 @@ class SpecklepyDriver(Driver):
 
 
 def quiet_specklepy() -> None:
-    """Turn specklepy's usage telemetry off in this process. specklepy 2.x posts an event to
-    Speckle's analytics from a thread whenever a transport is made or a send or receive runs,
-    whatever server it talks to: a benchmark of servers on this machine sends nothing beyond
-    it, and no thread of specklepy's own competes with the run it measures."""
+    """Turn specklepy's usage telemetry off in this process. specklepy 2.x's ``operations``
+    post an event to Speckle's analytics from a thread on every send and receive, whatever
+    server they talk to (its transports, which the driver calls, do not): a benchmark of
+    servers on this machine sends nothing beyond it, and no thread of specklepy's own
+    competes with the run it measures."""
     from specklepy.logging import metrics
 
     metrics.disable()
