@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import objstore
 from objstore import errors
-from objstore.auth import Access, AuthStore, Token
-from objstore.server import encoding
+from objstore.auth import ROLES, SCOPES, Access, AuthStore, Token
+from objstore.server import encoding, graphql_api
 from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids, read_capped
 from objstore.server.settings import Settings
 from objstore.server.streaming import ObjectStreamResponse, StreamStats, stream_objects
@@ -55,6 +55,7 @@ _ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+_GRAPHQL_BODY_BYTES = 1 << 20  # sign-in queries are a few hundred bytes
 _INLINE_COMPRESS_BYTES = 64 * 1024  # ~0.1 ms of zstd or gzip here; bigger bodies go to a thread
 
 
@@ -97,18 +98,24 @@ class ObjectRoutes:
 
     # -- auth ----------------------------------------------------------------------------------
 
-    def _authorize(self, request: Request, project: str, write: bool) -> Token | None:
+    def _token(self, request: Request) -> Token | None:
+        """The request's token; None without one. A token given but not valid is a 403, on
+        every route, as on Speckle's server."""
         header = request.headers.get("authorization")
-        token = None
-        if header is not None:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
-                raise Denied(
-                    403, "malformed Authorization header: use 'Bearer <token>'", "INVALID_TOKEN"
-                )
-            token = self.auth.authenticate(value.strip())
-            if token is None:
-                raise Denied(403, "token is invalid, revoked or expired", "INVALID_TOKEN")
+        if header is None:
+            return None
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Denied(
+                403, "malformed Authorization header: use 'Bearer <token>'", "INVALID_TOKEN"
+            )
+        token = self.auth.authenticate(value.strip())
+        if token is None:
+            raise Denied(403, "token is invalid, revoked or expired", "INVALID_TOKEN")
+        return token
+
+    def _authorize(self, request: Request, project: str, write: bool) -> Token | None:
+        token = self._token(request)
         access = self.auth.check(token, project, write)
         if access is Access.NO_PROJECT:
             raise Denied(404, f"project {project!r} not found", "PROJECT_NOT_FOUND")
@@ -207,6 +214,26 @@ class ObjectRoutes:
             }
         )
 
+    async def graphql(self, request: Request) -> Response:
+        """Speckle's sign-in queries (see :mod:`objstore.server.graphql_api`)."""
+        token = self._token(request)
+        body = await read_capped(request.stream(), _GRAPHQL_BODY_BYTES, "GraphQL request")
+        limits = self.store.limits
+        facts = graphql_api.ServerFacts(
+            name="objstore",
+            version=objstore.__version__,
+            canonical_url=str(request.base_url).rstrip("/"),
+            max_object_bytes=limits.max_object_bytes,
+            max_request_bytes=self.settings.max_request_bytes,
+            roles=tuple(ROLES),
+            scopes=SCOPES,
+        )
+        try:
+            answer = graphql_api.answer(body, token.user if token else None, facts)
+        except graphql_api.QueryRefused as exc:
+            return JSONResponse({"errors": exc.errors}, status_code=400)
+        return JSONResponse(answer)
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _levels(self) -> dict[str, int]:
@@ -283,6 +310,7 @@ def create_app(
             Route("/api/getobjects/{project}", routes.getobjects, methods=["POST"]),
             Route("/api/health", routes.health, methods=["GET"]),
             Route("/api/server-info", routes.server_info, methods=["GET"]),
+            Route("/graphql", routes.graphql, methods=["POST"]),
         ],
         middleware=[*_cors(settings), Middleware(RoutedAsSent)],
         exception_handlers={
