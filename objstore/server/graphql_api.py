@@ -18,12 +18,11 @@ from typing import Any
 
 import msgspec
 from graphql import (
-    ExecutionResult,
     GraphQLError,
     GraphQLSchema,
     OperationType,
     build_schema,
-    execute,
+    execute_sync,
     get_operation_ast,
     parse,
     validate,
@@ -255,8 +254,9 @@ def answer(body: bytes, user: str | None, facts: ServerFacts) -> dict[str, Any]:
         "serverInfo": _server_info(facts),
         "activeUser": _user(user) if user is not None else None,
     }
-    result = execute(schema(), document, root, variable_values=variables, operation_name=operation)
-    assert isinstance(result, ExecutionResult)  # no resolver here is async
+    result = execute_sync(
+        schema(), document, root, variable_values=variables, operation_name=operation
+    )
     if result.data is None and result.errors:  # no operation to run: the request's fault
         raise QueryRefused(_errors(result.errors, hint=False))
     return dict(result.formatted)

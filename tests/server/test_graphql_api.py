@@ -147,7 +147,7 @@ def test_the_route_refuses_a_bad_token_and_what_it_does_not_serve(server: Runnin
     unserved = post(server, '{ project(id: "priv") { name } }', "alice")
     assert unserved.status_code == 400
     assert "serverInfo and activeUser queries only" in unserved.json()["errors"][0]["message"]
-    too_big = httpx.post(f"{server.url}/graphql", content=b" " * (2 << 20))
+    too_big = httpx.post(f"{server.url}/graphql", content=b" " * (65 << 10))
     assert too_big.status_code == 413
 
 
