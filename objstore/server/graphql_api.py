@@ -1,7 +1,8 @@
 """The two queries of Speckle's GraphQL API that its SDKs ask before any object moves:
 ``serverInfo`` and ``activeUser``.
 
-specklepy's ``SpeckleClient.authenticate_with_token`` (since 3.x) asks both, and
+specklepy's ``SpeckleClient.authenticate_with_token`` asks them as it signs in (3.x and on;
+2.x when its ``server.get()`` and ``active_user.get()`` are called), and
 ``ServerTransport(project, client=client)`` needs a client so signed in: without them a script
 written against Speckle's server fails on objstore's before it sends a byte. The rest of
 Speckle's GraphQL API (projects, models, versions, comments) is an application on top of

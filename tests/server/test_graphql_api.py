@@ -154,8 +154,8 @@ def test_the_route_refuses_a_bad_token_and_what_it_does_not_serve(server: Runnin
 def test_specklepy_signs_in_then_sends_and_receives_through_its_client(
     server: Running, speckle_env
 ):
-    """SpeckleClient.authenticate_with_token asks serverInfo and activeUser (specklepy 3 on;
-    2.x asks them as server.get() and active_user.get()); ServerTransport then takes the
+    """SpeckleClient.authenticate_with_token asks activeUser and serverInfo (specklepy 3.x
+    and on; 2.x asks them in server.get() and active_user.get()); ServerTransport takes the
     signed-in client, as Speckle's own docs write it."""
     from specklepy.api import operations
     from specklepy.api.client import SpeckleClient
