@@ -69,3 +69,19 @@ def test_specklepy_send_with_bad_token_fails(server: Running, speckle_env):
     transport = ServerTransport("priv", url=server.url, token="x" * 42)
     with pytest.raises(SpeckleException):
         operations.send(build_model(3), [transport], use_default_cache=False)
+
+
+@pytest.mark.parametrize("kind", ["projects", "streams"])
+def test_a_stream_wrapper_on_a_project_url_sends_and_receives(server: Running, speckle_env, kind):
+    """StreamWrapper takes a project's URL as Speckle's web app shows it (``/projects/ID``,
+    or v2's ``/streams/ID``) and makes the transport from it."""
+    from specklepy.api import operations
+    from specklepy.api.wrapper import StreamWrapper
+
+    wrapper = StreamWrapper(f"{server.url}/{kind}/priv")
+    model = build_model(5)
+    token = server.tokens["bob"]
+    root_id = operations.send(model, [wrapper.get_transport(token)], use_default_cache=False)
+    assert server.store.get("priv", root_id) is not None
+    received = operations.receive(root_id, wrapper.get_transport(token))
+    assert operations.serialize(received) == operations.serialize(model)
