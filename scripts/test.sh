@@ -16,7 +16,7 @@ cores=""
 [ $# -eq 0 ] && cores="-n auto --dist worksteal"
 .venv/bin/python -m pytest $cores tests "$@"
 if [ $# -eq 0 ]; then
-    bash scripts/setup.sh "dev,specklepy" .venv-oldest --prefer-binary \
+    bash scripts/setup.sh "dev,specklepy" .venv-oldest \
         -r scripts/oldest-requirements.txt
     .venv-oldest/bin/python -m pytest $cores -q -p no:cacheprovider tests
     for v in 3.12 3.13; do
