@@ -91,6 +91,52 @@ def test_objects_are_stored_under_the_id_they_were_saved_with(tmp_path):
     transport.close()
 
 
+def test_saved_objects_read_back_before_end_write_and_copy_from_other_transports(
+    tmp_path, speckle_env
+):
+    """What a write has saved is readable before ``end_write`` (specklepy asks a transport
+    about objects within a write): pending objects are stored first, once. An object copied
+    from another transport (``save_object_from_transport``) is stored as that one holds it;
+    an id the other lacks raises ObjectNotFound naming it, and adds nothing."""
+    from specklepy.transports.memory import MemoryTransport
+
+    from objstore.integrations.specklepy import LMDBTransport
+
+    transport = LMDBTransport(tmp_path / "cache", scope="p", name="mine")
+    assert transport.name == "mine"
+    assert repr(transport) == "LMDBTransport(scope='p')"
+    transport.begin_write()
+    transport.save_object("a", '{"id": "a", "v": 1}')
+    assert transport.has_objects(["a", "b"]) == {"a": True, "b": False}
+    transport.save_object("b", '{"id": "b", "v": 2}')
+    assert transport.get_object("b") == '{"id": "b", "v": 2}'
+    source = MemoryTransport()
+    source.save_object("c", '{"id": "c", "v": 3}')
+    transport.save_object_from_transport("c", source)
+    with pytest.raises(objstore.ObjectNotFound, match="'absent'"):
+        transport.save_object_from_transport("absent", source)
+    transport.end_write()
+    assert transport.saved_obj_count == 3
+    assert transport.get_object("c") == '{"id": "c", "v": 3}'
+    assert transport.store.count("p") == 3
+    assert transport.has_objects(["absent"]) == {"absent": False}
+    transport.close()
+
+
+def test_a_transport_takes_a_path_or_a_store_not_both(tmp_path):
+    from objstore.integrations.specklepy import LMDBTransport
+
+    with pytest.raises(ValueError, match="path or a store"):
+        LMDBTransport(tmp_path / "cache", store=objstore.open_memory())
+    with pytest.raises(ValueError, match="path or base_path"):
+        LMDBTransport(tmp_path / "a", base_path=tmp_path / "b")
+    given = objstore.open_memory()
+    shared = LMDBTransport(store=given, scope="p")
+    shared.save_object("a", '{"id": "a"}')
+    shared.close()  # stores what it buffered; the store given stays open
+    assert given.get("p", "a") == b'{"id": "a"}'
+
+
 def test_a_flush_leaves_the_callers_heap_out_of_collections(tmp_path):
     """specklepy's caller holds the model (millions of containers): each batch stored is
     made with what was alive before it frozen out of collections, thawed after, as in
