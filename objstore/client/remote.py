@@ -91,14 +91,18 @@ def _failed(url: str, exc: httpx.TransportError, tries: int) -> errors.Connectio
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
+    """Seconds the answer's Retry-After asks to wait (a number or an HTTP date); None when it
+    has none, or one neither (the retry then backs off as without one)."""
+    value = response.headers.get("retry-after", "").strip()
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def _error_from(response: httpx.Response) -> errors.RemoteError:

@@ -22,6 +22,7 @@ from objstore.client.remote import (
     WHOLE_ACCEPT_ENCODING,
     Remote,
     _pairs_of,
+    _retry_after,
     _whole_lines,
     is_loopback,
     iter_decoded,
@@ -193,6 +194,36 @@ def test_remote_asks_for_the_codings_it_can_decode():
 )
 def test_is_loopback_reads_names_and_addresses_without_resolving(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def _http_date(seconds_from_now: float) -> str:
+    import email.utils
+    import time
+
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [
+        ("2", 2.0, 2.0),
+        (" 3 ", 3.0, 3.0),
+        ("-4", 0.0, 0.0),  # never a negative wait
+        (_http_date(30), 25.0, 30.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0, 0.0),  # a date gone by: at once
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(header, low, high):
+    wait = _retry_after(httpx.Response(503, headers={"Retry-After": header}))
+    assert wait is not None and low <= wait <= high
+
+
+@pytest.mark.parametrize("header", [None, "", "  ", "soon", "Wed, 99 Foo 2015 07:28:00 GMT"])
+def test_a_retry_after_neither_seconds_nor_a_date_is_none(header):
+    """The retry then backs off as without one (such a header raised ValueError out of the
+    request, which no caller expects of a busy server)."""
+    headers = {} if header is None else {"Retry-After": header}
+    assert _retry_after(httpx.Response(503, headers=headers)) is None
 
 
 def _recording(seen: list[tuple[str, str, bytes]]) -> httpx.MockTransport:

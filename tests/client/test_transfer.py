@@ -169,6 +169,37 @@ def test_retries_honour_retry_after(server, status):
     assert elapsed >= 2.0  # two waits of Retry-After: 1
 
 
+def test_a_retry_after_that_is_no_wait_backs_off_instead(server):
+    faults = Faults(_fail_first(503, 2, "soon"))
+    with Remote(server.url, server.tokens["alice"], "priv", transport=faults, backoff=0.01) as r:
+        assert r.diff(["a"]) == {"a": False}
+    assert r.stats.retries == 2 and r.stats.requests["diff"] == 3
+
+
+def test_the_children_stream_is_asked_again_while_the_server_is_busy(server, tmp_path):
+    """A 429/503 before the object+children stream starts is retried as every other
+    request is (Retry-After honoured); once it has started, a break is resumed by id."""
+    g = graphgen.generate(300, seed=41)
+    server.store.put_many("other", graphgen.batches(g.objects))
+    busy = [2]
+
+    def rule(request: httpx.Request, n: int) -> httpx.Response | None:
+        if request.url.path == f"/objects/other/{g.root_id}" and busy[0] > 0:
+            busy[0] -= 1
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {}})
+        return None
+
+    with (
+        objstore.open(tmp_path / "cache") as cache,
+        Remote(server.url, server.tokens["alice"], "other", transport=Faults(rule)) as r,
+    ):
+        got = receive(g.root_id, r, cache)
+        assert (got.total, got.downloaded) == (len(g), len(g))
+        assert r.stats.retries == 2 and r.stats.requests["download"] == 3
+        assert "getobjects" not in r.stats.requests
+        assert dict(cache.iter_with_children("other", g.root_id)) == dict(g.objects)
+
+
 def test_backoff_without_retry_after_then_gives_up(server):
     faults = Faults(_fail_first(502, 10, None))
     with (
