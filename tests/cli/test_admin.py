@@ -65,6 +65,43 @@ def test_project_and_token_admin(tmp_path, capsys):
     assert run(capsys, "project", "list", "--data", data)[1] == ""
 
 
+def test_token_create_replace_revokes_only_that_users_token_of_that_name(tmp_path, capsys):
+    """What scripts/serve.sh does at each start: a fresh token for its user, the one it made
+    before no longer valid, every other token untouched."""
+    from objstore.auth import AuthStore
+
+    data = str(tmp_path)
+    assert run(capsys, "project", "create", "p1", "--owner", "alice", "--data", data)[0] == 0
+
+    def token(*more: str) -> str:
+        code, out, _ = run(capsys, "token", "create", "--data", data, *more)
+        assert code == 0
+        return out.strip()
+
+    first = token("--user", "alice", "--name", "readme")
+    other_name = token("--user", "alice", "--name", "ci")
+    other_user = token("--user", "bob", "--name", "readme")
+    second = token("--user", "alice", "--name", "readme", "--replace")
+    auth = AuthStore(tmp_path / "auth")
+    try:
+        assert auth.authenticate(first) is None
+        live = {secret: auth.authenticate(secret) for secret in (second, other_name, other_user)}
+    finally:
+        auth.close()
+    assert all(live.values()), live
+    code, out, _ = run(capsys, "token", "list", "--data", data)
+    names = sorted(line.split("\t")[-1] for line in out.splitlines())
+    assert code == 0 and names == ["ci", "readme", "readme"]
+
+
+def test_deleting_a_project_that_is_not_there_says_so(tmp_path, capsys):
+    data = str(tmp_path)
+    assert run(capsys, "project", "create", "p1", "--owner", "alice", "--data", data)[0] == 0
+    code, out, err = run(capsys, "project", "delete", "p2", "--data", data)
+    assert (code, out) == (1, "") and "no project 'p2'" in err
+    assert run(capsys, "project", "list", "--data", data)[1].startswith("p1\t")
+
+
 def test_admin_commands_refuse_words_they_would_drop(tmp_path, capsys):
     """A word an action has no place for is an error, not ignored: `token create alice`
     once made a token for admin."""

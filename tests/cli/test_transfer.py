@@ -127,6 +127,25 @@ def test_errors_are_one_line(server, tmp_path, capsys):
         )
 
 
+def test_pushing_an_empty_file_says_so_and_sends_nothing(server, tmp_path, capsys):
+    empty = tmp_path / "empty.tsv"
+    empty.write_bytes(b"")
+    code, out, err = run(
+        capsys,
+        "push",
+        str(empty),
+        "--url",
+        server.url,
+        "--token",
+        server.tokens["alice"],
+        "--project",
+        "priv",
+        "--cache",
+        str(tmp_path / "c"),
+    )
+    assert (code, out, err) == (2, "", f"objstore: {empty}: empty dump\n")
+
+
 def test_compression_flag_reaches_the_client():
     common = ["pull", "root", "--url", "http://127.0.0.1:9", "--project", "p"]
     parser = cli.build_parser()
