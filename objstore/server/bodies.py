@@ -131,6 +131,7 @@ class UploadParser:
         boundary = params.get(b"boundary")
         if not boundary:
             raise BadRequest("multipart upload without a boundary", "NO_BOUNDARY")
+        self._boundary = boundary.decode("latin-1")
         self.max_request = max_request
         self.max_batch = max_batch
         self.received = 0
@@ -139,6 +140,7 @@ class UploadParser:
         self.arrays: list[bytes | memoryview] = []
         self._field = b""
         self._value = b""
+        self._closed = False  # the close delimiter (--boundary--) was read
         self._parser = MultipartParser(
             boundary,
             {
@@ -149,6 +151,7 @@ class UploadParser:
                 "on_headers_finished": self._on_headers_finished,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
             },
         )
 
@@ -178,9 +181,18 @@ class UploadParser:
             raise BadRequest(f"malformed multipart body: {exc}", "BAD_MULTIPART") from None
         if not self.parts:
             raise BadRequest("multipart upload has no parts", "NO_PARTS")
+        if not self._closed:  # python-multipart's finalize does not check (it says so)
+            raise BadRequest(
+                f"multipart body ends in part {len(self.parts) - 1}, before its closing "
+                f"boundary '--{self._boundary}--': it was cut short, so none of it is stored",
+                "BAD_MULTIPART",
+            )
         return self.arrays
 
     # -- python-multipart callbacks ------------------------------------------------------------
+
+    def _on_end(self) -> None:
+        self._closed = True
 
     def _on_part_begin(self) -> None:
         self.parts.append(_Part(index=len(self.parts)))

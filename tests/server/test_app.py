@@ -295,6 +295,16 @@ BAD_UPLOADS = [
         400,
         "NO_BOUNDARY",
     ),
+    (
+        "cut before its closing boundary",  # the whole first part too is refused
+        {
+            "content": b'--x\r\nContent-Type: application/json\r\n\r\n[{"id":"cut1"}]\r\n'
+            b'--x\r\nContent-Type: application/json\r\n\r\n[{"id":"cut2"}]',
+            "headers": {"content-type": "multipart/form-data; boundary=x"},
+        },
+        400,
+        "BAD_MULTIPART",
+    ),
 ]
 
 

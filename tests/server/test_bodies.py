@@ -132,6 +132,18 @@ def test_headers_and_shapes():
         parse(b"--XyZ--\r\n")
 
 
+@pytest.mark.parametrize("cut", [3, 7, 9, 11, 13])
+def test_a_body_cut_short_before_its_closing_boundary_is_refused(cut):
+    """python-multipart's finalize takes a body that stops anywhere: the parts before the cut
+    came out and the one cut short was dropped, and the upload was stored as if whole."""
+    body = multipart([(b'[{"id":"a"}]', "application/json"), (b'[{"id":"b"}]', "text/plain")])
+    whole = len(body)
+    with pytest.raises(BadRequest, match=r"^multipart body ends in part 1, before its closing "):
+        parse(body[: whole - cut])
+    assert [bytes(a) for a in parse(body)[1]] == [b'[{"id":"a"}]', b'[{"id":"b"}]']
+    assert parse(body[:-2])[1]  # the CRLF after the close delimiter may be left off
+
+
 def test_parse_ids_forms():
     ids = ["a", "b"]
     assert (
