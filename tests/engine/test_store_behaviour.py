@@ -60,6 +60,9 @@ def test_get_many_streams_more_than_one_chunk(store):
     got = list(store.get_many("p1", ids))
     assert [i for i, _ in got] == ids
     assert got[0][1] == objs[-1]
+    # the backend's list-at-a-time read of as many ids, absent ones among them, as one list
+    asked = [*ids[:2500], "absent", *ids[2500:]]
+    assert store.backend.read_chunk("p1", asked) == got
 
 
 def test_missing_id_is_assigned_from_xxh3(store):

@@ -95,6 +95,40 @@ def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_pa
         assert store.verify().ok
 
 
+@pytest.mark.parametrize("writemap", [True, False])
+def test_a_map_another_process_grew_is_taken_up_by_the_next_write(tmp_path, writemap):
+    """A server's workers share one store: when one grows the map, the others' next
+    transaction (here a write's read of what it holds) meets LMDB's MapResizedError and
+    adopts the new size, with no error shown."""
+    path = tmp_path / "s"
+    with objstore.open(path, map_size=1 << 20, writemap=writemap) as store:
+        store.put("p", [b'{"id":"a"}'])
+        assert map_size(store) == 1 << 20
+        grown = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys, objstore\n"
+                f"with objstore.open(sys.argv[1], map_size=1 << 20, writemap={writemap}) as s:\n"
+                "    pads = [os.urandom(1500).hex().encode() for _ in range(3000)]\n"
+                '    objs = [b\'{"id":"o%d","p":"%s"}\' % x for x in enumerate(pads)]\n'
+                "    s.put('q', objs)\n"
+                "    print(s.backend._env.info()['map_size'])",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert int(grown.stdout) > 1 << 20  # (3000 objects of 3 KB that do not compress)
+        store.put("p", [b'{"id":"b"}'])
+        assert map_size(store) == int(grown.stdout)
+        assert store.get("q", "o2999") is not None
+        assert store.count("q") == 3000 and store.count("p") == 2
+        assert store.verify().ok
+
+
 def test_writemap_is_on_by_default_only_on_linux(tmp_path, monkeypatch):
     with objstore.open(tmp_path / "a") as store:
         on = store.backend._env.flags()["writemap"]  # type: ignore[attr-defined]
