@@ -102,6 +102,15 @@ def test_children_follow_the_order_the_closure_lists(store, count):
     assert list(store.closure("p1", "top").items()) == list(closure.items())
 
 
+def test_an_object_listing_itself_in_its_closure_streams_once(store):
+    """A serializer's mistake, not a cycle to follow: the root comes first, and only then."""
+    looped = b'{"id":"loop","__closure":{"a":1,"loop":1,"b":2}}'
+    store.put("p1", arr(A, B, looped))
+    stream = store.iter_with_children("p1", "loop")
+    assert list(stream) == [("loop", looped), ("a", A), ("b", B)]
+    assert (stream.found, stream.missing) == (2, 0)
+
+
 def test_iter_with_children_of_leaf_and_absent_root(store):
     store.put("p1", arr(A))
     assert list(store.iter_with_children("p1", "a")) == [("a", A)]
