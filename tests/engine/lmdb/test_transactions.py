@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import lmdb
@@ -64,6 +65,24 @@ def test_writable_map_file_size_is_not_taken_for_data(tmp_path):
             assert store.get("p", "o199") == objs[199]
 
 
+def _map_size_after(path: Path, code: str) -> int:
+    """The map size of the store at ``path`` as another process leaves it after running
+    ``code`` (``s`` the store it opened there, ``os`` and ``sys`` imported)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import os, sys, objstore\n{code}    print(s.backend._env.info()['map_size'])",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(done.stdout)
+
+
 def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_path):
     # LMDB truncates a writable map's file to the map size; had the second process done so,
     # the first one's next writes past the cut would kill it with SIGBUS.
@@ -72,22 +91,12 @@ def test_a_later_writer_asking_for_a_smaller_map_does_not_shrink_the_file(tmp_pa
         store.put("p", [b'{"id":"a"}'])
         size = (path / "data.mdb").stat().st_size
         assert size == 64 << 20
-        other = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import sys, objstore\n"
-                "with objstore.open(sys.argv[1], map_size=1 << 20, writemap=True) as s:\n"
-                "    s.put('q', [b'{\"id\":\"b\"}'])\n"
-                "    print(s.backend._env.info()['map_size'])",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
+        other = _map_size_after(
+            path,
+            "with objstore.open(sys.argv[1], map_size=1 << 20, writemap=True) as s:\n"
+            "    s.put('q', [b'{\"id\":\"b\"}'])\n",
         )
-        assert int(other.stdout) == size
+        assert other == size
         assert (path / "data.mdb").stat().st_size == size
         pad = "x" * 4000
         store.put("p", [f'{{"id":"o{i}","p":"{pad}{i}"}}'.encode() for i in range(5000)])
@@ -104,26 +113,15 @@ def test_a_map_another_process_grew_is_taken_up_by_the_next_write(tmp_path, writ
     with objstore.open(path, map_size=1 << 20, writemap=writemap) as store:
         store.put("p", [b'{"id":"a"}'])
         assert map_size(store) == 1 << 20
-        grown = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import os, sys, objstore\n"
-                f"with objstore.open(sys.argv[1], map_size=1 << 20, writemap={writemap}) as s:\n"
-                "    pads = [os.urandom(1500).hex().encode() for _ in range(3000)]\n"
-                '    objs = [b\'{"id":"o%d","p":"%s"}\' % x for x in enumerate(pads)]\n'
-                "    s.put('q', objs)\n"
-                "    print(s.backend._env.info()['map_size'])",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
+        grown = _map_size_after(
+            path,
+            f"with objstore.open(sys.argv[1], map_size=1 << 20, writemap={writemap}) as s:\n"
+            "    pads = [os.urandom(1500).hex().encode() for _ in range(3000)]\n"
+            '    s.put("q", [b\'{"id":"o%d","p":"%s"}\' % x for x in enumerate(pads)])\n',
         )
-        assert int(grown.stdout) > 1 << 20  # (3000 objects of 3 KB that do not compress)
+        assert grown > 1 << 20  # (3000 objects of 3 KB that do not compress)
         store.put("p", [b'{"id":"b"}'])
-        assert map_size(store) == int(grown.stdout)
+        assert map_size(store) == grown
         assert store.get("q", "o2999") is not None
         assert store.count("q") == 3000 and store.count("p") == 2
         assert store.verify().ok
