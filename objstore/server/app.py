@@ -24,7 +24,15 @@ import objstore
 from objstore import errors
 from objstore.auth import ROLES, SCOPES, Access, AuthStore, Token
 from objstore.server import encoding, graphql_api
-from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids, read_capped
+from objstore.server.bodies import (
+    BadRequest,
+    TooLarge,
+    UploadParser,
+    decode_body,
+    parse_ids,
+    read_capped,
+    request_codings,
+)
 from objstore.server.settings import Settings
 from objstore.server.streaming import ObjectStreamResponse, StreamStats, stream_objects
 
@@ -138,19 +146,20 @@ class ObjectRoutes:
     async def upload(self, request: Request) -> Response:
         project = _param(request, "project")
         self._authorize(request, project, write=True)
+        limit = self.settings.max_request_bytes
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.settings.max_request_bytes:
-            raise TooLarge(
-                f"request body of {length} bytes is over the "
-                f"{self.settings.max_request_bytes} byte limit"
-            )
+        if length and length.isdigit() and int(length) > limit:
+            raise TooLarge(f"request body of {length} bytes is over the {limit} byte limit")
+        # a body encoded as a whole decodes to at most a full batch and its multipart framing
+        decoded = limit + self.store.limits.max_batch_bytes
+        encoded = bool(request_codings(request.headers.get("content-encoding", "")))
         parser = UploadParser(
             request.headers.get("content-type", ""),
-            self.settings.max_request_bytes,
+            decoded if encoded else limit,
             self.store.limits.max_batch_bytes,
         )
         # the event loop only collects the (capped) body; parsing and inflating run off-loop
-        body = await read_capped(request.stream(), self.settings.max_request_bytes, "request body")
+        body = await self._body(request, limit, "request body", decoded_cap=decoded)
         arrays = await run_in_threadpool(parser.parse, [body])
         del body  # the compressed copy is no longer needed while the batch is stored
         await run_in_threadpool(self.store.put_arrays, project, arrays)
@@ -217,7 +226,7 @@ class ObjectRoutes:
     async def graphql(self, request: Request) -> Response:
         """Speckle's sign-in queries (see :mod:`objstore.server.graphql_api`)."""
         token = self._token(request)
-        body = await read_capped(request.stream(), _GRAPHQL_BODY_BYTES, "GraphQL request")
+        body = await self._body(request, _GRAPHQL_BODY_BYTES, "GraphQL request")
         limits = self.store.limits
         facts = graphql_api.ServerFacts(
             name="objstore",
@@ -240,8 +249,20 @@ class ObjectRoutes:
     def _levels(self) -> dict[str, int]:
         return {"gzip_level": self.settings.gzip_level, "zstd_level": self.settings.zstd_level}
 
+    async def _body(
+        self, request: Request, cap: int, what: str, decoded_cap: int | None = None
+    ) -> bytes:
+        """The request's body, capped at ``cap`` bytes as sent and ``decoded_cap`` (else
+        ``cap``) once its ``Content-Encoding`` is undone (in a thread: it may be megabytes)."""
+        header = request.headers.get("content-encoding", "")
+        codings = request_codings(header)  # an unknown coding is refused before reading
+        body = await read_capped(request.stream(), cap, what)
+        if not codings:
+            return body
+        return await run_in_threadpool(decode_body, body, header, decoded_cap or cap, what)
+
     async def _ids(self, request: Request) -> list[str]:
-        body = await read_capped(request.stream(), self.settings.max_ids_body_bytes, "id list")
+        body = await self._body(request, self.settings.max_ids_body_bytes, "id list")
         return parse_ids(body, request.headers.get("content-type", ""), self.settings.max_ids)
 
     def _stream(self, request: Request, make: Any) -> Response:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
+import zstandard
 from isal import isal_zlib
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -49,6 +50,101 @@ async def read_capped(stream: AsyncIterator[bytes], cap: int, what: str) -> byte
             raise TooLarge(f"{what} is larger than the {cap} byte limit")
         pieces.append(chunk)
     return b"".join(pieces)
+
+
+class UnsupportedEncoding(BadRequest):
+    """Maps to HTTP 415: a request ``Content-Encoding`` this server cannot undo."""
+
+    status = 415
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "UNSUPPORTED_CONTENT_ENCODING")
+
+
+_INFLATE_ERRORS = cast(tuple[type[Exception], ...], (isal_zlib.error, zlib.error))
+_DECODE_ERRORS = (*_INFLATE_ERRORS, cast(type[Exception], zstandard.ZstdError))
+REQUEST_CODINGS = ("gzip", "x-gzip", "deflate", "zstd")
+_DECODE_STEP = 1 << 20  # zstd output is read a MB at a time, so a bomb stops at the cap
+
+
+def request_codings(header: str) -> list[str]:
+    """The codings a ``Content-Encoding`` header lists, in the order they were applied
+    (``identity`` dropped); UnsupportedEncoding for one this server cannot undo."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    for coding in codings:
+        if coding not in REQUEST_CODINGS:
+            raise UnsupportedEncoding(
+                f"Content-Encoding {coding!r} is not supported: "
+                "send the body as it is, or gzip, deflate or zstd it"
+            )
+    return codings
+
+
+def decode_body(body: bytes, header: str, cap: int, what: str) -> bytes:
+    """A body sent with ``Content-Encoding: header`` as its plain bytes, as Speckle's server
+    (body-parser) inflates gzip and deflate JSON bodies; zstd too. TooLarge as soon as the
+    plain bytes pass ``cap``, so a bomb costs no more than the cap."""
+    for coding in reversed(request_codings(header)):
+        try:
+            body = _zstd_decode(body, cap) if coding == "zstd" else _inflate(body, coding, cap)
+        except _DECODE_ERRORS as exc:
+            raise BadRequest(
+                f"{what} is not valid {coding} data, as its Content-Encoding says ({exc})",
+                "BAD_CONTENT_ENCODING",
+            ) from None
+        if len(body) > cap:
+            raise TooLarge(f"{what} is larger than the {cap} byte limit once decoded")
+    return body
+
+
+def _inflate(body: bytes, coding: str, cap: int) -> bytes:
+    """gzip (members one after another, as gzip files may be) or deflate: zlib-wrapped as
+    HTTP defines it, or raw as some clients send it."""
+    if coding == "deflate":
+        wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    elif body[:2] != b"\x1f\x8b":
+        raise zlib.error("it does not start with gzip's magic bytes 1f 8b")
+    else:
+        wbits = zlib.MAX_WBITS | 16
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while rest and size <= cap:
+        inflater = isal_zlib.decompressobj(wbits=wbits)
+        piece = inflater.decompress(rest, cap + 1 - size)
+        out.append(piece)
+        size += len(piece)
+        if not inflater.eof:
+            if inflater.unconsumed_tail:  # stopped at the cap
+                break
+            raise zlib.error("the data ends before its end of stream")
+        rest = inflater.unused_data if coding != "deflate" else b""
+    return b"".join(out)
+
+
+def _zstd_decode(body: bytes, cap: int) -> bytes:
+    """zstd frames one after another. Input goes in slices no one of which can make more than
+    what is left of ``cap`` (a zstd block makes at most 32768 bytes per byte), so a bomb
+    stops at the cap; a frame cut short is an error, where zstd's readers end quietly."""
+    view = memoryview(body)
+    out: list[bytes] = []
+    size = pos = 0
+    decoder = zstandard.ZstdDecompressor().decompressobj()
+    while pos < len(view) and size <= cap:
+        step = max(1024, (cap + 1 - size) // 32768)
+        piece = decoder.decompress(view[pos : pos + step])
+        pos = min(pos + step, len(view))
+        out.append(piece)
+        size += len(piece)
+        if decoder.eof:  # the next frame starts with what this one left over
+            pos -= len(decoder.unused_data)
+            decoder = zstandard.ZstdDecompressor().decompressobj()
+            if pos >= len(view):
+                return b"".join(out)
+    if size <= cap and not decoder.eof:
+        raise zstandard.ZstdError("the data ends before its frame does")
+    return b"".join(out)
 
 
 _ids_decoder = msgspec.json.Decoder(list[str])
@@ -102,7 +198,6 @@ def parse_ids(body: bytes, content_type: str, max_ids: int) -> list[str]:
     return ids
 
 
-_INFLATE_ERRORS = cast(tuple[type[Exception], ...], (isal_zlib.error, zlib.error))
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 PLAIN_TYPES = {"application/json", "text/plain", "application/octet-stream", ""}
 

@@ -10,6 +10,8 @@ import os
 import socket
 import threading
 import time
+import zlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import httpx
@@ -460,6 +462,91 @@ def test_malformed_objects_field(server, loaded, kwargs, needle):
             r = c.post(f"{server.url}/{route}/priv", headers=headers, **kwargs)
             assert r.status_code == 400, (route, r.text)
             assert needle in r.json()["error"]["message"]
+
+
+_ENCODE: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "zstd": zstandard.ZstdCompressor().compress,
+}
+
+
+@pytest.mark.parametrize("coding", sorted(_ENCODE))
+def test_bodies_sent_compressed_are_read_as_speckles_server_reads_them(server, loaded, coding):
+    """Speckle's server inflates gzip and deflate JSON bodies (express.json); so does this one,
+    and zstd, on every route, and an upload may come encoded as a whole."""
+    encode = _ENCODE[coding]
+    headers = server.headers("alice", **{"Content-Encoding": coding})
+    json_headers = {**headers, "Content-Type": "application/json"}
+    ids = ["a00000", "fake1", "c00042"]
+    body = encode(json.dumps(ids_body(ids)).encode())
+    with httpx.Client(timeout=60) as c:
+        diff = c.post(f"{server.url}/api/diff/priv", content=body, headers=json_headers)
+        assert diff.json() == {"a00000": True, "fake1": False, "c00042": True}
+        got = c.post(
+            f"{server.url}/api/getobjects/priv",
+            content=body,
+            headers={**json_headers, "Accept": "text/plain"},
+        )
+        assert got.content.splitlines() == [
+            b"a00000\t" + loaded["a"][0],
+            b"c00042\t" + loaded["c"][42],
+        ]
+        query = encode(b'{"query": "{ serverInfo { name } }"}')
+        answer = c.post(f"{server.url}/graphql", content=query, headers=json_headers)
+        assert answer.json()["data"]["serverInfo"]["name"] == "objstore"
+        new = objs(f"enc{coding}", 3)
+        request = httpx.Request(
+            "POST", "http://x", files=[("batch-1", ("b", array(new), "application/json"))]
+        )
+        multipart = request.read()
+        up = c.post(
+            f"{server.url}/objects/priv",
+            content=encode(multipart),
+            headers={**headers, "Content-Type": request.headers["content-type"]},
+        )
+        assert up.status_code == 201, up.text
+        for item in new:
+            object_id = json.loads(item)["id"]
+            single = c.get(f"{server.url}/objects/priv/{object_id}/single", headers=headers)
+            assert single.content == item
+
+
+def test_a_body_not_in_a_coding_undone_or_not_as_said_is_refused(server, loaded):
+    before = _count(server)
+    request = httpx.Request(
+        "POST", "http://x", files=[("batch-1", ("b", array(objs("nope", 3)), "application/json"))]
+    )
+    multipart = request.read()
+    cases = [
+        ("br", multipart, 415, "UNSUPPORTED_CONTENT_ENCODING", "'br'"),
+        ("gzip", multipart, 400, "BAD_CONTENT_ENCODING", "not valid gzip"),
+        ("gzip", gzip.compress(multipart)[:-8], 400, "BAD_CONTENT_ENCODING", "ends before"),
+        # a bomb is cut off at the request limit plus the batch limit (8 + 20 MB here)
+        ("gzip", gzip.compress(b" " * (40 << 20)), 413, "PAYLOAD_TOO_LARGE", "once decoded"),
+    ]
+    with httpx.Client(timeout=60) as c:
+        for coding, body, status, code, needle in cases:
+            r = c.post(
+                f"{server.url}/objects/priv",
+                content=body,
+                headers=server.headers(
+                    "alice",
+                    **{"Content-Encoding": coding, "Content-Type": request.headers["content-type"]},
+                ),
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
+            assert needle in r.json()["error"]["message"]
+        bomb = gzip.compress(b'{"objects": "[' + b" " * (170 << 20) + b']"}', 9)  # cap: 160 MB
+        r = c.post(
+            f"{server.url}/api/diff/priv",
+            content=bomb,
+            headers=server.headers(
+                "alice", **{"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            ),
+        )
+        assert r.status_code == 413 and "once decoded" in r.json()["error"]["message"]
+    assert _count(server) == before
 
 
 @pytest.mark.slow

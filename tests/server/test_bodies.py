@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import pytest
+import zstandard
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from objstore import errors
-from objstore.server.bodies import BadRequest, TooLarge, UploadParser, parse_ids
+from objstore.server.bodies import (
+    BadRequest,
+    TooLarge,
+    UnsupportedEncoding,
+    UploadParser,
+    decode_body,
+    parse_ids,
+    request_codings,
+)
 
 
 def multipart(parts: list[tuple[bytes, str]], boundary: str = "XyZ") -> bytes:
@@ -154,3 +164,101 @@ def test_parse_ids_forms():
     assert parse_ids(form, "application/x-www-form-urlencoded; charset=utf-8", 5) == ids
     with pytest.raises(TooLarge):
         parse_ids(json.dumps({"objects": ids}).encode(), "application/json", 1)
+
+
+# -- request Content-Encoding ------------------------------------------------------------------
+
+_JSON = b'{"objects": "[\\"a\\", \\"b\\"]"}' * 40
+_ZSTD = zstandard.ZstdCompressor()
+
+
+@pytest.mark.parametrize(
+    ("header", "encoded"),
+    [
+        ("gzip", gzip.compress(_JSON)),
+        ("x-gzip", gzip.compress(_JSON)),
+        ("gzip", gzip.compress(_JSON[:300]) + gzip.compress(_JSON[300:])),  # two members
+        ("deflate", zlib.compress(_JSON)),  # zlib-wrapped, as HTTP defines deflate
+        ("deflate", zlib.compress(_JSON)[2:-4]),  # raw, as some clients send it
+        ("zstd", _ZSTD.compress(_JSON)),
+        ("zstd", _ZSTD.compress(_JSON[:300]) + _ZSTD.compress(_JSON[300:])),  # two frames
+        ("ZSTD", _ZSTD.compress(_JSON)),
+        ("identity", _JSON),
+        ("", _JSON),
+        ("gzip, zstd", _ZSTD.compress(gzip.compress(_JSON))),  # applied in that order
+        ("identity, gzip", gzip.compress(_JSON)),
+    ],
+    ids=[
+        "gzip",
+        "x-gzip",
+        "gzip-members",
+        "deflate-zlib",
+        "deflate-raw",
+        "zstd",
+        "zstd-frames",
+        "ZSTD",
+        "identity",
+        "none",
+        "gzip-then-zstd",
+        "identity-gzip",
+    ],
+)
+def test_a_body_sent_encoded_decodes_to_what_was_encoded(header, encoded):
+    assert decode_body(encoded, header, len(_JSON), "id list") == _JSON
+
+
+@pytest.mark.parametrize(
+    ("header", "encoded", "needle"),
+    [
+        ("gzip", _JSON, "magic bytes"),
+        ("gzip", gzip.compress(_JSON)[:-6], "ends before"),
+        ("gzip", gzip.compress(_JSON) + b"junk", "ends before"),
+        ("deflate", b"\x78\x9cnot deflate at all", "deflate"),
+        ("zstd", _JSON, "zstd"),
+        ("zstd", _ZSTD.compress(_JSON)[:-3], "ends before"),
+        ("zstd", _ZSTD.compress(_JSON) + b"junk", "zstd"),
+        ("gzip, zstd", _ZSTD.compress(_JSON), "gzip"),
+    ],
+    ids=[
+        "not-gzip",
+        "gzip-cut",
+        "gzip-junk",
+        "not-deflate",
+        "not-zstd",
+        "zstd-cut",
+        "zstd-junk",
+        "one-coding-missing",
+    ],
+)
+def test_a_body_that_is_not_what_its_encoding_says_is_a_400(header, encoded, needle):
+    with pytest.raises(BadRequest) as caught:
+        decode_body(encoded, header, 1 << 20, "id list")
+    assert (caught.value.status, caught.value.code) == (400, "BAD_CONTENT_ENCODING")
+    assert "id list" in str(caught.value) and needle in str(caught.value)
+
+
+@pytest.mark.parametrize("header", ["br", "compress", "gzip, br", "zstd;q=1"])
+def test_an_encoding_this_server_cannot_undo_is_a_415(header):
+    with pytest.raises(UnsupportedEncoding) as caught:
+        request_codings(header)
+    assert caught.value.status == 415
+    assert repr(header.split(", ")[-1]) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "compress"),
+    [
+        ("gzip", lambda data: gzip.compress(data, 9)),
+        ("deflate", lambda data: zlib.compress(data, 9)),
+        ("zstd", lambda data: zstandard.ZstdCompressor(level=19).compress(data)),
+    ],
+    ids=["gzip", "deflate", "zstd"],
+)
+def test_decoding_stops_at_the_cap_so_a_bomb_costs_no_more(header, compress):
+    bomb = compress(b" " * (64 << 20))  # 64 MB of spaces, a few KB sent
+    assert len(bomb) < 1 << 20
+    with pytest.raises(TooLarge) as caught:
+        decode_body(bomb, header, 1 << 20, "id list")
+    assert "1048576 byte limit once decoded" in str(caught.value)
+    # exactly at the cap is still taken
+    assert decode_body(compress(b" " * (1 << 20)), header, 1 << 20, "id list") == b" " * (1 << 20)
