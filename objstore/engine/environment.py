@@ -49,6 +49,19 @@ def damaged(path: Path, exc: BaseException) -> errors.StoreCorrupt:
     )
 
 
+def make_directory(path: Path) -> None:
+    """Make the directory a writable store lives in; a file there is StoreNotFound, other
+    failures keep their OSError class, with a message that says what was being made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's answer when ``path`` is a file
+        raise errors.StoreNotFound(f"{path} is a file, not a store's directory") from None
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f"cannot make the store's directory {path}: {exc.strerror}"
+        ) from exc
+
+
 def open_environment(path: Path, **options: Any) -> Any:
     """``lmdb.open`` of the directory ``path``, refusing files that are not an environment
     or hold fewer bytes than the pages their header counts (cut short by a copy or a disk):

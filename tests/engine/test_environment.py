@@ -9,7 +9,7 @@ import lmdb
 import pytest
 
 from objstore import errors
-from objstore.engine.environment import open_environment, refusing_damage
+from objstore.engine.environment import make_directory, open_environment, refusing_damage
 
 _OPEN = """
 import sys
@@ -86,3 +86,15 @@ def test_a_store_that_cannot_be_written_is_store_read_only(tmp_path, monkeypatch
         open_environment(tmp_path, max_dbs=2)
     with pytest.raises(lmdb.Error):  # read-only opens keep LMDB's error: nothing to redirect
         open_environment(tmp_path, max_dbs=2, readonly=True)
+
+
+def test_a_file_where_a_store_would_be_made_is_store_not_found(tmp_path):
+    (tmp_path / "models.dump").write_bytes(b"id\t{}\n")
+    with pytest.raises(errors.StoreNotFound, match=r"models\.dump is a file, not a store's"):
+        make_directory(tmp_path / "models.dump")
+    assert (tmp_path / "models.dump").read_bytes() == b"id\t{}\n"
+    with pytest.raises(NotADirectoryError, match=r"cannot make the store's directory .*dump/s"):
+        make_directory(tmp_path / "models.dump" / "s")  # under a file: the OSError says so
+    make_directory(tmp_path / "a" / "b")
+    make_directory(tmp_path / "a" / "b")  # there already: nothing to do
+    assert (tmp_path / "a" / "b").is_dir()

@@ -31,6 +31,7 @@ from objstore.engine.environment import (
     DAMAGED,
     damage_in_write,
     damaged,
+    make_directory,
     open_environment,
     refusing_damage,
 )
@@ -77,7 +78,7 @@ class Environment:
         """Open (or create) the environment under ``path`` and its tables."""
         self.path = Path(path)
         if not readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_directory(self.path)
         data_file = self.path / "data.mdb"
         size = map_size or max(DEFAULT_MAP_SIZE, allocated_bytes(data_file) * 2)
         if writemap and not readonly and data_file.exists():
