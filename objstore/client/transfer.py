@@ -457,6 +457,9 @@ def receive(
     Objects of the closure the server does not have fail it with RemoteNotFound naming them;
     the rest stay cached and the root is not written. ``progress`` as for :func:`send`
     (``total`` once the root's closure is known).
+    With no ``cache`` the objects go to a store in memory that is dropped on return: the call
+    then only proves the whole graph can be downloaded. To keep them in memory, pass
+    ``objstore.open_memory()``; to read them as they come, :meth:`Remote.download`.
     """
     if cache is None:
         cache = objstore.open_memory()
