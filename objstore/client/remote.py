@@ -20,6 +20,7 @@ import functools
 import ipaddress
 import queue
 import random
+import re
 import ssl
 import threading
 import time
@@ -105,6 +106,20 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _said(response: httpx.Response) -> str:
+    """What an error body that is not the server's JSON error says, on one line: an HTML
+    page (a proxy's, say) by its title, else its text without tags; at most 300 characters."""
+    text = response.text
+    if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+        title = _TITLE.search(text)
+        text = title.group(1) if title else _TAG.sub(" ", text)
+    return " ".join(text.split())[:300] or response.reason_phrase
+
+
 def _error_from(response: httpx.Response) -> errors.RemoteError:
     """The error a refused request raises, naming the request (method and URL) it answers."""
     try:
@@ -112,9 +127,15 @@ def _error_from(response: httpx.Response) -> errors.RemoteError:
         message = body["error"]["message"]
         code = body["error"].get("code")
     except (ValueError, KeyError, TypeError):
-        message = response.text[:300] or response.reason_phrase
+        message = _said(response)
         code = None
     status = response.status_code
+    if status == 413 and code is None:  # not the server's own refusal, which names its limit
+        message += (
+            " (a proxy in front of the server may cap request bodies, as nginx's "
+            f"client_max_body_size does; objstore's client sends up to "
+            f"{UPLOAD_BATCH_BYTES >> 20} MB in one upload)"
+        )
     cls: type[errors.RemoteError] = {
         401: errors.PermissionDenied,
         403: errors.AuthenticationFailed,

@@ -437,6 +437,53 @@ def test_get_many_raises_what_a_fetch_met():
         list(remote.get_many(["a", "b"]))
 
 
+_NGINX_413 = (
+    b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    b"<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>"
+    b"\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "said"),
+    [
+        (
+            413,
+            {"content-type": "text/html"},
+            _NGINX_413,
+            "HTTP 413: 413 Request Entity Too Large (a proxy in front of the server may cap "
+            "request bodies, as nginx's client_max_body_size does; objstore's client sends up "
+            "to 32 MB in one upload)",
+        ),
+        (502, {}, b"<html><body><p>Bad\n   gateway</p></body></html>", "HTTP 502: Bad gateway"),
+        (400, {}, b'{"error": "plain words"}', 'HTTP 400: {"error": "plain words"}'),
+        (404, {}, b"", "HTTP 404: Not Found"),
+        (
+            413,
+            {},
+            b'{"error": {"message": "over the 8 byte limit", "code": "PAYLOAD_TOO_LARGE"}}',
+            "HTTP 413: over the 8 byte limit",
+        ),
+    ],
+    ids=["proxy-413", "html-502", "json-not-ours", "empty", "our-413"],
+)
+def test_an_error_body_is_told_on_one_line(status, headers, body, said):
+    """A proxy's HTML page by its title, never its markup over several lines; a 413 that is
+    not the server's own names the likely cap."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers=headers, content=body)
+
+    remote = Remote(
+        "http://127.0.0.1:9", "t", "p", retries=0, transport=httpx.MockTransport(handler)
+    )
+    with pytest.raises(errors.RemoteError) as caught:
+        remote.upload([("a", b'{"id":"a"}')])
+    message = str(caught.value)
+    assert message == f"POST http://127.0.0.1:9/objects/p: {said}"
+    assert "\n" not in message
+
+
 def test_remotes_share_one_tls_context(monkeypatch):
     """Loading the CA bundle is paid once per process, not once per Remote."""
     made: list[int] = []
