@@ -35,14 +35,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     from uvicorn.supervisors import Multiprocess
 
+    sock = _tcp_socket(args)  # bound here: a port in use is one line, with any worker count
     try:
         if args.workers <= 1:
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[sock])
         elif "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
             legacy: Any = Multiprocess
-            legacy(config, target=uvicorn.Server(config).run, sockets=[_tcp_socket(args)]).run()
+            legacy(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
         else:
-            Multiprocess(config, sockets=[_tcp_socket(args)]).run()
+            Multiprocess(config, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
     return 0
@@ -60,19 +61,28 @@ def log_config(level: str) -> dict[str, Any]:
 
 
 def _tcp_socket(args: argparse.Namespace) -> socket.socket:
-    """The shared listening socket for workers, created with proto=IPPROTO_TCP.
+    """The listening socket (shared by workers), created with proto=IPPROTO_TCP.
 
-    uvicorn binds it with proto 0, and asyncio sets TCP_NODELAY only on accepted sockets whose
-    proto is TCP: without it every small response waited ~40 ms (Nagle + delayed ACK).
+    uvicorn binds workers' socket with proto 0, and asyncio sets TCP_NODELAY only on accepted
+    sockets whose proto is TCP: without it every small response waited ~40 ms (Nagle +
+    delayed ACK). A port that cannot be had is an OSError naming it (uvicorn's own bind
+    logged an error and a shutdown, and exited 3).
     """
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        raise type(exc)(
+            exc.errno, f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+        ) from None
     sock.set_inheritable(True)
+    workers = f"{args.workers} workers" if args.workers > 1 else "1 worker"
     print(
-        f"objstore serving http://{args.host}:{sock.getsockname()[1]} with {args.workers} "
-        "workers (Ctrl+C to stop)",
+        f"objstore serving http://{args.host}:{sock.getsockname()[1]} with {workers} "
+        "(Ctrl+C to stop)",
         file=sys.stderr,
     )
     return sock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import json
 import os
@@ -154,6 +155,23 @@ def test_serve_refuses_a_port_or_worker_count_that_cannot_be(
     assert not (tmp_path / "d").exists()
     code, _, err = run(capsys, "stats", "--data", str(tmp_path / "d"))  # other commands run
     assert code == 2 and "no store in" in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_whatever_the_worker_count(tmp_path, capsys, workers):
+    """With one worker uvicorn bound the port itself: it logged an error and a shutdown and
+    exited 3, where two workers gave objstore's one line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run(
+            capsys, "serve", "--data", str(tmp_path), "--port", str(port), "--workers", workers
+        )
+    assert (code, out) == (2, "")
+    in_use = errno.EADDRINUSE
+    said = f"[Errno {in_use}] cannot listen on 127.0.0.1:{port}: {os.strerror(in_use)}"
+    assert err == f"objstore: {said}\n"
 
 
 def test_serve_logs_the_damage_it_meets_in_one_line_each(tmp_path, capsys):
