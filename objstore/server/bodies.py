@@ -64,7 +64,6 @@ class UnsupportedEncoding(BadRequest):
 _INFLATE_ERRORS = cast(tuple[type[Exception], ...], (isal_zlib.error, zlib.error))
 _DECODE_ERRORS = (*_INFLATE_ERRORS, cast(type[Exception], zstandard.ZstdError))
 REQUEST_CODINGS = ("gzip", "x-gzip", "deflate", "zstd")
-_DECODE_STEP = 1 << 20  # zstd output is read a MB at a time, so a bomb stops at the cap
 
 
 def request_codings(header: str) -> list[str]:
@@ -101,8 +100,9 @@ def decode_body(body: bytes, header: str, cap: int, what: str) -> bytes:
 def _inflate(body: bytes, coding: str, cap: int) -> bytes:
     """gzip (members one after another, as gzip files may be) or deflate: zlib-wrapped as
     HTTP defines it, or raw as some clients send it."""
-    if coding == "deflate":
-        wbits = zlib.MAX_WBITS if body[:1] and (body[0] & 0x0F) == 8 else -zlib.MAX_WBITS
+    if coding == "deflate":  # a zlib header: method 8, and a check that makes it a multiple of 31
+        wrapped = len(body) > 1 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
     elif body[:2] != b"\x1f\x8b":
         raise zlib.error("it does not start with gzip's magic bytes 1f 8b")
     else:
@@ -116,10 +116,12 @@ def _inflate(body: bytes, coding: str, cap: int) -> bytes:
         out.append(piece)
         size += len(piece)
         if not inflater.eof:
-            if inflater.unconsumed_tail:  # stopped at the cap
+            if size > cap:  # stopped there: the caller says so
                 break
             raise zlib.error("the data ends before its end of stream")
-        rest = inflater.unused_data if coding != "deflate" else b""
+        rest = inflater.unused_data
+        if rest and coding == "deflate":  # one stream only; gzip members may follow each other
+            raise zlib.error(f"{len(rest)} bytes follow the end of its stream")
     return b"".join(out)
 
 
