@@ -7,7 +7,7 @@ bash scripts/setup.sh server
 DATA="${OBJSTORE_DATA:-./data}"
 PORT="${OBJSTORE_PORT:-8000}"
 OBJ=.venv/bin/objstore
-$OBJ project list --data "$DATA" | grep -q '^demo	' || $OBJ project create demo --owner demo --data "$DATA"
+$OBJ project list --data "$DATA" 2>/dev/null | grep -q '^demo	' || $OBJ project create demo --owner demo --data "$DATA"
 TOKEN=$($OBJ token create --user demo --name readme --replace --data "$DATA" 2>/dev/null)
 URL="http://127.0.0.1:${PORT}"
 cat <<MSG

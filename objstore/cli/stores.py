@@ -58,11 +58,17 @@ def auth_store(args: argparse.Namespace) -> AuthStore:
 
 def admin_auth(args: argparse.Namespace) -> AuthStore:
     """The auth store for ``project``/``token`` commands, refused on a client cache (an auth
-    store made there would only litter it)."""
+    store made there would only litter it). Only ``create`` makes one where there is none:
+    a mistyped --data given to ``list`` or ``revoke`` used to get a new, empty one."""
     if is_cache(args):
         raise ValueError(
             f"{args.data} is a client cache (a store with no users or tokens; send and receive "
             f"make its projects): {args.command} {args.action} needs a server's data dir"
+        )
+    if args.action != "create" and not (Path(args.data) / "auth").is_dir():
+        raise errors.StoreNotFound(
+            f"no server data in {args.data} (no {Path(args.data) / 'auth'}; `objstore serve` "
+            "or a create makes it): check --data or OBJSTORE_DATA"
         )
     return auth_store(args)
 

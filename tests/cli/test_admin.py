@@ -122,8 +122,32 @@ def test_admin_commands_refuse_words_they_would_drop(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             cli.main([*argv, "--data", data])
         assert exit_.value.code == 2 and says in capsys.readouterr().err, argv
-    assert run(capsys, "token", "list", "--data", data)[1] == ""  # nothing was made
-    assert run(capsys, "project", "list", "--data", data)[1] == ""
+    assert list(tmp_path.iterdir()) == []  # nothing was made
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("project", "list"),
+        ("project", "delete", "p1"),
+        ("project", "member", "p1", "bob", "reviewer"),
+        ("token", "list"),
+        ("token", "revoke", "abc"),
+    ],
+)
+def test_admin_commands_on_no_data_say_so_and_make_nothing(tmp_path, capsys, argv):
+    """A mistyped --data given to a listing got a new, empty auth store and printed nothing,
+    as if the server had no projects; only a create makes one."""
+    data = tmp_path / "typo"
+    code, out, err = run(capsys, *argv, "--data", str(data))
+    assert (code, out) == (2, "")
+    assert err == (
+        f"objstore: no server data in {data} (no {data / 'auth'}; `objstore serve` or a "
+        "create makes it): check --data or OBJSTORE_DATA\n"
+    )
+    assert not data.exists()
+    assert run(capsys, "project", "create", "p1", "--owner", "a", "--data", str(data))[0] == 0
+    assert run(capsys, "project", "list", "--data", str(data))[1].startswith("p1\t")
 
 
 def test_demo_stats_verify(tmp_path, capsys):
