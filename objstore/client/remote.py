@@ -130,6 +130,8 @@ def _error_from(response: httpx.Response) -> errors.RemoteError:
         message = _said(response)
         code = None
     status = response.status_code
+    if status == 401 and "authorization" not in response.request.headers:
+        message += " (the request carried no token)"
     if status == 413 and code is None:  # not the server's own refusal, which names its limit
         message += (
             " (a proxy in front of the server may cap request bodies, as nginx's "

@@ -484,6 +484,22 @@ def test_an_error_body_is_told_on_one_line(status, headers, body, said):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("token", "hint"), [(None, True), ("t", False)])
+def test_a_401_to_a_request_without_a_token_says_none_was_sent(token, hint):
+    def handler(request: httpx.Request) -> httpx.Response:
+        error = {"message": "not permitted: reviewer access needed", "code": "UNAUTHORIZED"}
+        return httpx.Response(401, json={"error": error})
+
+    remote = Remote("http://127.0.0.1:9", token, "p", transport=httpx.MockTransport(handler))
+    with pytest.raises(errors.PermissionDenied) as caught:
+        remote.get("a")
+    assert str(caught.value).endswith(
+        "reviewer access needed (the request carried no token)"
+        if hint
+        else "reviewer access needed"
+    )
+
+
 def test_remotes_share_one_tls_context(monkeypatch):
     """Loading the CA bundle is paid once per process, not once per Remote."""
     made: list[int] = []
