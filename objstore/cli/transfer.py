@@ -167,7 +167,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
             except errors.ObjectNotFound as exc:
                 if exc.object_id != args.root:  # the root is there, part of its graph is not
                     raise
-                where = f"the local store {local} (--local-project names another)"
+                where = f"the local store {local} (--local-project picks another project)"
                 raise errors.ObjectNotFound(exc.project, exc.object_id, where) from None
             print(sent.summary(), file=sys.stderr)
     return 0
