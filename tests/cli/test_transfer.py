@@ -404,7 +404,8 @@ def test_cp_names_a_missing_root_or_a_missing_part_of_its_graph(server, tmp_path
         )
     common = ["--token", server.tokens["alice"], "--project", "other", "--local-project", "p"]
     code, _, err = run(capsys, "cp", str(tmp_path / "local"), server.url, "--root", "nope", *common)
-    assert code == 2 and "'nope' not found" in err and "--local-project picks another project" in err
+    assert code == 2 and "'nope' not found" in err
+    assert "--local-project picks another project" in err
     code, _, err = run(
         capsys, "cp", str(tmp_path / "local"), server.url, "--root", "cpm-root", *common
     )
