@@ -416,6 +416,22 @@ def _prepare_array(
     return total
 
 
+_BYTES = (bytes, bytearray, memoryview)
+_AS_BYTES = "each a list of objects' bytes, such as [data for _, data in pairs]"
+
+
+def _element_hint(item: object, batch: list[object]) -> str:
+    """Why an element is not an object's bytes, when its shape tells: a dict not encoded, or
+    the (id, bytes) pairs the client and graphgen deal in, given where bytes belong."""
+    if isinstance(item, dict):
+        return " (encode it: msgspec.json.encode(obj))"
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], _BYTES):
+        return f" (an (id, bytes) pair: batches are {_AS_BYTES})"
+    if isinstance(item, str) and len(batch) == 2 and isinstance(batch[1], _BYTES):
+        return f" (this batch is an (id, bytes) pair: put_many takes batches, {_AS_BYTES})"
+    return ""
+
+
 def prepare(
     batch: bytes | bytearray | memoryview | Iterable[bytes], limits: Limits
 ) -> list[Record]:
@@ -449,10 +465,9 @@ def prepare(
         elif isinstance(item, bytes | bytearray | memoryview):
             raw = bytes(item).strip()
         else:
-            hint = " (encode it: msgspec.json.encode(obj))" if isinstance(item, dict) else ""
             raise errors.InvalidBatch(
                 f"batch element {index} must be bytes of one JSON object, got "
-                f"{type(item).__name__}{hint}"
+                f"{type(item).__name__}{_element_hint(item, given)}"
             )
         total += len(raw)
         _check_total(total, limits, index)

@@ -580,6 +580,16 @@ def test_a_read_given_ids_of_the_wrong_type_says_so(store, call, says):
         (lambda s: s.put_arrays("p1", [arr(A), '[{"id":"x"}]']), "part 1 must be the bytes"),
         (lambda s: s.put_many("p1", b'[{"id":"x"}]'), "iterable of batches, got bytes"),
         (lambda s: s.put_many("p1", [arr(A), None]), "batch 1: batch must be the bytes"),
+        (  # the (id, bytes) pairs send, Remote.upload and graphgen take, given to put
+            lambda s: s.put("p1", [("x", b'{"id":"x"}')]),
+            "got tuple (an (id, bytes) pair: batches are each a list of objects' bytes, "
+            "such as [data for _, data in pairs])",
+        ),
+        (  # ... and to put_many, which reads each pair as a batch of two
+            lambda s: s.put_many("p1", [("x", b'{"id":"x"}')]),
+            "batch 0: batch element 0 must be bytes of one JSON object, got str (this batch "
+            "is an (id, bytes) pair: put_many takes batches, each a list of objects' bytes",
+        ),
     ],
 )
 def test_a_write_given_the_wrong_shape_says_so_and_stores_nothing(store, call, says):
@@ -589,3 +599,9 @@ def test_a_write_given_the_wrong_shape_says_so_and_stores_nothing(store, call, s
         call(store)
     assert store.stats() == before
     assert store.get("p1", "x") is None
+
+
+def test_strings_that_are_not_a_pair_get_no_pair_hint(store):
+    with pytest.raises(errors.InvalidBatch) as caught:
+        store.put("p1", ["x", "y"])
+    assert str(caught.value) == "batch element 0 must be bytes of one JSON object, got str"
