@@ -12,7 +12,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -99,6 +99,25 @@ def test_diff_real_and_fake_ids_json_and_form(server, loaded):
     assert list(form.json()) == ids
 
 
+@pytest.mark.parametrize("coding", ["zstd", "gzip", "identity"])
+def test_a_diff_answer_comes_compressed_when_the_client_accepts_it(server, loaded, coding):
+    """Speckle's server gzips every diff answer; this one answers in the coding asked for."""
+    ids = [f"a{i:05d}" for i in range(0, N, 7)] + [f"fake{i}" for i in range(300)]
+    with httpx.Client() as c:
+        got = _decoded(
+            c,
+            "POST",
+            f"{server.url}/api/diff/priv",
+            json=ids_body(ids),
+            headers=server.headers("alice", **{"Accept-Encoding": coding}),
+        )
+    assert json.loads(got.content) == {i: not i.startswith("fake") for i in ids}
+    assert got.headers.get("content-encoding") == (None if coding == "identity" else coding)
+    assert "accept-encoding" in got.headers["vary"].lower() or coding == "identity"
+    if coding != "identity":
+        assert len(got.raw) < len(got.content) / 3
+
+
 def test_getobjects_text_and_json(server, loaded):
     everything = loaded["a"] + loaded["b"] + loaded["c"]
     ids = [json.loads(o)["id"] for o in everything] + ["unknown-id"]
@@ -130,8 +149,8 @@ class _Decoded(NamedTuple):
     content: bytes  # decoded here: httpx decodes zstd only from 0.27 on
 
 
-def _get_decoded(c: httpx.Client, url: str, headers: dict[str, str]) -> _Decoded:
-    with c.stream("GET", url, headers=headers) as r:
+def _decoded(c: httpx.Client, method: str, url: str, **kwargs: Any) -> _Decoded:
+    with c.stream(method, url, **kwargs) as r:
         raw = b"".join(r.iter_raw())
     coding = r.headers.get("content-encoding")
     if coding == "zstd":
@@ -164,7 +183,7 @@ def test_streams_and_single_answer_in_zstd_when_the_client_lists_it(server, load
         refused = c.get(url, headers=headers("zstd;q=0, gzip"))
         assert refused.headers["content-encoding"] == "gzip"
         assert refused.content == plain.content  # httpx gunzips
-        single = _get_decoded(c, f"{url}/single", headers("zstd"))
+        single = _decoded(c, "GET", f"{url}/single", headers=headers("zstd"))
         assert single.headers["content-encoding"] == "zstd"
         assert single.content == loaded["root"][0]
 
@@ -179,10 +198,11 @@ def test_a_big_single_object_comes_back_exact_in_either_coding(server, coding):
     r = upload(server, "other", [("b", array([big]), "application/json")])
     assert r.status_code == 201, r.text
     with httpx.Client(timeout=60) as c:
-        got = _get_decoded(
+        got = _decoded(
             c,
+            "GET",
             f"{server.url}/objects/other/big-{coding}/single",
-            server.headers("alice", **{"Accept-Encoding": coding}),
+            headers=server.headers("alice", **{"Accept-Encoding": coding}),
         )
     assert got.headers["content-encoding"] == coding
     assert int(got.headers["content-length"]) == len(got.raw) < len(big) // 2
