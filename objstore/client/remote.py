@@ -293,6 +293,12 @@ class _Handoff:
 
 
 _JSON_BODY = {"Content-Type": "application/json"}
+# request codings for id lists, preferred first, each with its compressor (level 1: an id
+# list is a few MB at most, and hex ids compress to about half whatever the level)
+_ID_CODINGS: dict[str, Callable[[bytes], bytes]] = {
+    "zstd": lambda body: zstandard.compress(body, 1),
+    "gzip": lambda body: igzip.compress(body, 1),
+}
 _diff_answer = msgspec.json.Decoder(dict[str, bool])
 
 
@@ -399,6 +405,7 @@ class Remote:
         )
         self._limits: Limits | None = None
         self._max_request: int | None = None  # a request body's limit, when the server says
+        self._ids_coding: str | None = None  # how id lists go, once the server says it takes it
         self._max_ids: int | None = None  # ids one diff or getobjects may ask for, likewise
         self.stats = RemoteStats()
 
@@ -463,7 +470,8 @@ class Remote:
         """Ask the server once for what it states: object and batch limits, and objstore's
         request body and ids-per-request limits (None where it states none)."""
         try:
-            stated = self._request("server-info", "GET", "/api/server-info").json()["limits"]
+            info = self._request("server-info", "GET", "/api/server-info").json()
+            stated = info["limits"]
             limits = Limits(stated["max_object_bytes"], stated["max_batch_bytes"])
         except errors.ConnectionFailed:
             raise
@@ -473,7 +481,20 @@ class Remote:
         request, ids = stated.get("max_request_bytes"), stated.get("max_ids_per_request")
         self._max_request = request if type(request) is int and request > MULTIPART_ROOM else None
         self._max_ids = ids if type(ids) is int and ids > 0 else None
+        codings = info.get("request_encodings")
+        if self.compress and isinstance(codings, list):  # Speckle's server states none
+            self._ids_coding = next((c for c in _ID_CODINGS if c in codings), None)
         self._limits = limits
+
+    def _ids_request(self, ids: list[str]) -> tuple[bytes, dict[str, str]]:
+        """A diff/getobjects body and its headers: compressed when compression is on and the
+        server states it takes the coding (a resend over a network is nothing but its id
+        lists up and its diff answers down; 100k ids are 3.7 MB of JSON, 1.7 MB in zstd)."""
+        body = _ids_body(ids)
+        if self._ids_coding is None:
+            return body, _JSON_BODY
+        encoded = _ID_CODINGS[self._ids_coding](body)
+        return encoded, {**_JSON_BODY, "Content-Encoding": self._ids_coding}
 
     def _id_chunk(self, size: int) -> int:
         """Ids per diff or getobjects request: ``size``, or fewer if the server takes fewer."""
@@ -490,12 +511,9 @@ class Remote:
         chunks = [id_list[i : i + size] for i in range(0, len(id_list), size)]
 
         def one(chunk: list[str]) -> dict[str, bool]:
+            body, headers = self._ids_request(chunk)
             r = self._request(
-                "diff",
-                "POST",
-                f"/api/diff/{self._project_path}",
-                content=_ids_body(chunk),
-                headers=_JSON_BODY,
+                "diff", "POST", f"/api/diff/{self._project_path}", content=body, headers=headers
             )
             try:
                 return _diff_answer.decode(r.content)
@@ -653,15 +671,12 @@ class Remote:
 
         def send() -> httpx.Response:
             nonlocal remaining
+            body, headers = self._ids_request(remaining)
             with self._http.stream(
                 "POST",
                 f"{self.url}/api/getobjects/{self._project_path}",
-                content=_ids_body(remaining),
-                headers={
-                    **_JSON_BODY,
-                    "Accept": "text/plain",
-                    "Accept-Encoding": self._stream_accept,
-                },
+                content=body,
+                headers={**headers, "Accept": "text/plain", "Accept-Encoding": self._stream_accept},
             ) as response:
                 if response.status_code >= 400:
                     response.read()

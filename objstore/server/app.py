@@ -25,6 +25,7 @@ from objstore import errors
 from objstore.auth import ROLES, SCOPES, Access, AuthStore, Token
 from objstore.server import encoding, graphql_api
 from objstore.server.bodies import (
+    REQUEST_ENCODINGS,
     BadRequest,
     TooLarge,
     UploadParser,
@@ -204,6 +205,10 @@ class ObjectRoutes:
                     "max_request_bytes": self.settings.max_request_bytes,
                     "max_ids_per_request": self.settings.max_ids,
                 },
+                # codings a request body may come in (objstore's client compresses id lists
+                # in one of these only when it is listed: a server that does not list any
+                # may not undo them)
+                "request_encodings": list(REQUEST_ENCODINGS),
                 "streams": {
                     "started": self.streams.started,
                     "finished": self.streams.finished,

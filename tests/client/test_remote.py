@@ -321,6 +321,57 @@ def _asked(request: httpx.Request) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize(
+    ("compression", "stated", "sent"),
+    [
+        ("on", ["zstd", "gzip", "deflate"], "zstd"),  # objstore's server
+        ("on", ["gzip"], "gzip"),
+        ("on", ["br"], None),  # nothing this client makes
+        ("on", None, None),  # Speckle's server states none: it may not undo them
+        ("off", ["zstd", "gzip", "deflate"], None),
+    ],
+)
+def test_id_lists_go_compressed_only_where_the_server_says_it_takes_them(compression, stated, sent):
+    ids = [f"{i:032x}" for i in range(3000)]
+    seen: list[tuple[str, str | None, list[str]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/server-info":
+            info: dict[str, object] = {
+                "limits": {"max_object_bytes": 10 << 20, "max_batch_bytes": 50 << 20}
+            }
+            if stated is not None:
+                info["request_encodings"] = stated
+            return httpx.Response(200, json=info)
+        coding = request.headers.get("content-encoding")
+        body = request.read()
+        if coding == "zstd":
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        elif coding == "gzip":
+            body = gzip.decompress(body)
+        asked = json.loads(json.loads(body)["objects"])
+        seen.append((request.url.path.split("/")[2], coding, asked))
+        if request.url.path.startswith("/api/diff/"):
+            return httpx.Response(200, json={i: True for i in asked})
+        lines = "".join(f"{i}\t{{}}\n" for i in asked).encode()
+        return httpx.Response(200, stream=httpx.ByteStream(lines))
+
+    remote = Remote(
+        "http://127.0.0.1:9",
+        "t",
+        "p",
+        transport=httpx.MockTransport(handler),
+        compression=compression,
+    )
+    assert remote.diff(ids) == dict.fromkeys(ids, True)
+    assert dict(remote.get_many(ids)) == dict.fromkeys(ids, b"{}")
+    assert [(route, coding) for route, coding, _ in seen] == [
+        ("diff", sent),
+        ("getobjects", sent),
+    ]
+    assert all(asked == ids for _, _, asked in seen)
+
+
 def test_get_many_holds_a_few_blocks_not_whole_answers():
     ids = [f"mesh{i}" for i in range(80)]
 

@@ -659,7 +659,9 @@ def test_client_disconnect_stops_the_store_read(server, loaded):
 def test_health_and_server_info(server):
     with httpx.Client() as c:
         assert c.get(f"{server.url}/api/health").json() == {"status": "ok"}
-        limits = c.get(f"{server.url}/api/server-info").json()["limits"]
+        info = c.get(f"{server.url}/api/server-info").json()
+    limits = info["limits"]
+    assert info["request_encodings"] == ["zstd", "gzip", "deflate"]  # what bodies may come in
     assert limits["max_object_bytes"] == 2 << 20
     assert limits["max_batch_bytes"] == 20 << 20
 
