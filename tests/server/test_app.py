@@ -113,8 +113,8 @@ def test_a_diff_answer_comes_compressed_when_the_client_accepts_it(server, loade
         )
     assert json.loads(got.content) == {i: not i.startswith("fake") for i in ids}
     assert got.headers.get("content-encoding") == (None if coding == "identity" else coding)
-    assert "accept-encoding" in got.headers["vary"].lower() or coding == "identity"
     if coding != "identity":
+        assert "accept-encoding" in got.headers["vary"].lower()
         assert len(got.raw) < len(got.content) / 3
 
 
