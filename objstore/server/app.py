@@ -109,16 +109,20 @@ class ObjectRoutes:
 
     def _token(self, request: Request) -> Token | None:
         """The request's token; None without one. A token given but not valid is a 403, on
-        every route, as on Speckle's server."""
-        header = request.headers.get("authorization")
-        if header is None:
+        every route, as on Speckle's server, which also takes the token bare, with no
+        ``Bearer`` before it (and an empty header as none)."""
+        words = request.headers.get("authorization", "").split()
+        if not words:
             return None
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        if len(words) == 2 and words[0].lower() == "bearer":
+            secret = words[1]
+        elif len(words) == 1 and words[0].lower() != "bearer":
+            secret = words[0]  # bare; another scheme (Basic ...) is not ours
+        else:
             raise Denied(
                 403, "malformed Authorization header: use 'Bearer <token>'", "INVALID_TOKEN"
             )
-        token = self.auth.authenticate(value.strip())
+        token = self.auth.authenticate(secret)
         if token is None:
             raise Denied(403, "token is invalid, revoked or expired", "INVALID_TOKEN")
         return token

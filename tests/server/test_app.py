@@ -625,6 +625,30 @@ def test_auth_matrix(server, loaded, who, method, route, status):
         assert set(r.json()["error"]) == {"message", "code"}
 
 
+@pytest.mark.parametrize(
+    ("header", "status", "code"),
+    [
+        ("{token}", 200, None),  # bare, as Speckle's server also takes it
+        ("Bearer   {token}", 200, None),
+        ("bearer {token}", 200, None),
+        ("", 401, "UNAUTHORIZED"),  # empty: no token, as on Speckle's server
+        ("Bearer", 403, "INVALID_TOKEN"),
+        ("Basic {token}", 403, "INVALID_TOKEN"),
+        ("{token} extra", 403, "INVALID_TOKEN"),
+        ("not-a-token", 403, "INVALID_TOKEN"),
+    ],
+)
+def test_the_authorization_header_forms_speckles_server_takes(server, loaded, header, status, code):
+    value = header.format(token=server.tokens["carol"])
+    with httpx.Client() as c:
+        r = c.get(f"{server.url}/objects/priv/a00000/single", headers={"Authorization": value})
+    assert r.status_code == status, r.text
+    if code is not None:
+        assert r.json()["error"]["code"] == code
+    else:
+        assert r.content == loaded["a"][0]
+
+
 def test_public_project_anonymous_read(server):
     assert (
         upload(server, "pub", [("b", array(objs("p", 3)), "application/json")]).status_code == 201
