@@ -270,12 +270,12 @@ class ObjectRoutes:
     ) -> bytes:
         """The request's body, capped at ``cap`` bytes as sent and ``decoded_cap`` (else
         ``cap``) once its ``Content-Encoding`` is undone (in a thread: it may be megabytes)."""
-        header = request.headers.get("content-encoding", "")
-        codings = request_codings(header)  # an unknown coding is refused before reading
+        # an unknown coding is refused before the body is read
+        codings = request_codings(request.headers.get("content-encoding", ""))
         body = await read_capped(request.stream(), cap, what)
         if not codings:
             return body
-        return await run_in_threadpool(decode_body, body, header, decoded_cap or cap, what)
+        return await run_in_threadpool(decode_body, body, codings, decoded_cap or cap, what)
 
     async def _ids(self, request: Request) -> list[str]:
         body = await self._body(request, self.settings.max_ids_body_bytes, "id list")

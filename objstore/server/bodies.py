@@ -81,11 +81,11 @@ def request_codings(header: str) -> list[str]:
     return codings
 
 
-def decode_body(body: bytes, header: str, cap: int, what: str) -> bytes:
-    """A body sent with ``Content-Encoding: header`` as its plain bytes, as Speckle's server
-    (body-parser) inflates gzip and deflate JSON bodies; zstd too. TooLarge as soon as the
-    plain bytes pass ``cap``, so a bomb costs no more than the cap."""
-    for coding in reversed(request_codings(header)):
+def decode_body(body: bytes, codings: list[str], cap: int, what: str) -> bytes:
+    """A body sent in ``codings`` (as :func:`request_codings` reads its header) as its plain
+    bytes, as Speckle's server (body-parser) inflates gzip and deflate JSON bodies; zstd too.
+    TooLarge as soon as the plain bytes pass ``cap``, so a bomb costs no more than the cap."""
+    for coding in reversed(codings):
         try:
             body = _zstd_decode(body, cap) if coding == "zstd" else _inflate(body, coding, cap)
         except _DECODE_ERRORS as exc:
